@@ -1,0 +1,199 @@
+//! Finds the actor of a workspace, and the workspace of a cached key.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use dashmap::DashMap;
+
+use super::workspace::{CachedKey, RefreshKey, WorkspaceActor, WorkspaceState};
+use crate::domain::hashing::KeyHash;
+use crate::domain::key_record::ApiKeyRecord;
+use crate::store::{SharedStore, StoreError};
+
+/// How long things stay cached.
+#[derive(Clone, Debug)]
+pub struct CacheSettings {
+    /// An actor whose workspace saw no request for this long stops and frees its memory.
+    /// Must exceed the 60-second rate-limit window, so that a restarted actor's empty
+    /// limiter is exactly what the old one would have held.
+    pub idle_timeout: Duration,
+    /// A cached key older than this is re-read from storage in the background, so that
+    /// changes made by another server instance reach this one.
+    pub key_ttl: Duration,
+    /// How long an unknown key is remembered as unknown.
+    pub negative_ttl: Duration,
+    /// At most this many unknown keys are remembered; past it they reach storage again.
+    pub negative_capacity: usize,
+}
+
+impl Default for CacheSettings {
+    fn default() -> CacheSettings {
+        CacheSettings {
+            idle_timeout: Duration::from_secs(300),
+            key_ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(30),
+            negative_capacity: 100_000,
+        }
+    }
+}
+
+/// A live workspace: its actor and the state it owns.
+#[derive(Clone)]
+pub struct WorkspaceHandle {
+    pub addr: Addr<WorkspaceActor>,
+    pub state: Arc<WorkspaceState>,
+}
+
+/// What the cache knows about a key hash.
+pub enum CacheLookup {
+    Hit(WorkspaceHandle, Arc<CachedKey>),
+    KnownUnknown,
+    Miss,
+}
+
+pub struct WorkspaceRegistry {
+    workspaces: DashMap<Arc<str>, WorkspaceHandle>,
+    /// Which workspace's cache holds a key.
+    key_index: DashMap<KeyHash, Arc<str>>,
+    /// Keys storage did not know, with when to forget that (ms since the epoch).
+    unknown_keys: DashMap<KeyHash, u64>,
+    store: SharedStore,
+    settings: CacheSettings,
+    this: Weak<WorkspaceRegistry>,
+}
+
+impl WorkspaceRegistry {
+    pub fn new(store: SharedStore, settings: CacheSettings) -> Arc<Self> {
+        Arc::new_cyclic(|this| WorkspaceRegistry {
+            workspaces: DashMap::new(),
+            key_index: DashMap::new(),
+            unknown_keys: DashMap::new(),
+            store,
+            settings,
+            this: this.clone(),
+        })
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    pub fn live_actors(&self) -> usize {
+        self.workspaces.len()
+    }
+
+    pub fn cached_keys(&self) -> usize {
+        self.key_index.len()
+    }
+
+    /// The cache's answer for a key, without touching storage. A stale hit also asks the
+    /// workspace actor to refresh the entry in the background.
+    pub fn lookup(&self, hash: &KeyHash, now_ms: u64) -> CacheLookup {
+        if let Some(workspace_id) = self.key_index.get(hash) {
+            if let Some(handle) = self.workspaces.get(&**workspace_id) {
+                if let Some(key) = handle.state.cached_key(hash) {
+                    let handle = handle.clone();
+                    if now_ms.saturating_sub(key.fetched_at_ms) > self.settings.key_ttl.as_millis() as u64
+                        && key.claim_refresh()
+                    {
+                        handle.addr.do_send(RefreshKey(*hash));
+                    }
+                    return CacheLookup::Hit(handle, key);
+                }
+            }
+        }
+        if let Some(until) = self.unknown_keys.get(hash) {
+            if *until > now_ms {
+                return CacheLookup::KnownUnknown;
+            }
+        }
+        CacheLookup::Miss
+    }
+
+    /// Reads a key from storage after a miss and caches the answer, positive or negative.
+    pub async fn load(
+        &self,
+        hash: &KeyHash,
+        now_ms: u64,
+    ) -> Result<Option<(WorkspaceHandle, Arc<CachedKey>)>, StoreError> {
+        match self.store.find_api_key_by_hash(hash).await? {
+            Some(record) => {
+                self.unknown_keys.remove(hash);
+                let handle = self.workspace(&record.workspace_id, now_ms);
+                let workspace_id = Arc::clone(&handle.state.id);
+                let key = handle.state.put_key(record, now_ms);
+                self.key_index.insert(*hash, workspace_id);
+                Ok(Some((handle, key)))
+            }
+            None => {
+                self.remember_unknown(*hash, now_ms);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The handle of a workspace, starting its actor if it has none.
+    pub fn workspace(&self, workspace_id: &str, now_ms: u64) -> WorkspaceHandle {
+        if let Some(handle) = self.workspaces.get(workspace_id) {
+            return handle.clone();
+        }
+        let id: Arc<str> = Arc::from(workspace_id);
+        self.workspaces
+            .entry(Arc::clone(&id))
+            .or_insert_with(|| {
+                let state = Arc::new(WorkspaceState::new(id, now_ms));
+                let actor =
+                    WorkspaceActor::new(Arc::clone(&state), self.this.clone(), self.settings.idle_timeout);
+                WorkspaceHandle { addr: actor.start(), state }
+            })
+            .clone()
+    }
+
+    /// The handle of a workspace whose actor is running, if any.
+    pub fn running_workspace(&self, workspace_id: &str) -> Option<WorkspaceHandle> {
+        self.workspaces.get(workspace_id).map(|h| h.clone())
+    }
+
+    /// Applies an admin change (revocation, rotation) to the cache at once, so that it holds
+    /// on the very next request.
+    pub fn key_changed(&self, record: &ApiKeyRecord) {
+        if let Some(handle) = self.running_workspace(&record.workspace_id) {
+            handle.state.update_key_if_cached(record, crate::clock::now_ms());
+        }
+    }
+
+    /// Called when a key is created: a hash remembered as unknown must not stay so.
+    pub fn key_created(&self, hash: &KeyHash) {
+        self.unknown_keys.remove(hash);
+    }
+
+    /// Drops a key from the index (it vanished from storage).
+    pub fn forget_key(&self, hash: &KeyHash) {
+        self.key_index.remove(hash);
+    }
+
+    /// Removes a stopping workspace, if the registry still points at this very state (a
+    /// newer actor may already have replaced it), along with its keys' index entries.
+    pub fn forget_workspace(&self, state: &Arc<WorkspaceState>) {
+        let removed = self
+            .workspaces
+            .remove_if(&state.id, |_, handle| Arc::ptr_eq(&handle.state, state))
+            .is_some();
+        if removed {
+            for hash in state.cached_hashes() {
+                self.key_index.remove_if(&hash, |_, ws| *ws == state.id);
+            }
+        }
+    }
+
+    fn remember_unknown(&self, hash: KeyHash, now_ms: u64) {
+        if self.unknown_keys.len() >= self.settings.negative_capacity {
+            self.unknown_keys.retain(|_, until| *until > now_ms);
+            if self.unknown_keys.len() >= self.settings.negative_capacity {
+                return;
+            }
+        }
+        self.unknown_keys.insert(hash, now_ms + self.settings.negative_ttl.as_millis() as u64);
+    }
+}

@@ -1,0 +1,204 @@
+//! The per-workspace actor and the state it owns.
+//!
+//! The actor owns its workspace's hot key cache and rate limiters, but the hot path does not
+//! send it a message per request: a cross-thread mailbox round trip costs about a third of
+//! the server's throughput. Instead the state sits in an `Arc` that request handlers read
+//! and update directly (a read lock for the cache, an uncontended mutex for the limiter),
+//! and the actor does the work that is not on the request's critical path: refreshing
+//! stale cache entries from storage, and stopping itself when the workspace goes idle.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use actix::prelude::*;
+use parking_lot::{Mutex, RwLock};
+
+use super::registry::WorkspaceRegistry;
+use crate::domain::api_key::Environment;
+use crate::domain::hashing::KeyHash;
+use crate::domain::key_record::ApiKeyRecord;
+use crate::domain::rate_limit::{RateDecision, RateLimiter};
+
+/// A key in the cache, with the header values the hot path would otherwise build per request.
+#[derive(Debug)]
+pub struct CachedKey {
+    pub record: ApiKeyRecord,
+    /// Effective scopes (implied reads included), space-separated.
+    pub scopes_header: String,
+    /// `api_key:<id>`, for `X-StatusPulse-Credential`.
+    pub credential_header: String,
+    /// When this entry was read from storage (ms since the epoch).
+    pub fetched_at_ms: u64,
+    refresh_pending: AtomicBool,
+}
+
+impl CachedKey {
+    pub fn new(record: ApiKeyRecord, fetched_at_ms: u64) -> CachedKey {
+        CachedKey {
+            scopes_header: record.scopes.effective().to_canonical_string(),
+            credential_header: format!("api_key:{}", record.id),
+            record,
+            fetched_at_ms,
+            refresh_pending: AtomicBool::new(false),
+        }
+    }
+
+    /// Claims the right to ask for a refresh, so that one stale entry yields one storage read
+    /// however many requests see it stale.
+    pub fn claim_refresh(&self) -> bool {
+        !self.refresh_pending.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// What a workspace's actor owns; shared with request handlers through an `Arc`.
+pub struct WorkspaceState {
+    pub id: Arc<str>,
+    keys: RwLock<HashMap<KeyHash, Arc<CachedKey>>>,
+    live_limiter: Mutex<RateLimiter>,
+    test_limiter: Mutex<RateLimiter>,
+    last_used_ms: AtomicU64,
+}
+
+impl WorkspaceState {
+    pub fn new(id: Arc<str>, now_ms: u64) -> WorkspaceState {
+        WorkspaceState {
+            id,
+            keys: RwLock::new(HashMap::new()),
+            live_limiter: Mutex::new(RateLimiter::new(Environment::Live.requests_per_minute())),
+            test_limiter: Mutex::new(RateLimiter::new(Environment::Test.requests_per_minute())),
+            last_used_ms: AtomicU64::new(now_ms),
+        }
+    }
+
+    pub fn cached_key(&self, hash: &KeyHash) -> Option<Arc<CachedKey>> {
+        self.keys.read().get(hash).cloned()
+    }
+
+    /// Stores or replaces a key; returns the cached form.
+    pub fn put_key(&self, record: ApiKeyRecord, now_ms: u64) -> Arc<CachedKey> {
+        let cached = Arc::new(CachedKey::new(record, now_ms));
+        self.keys.write().insert(cached.record.key_hash, Arc::clone(&cached));
+        cached
+    }
+
+    /// Replaces a key only if it is cached, so an admin change never fills the cache.
+    pub fn update_key_if_cached(&self, record: &ApiKeyRecord, now_ms: u64) {
+        let mut keys = self.keys.write();
+        if let Some(slot) = keys.get_mut(&record.key_hash) {
+            *slot = Arc::new(CachedKey::new(record.clone(), now_ms));
+        }
+    }
+
+    pub fn remove_key(&self, hash: &KeyHash) {
+        self.keys.write().remove(hash);
+    }
+
+    pub fn cached_hashes(&self) -> Vec<KeyHash> {
+        self.keys.read().keys().copied().collect()
+    }
+
+    pub fn cached_key_count(&self) -> usize {
+        self.keys.read().len()
+    }
+
+    /// Counts one request against the environment's limit, if there is room.
+    pub fn check_rate(&self, environment: Environment, now_ms: u64) -> RateDecision {
+        self.touch(now_ms);
+        self.limiter(environment).lock().check(now_ms)
+    }
+
+    /// The limiter state without counting a request.
+    pub fn peek_rate(&self, environment: Environment, now_ms: u64) -> RateDecision {
+        self.limiter(environment).lock().peek(now_ms)
+    }
+
+    fn limiter(&self, environment: Environment) -> &Mutex<RateLimiter> {
+        match environment {
+            Environment::Live => &self.live_limiter,
+            Environment::Test => &self.test_limiter,
+        }
+    }
+
+    pub fn touch(&self, now_ms: u64) {
+        self.last_used_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    fn idle_for_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.last_used_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// The actor of one workspace.
+pub struct WorkspaceActor {
+    state: Arc<WorkspaceState>,
+    registry: Weak<WorkspaceRegistry>,
+    idle_timeout: Duration,
+}
+
+impl WorkspaceActor {
+    pub fn new(
+        state: Arc<WorkspaceState>,
+        registry: Weak<WorkspaceRegistry>,
+        idle_timeout: Duration,
+    ) -> WorkspaceActor {
+        WorkspaceActor { state, registry, idle_timeout }
+    }
+
+    fn stop_if_idle(&mut self, ctx: &mut Context<Self>) {
+        let now_ms = crate::clock::now_ms();
+        if self.state.idle_for_ms(now_ms) < self.idle_timeout.as_millis() as u64 {
+            return;
+        }
+        if let Some(registry) = self.registry.upgrade() {
+            registry.forget_workspace(&self.state);
+        }
+        ctx.stop();
+    }
+}
+
+impl Actor for WorkspaceActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Checking a few times per timeout bounds how long an idle actor outlives it.
+        let every = (self.idle_timeout / 4).max(Duration::from_millis(50));
+        ctx.run_interval(every, |actor, ctx| actor.stop_if_idle(ctx));
+    }
+}
+
+/// Re-reads one cached key from storage (its entry is stale). Sent fire-and-forget by the
+/// hot path, which keeps answering from the stale entry meanwhile; if storage is down the
+/// stale entry stays, so cached keys keep working through an outage.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RefreshKey(pub KeyHash);
+
+impl Handler<RefreshKey> for WorkspaceActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: RefreshKey, _ctx: &mut Self::Context) -> Self::Result {
+        let state = Arc::clone(&self.state);
+        let registry = self.registry.clone();
+        Box::pin(async move {
+            let Some(registry) = registry.upgrade() else { return };
+            match registry.store().find_api_key_by_hash(&msg.0).await {
+                Ok(Some(record)) if record.workspace_id.as_str() == &*state.id => {
+                    state.put_key(record, crate::clock::now_ms());
+                }
+                Ok(_) => {
+                    state.remove_key(&msg.0);
+                    registry.forget_key(&msg.0);
+                }
+                Err(error) => {
+                    tracing::warn!(workspace_id = %state.id, %error, "key refresh failed; serving cached entry");
+                    // Keep the entry and try again one TTL later, not on every request.
+                    if let Some(cached) = state.cached_key(&msg.0) {
+                        state.put_key(cached.record.clone(), crate::clock::now_ms());
+                    }
+                }
+            }
+        })
+    }
+}

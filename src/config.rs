@@ -1,0 +1,306 @@
+//! Settings: defaults, then an optional TOML file, then `STATUSPULSE_*` environment
+//! variables. A bad value is reported as one line naming the variable (or file key).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Everything the server and the workers are configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `postgres://…`; `None` selects the embedded SQLite database in `data_dir`.
+    pub database_url: Option<SecretString>,
+    /// `amqp://…`; `None` selects the in-process job queue.
+    pub amqp_url: Option<SecretString>,
+    pub data_dir: PathBuf,
+    pub public_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// `None`: generated on first start and stored (hashed) in `data_dir`.
+    pub admin_token: Option<SecretString>,
+    pub issuer: String,
+    pub log_format: LogFormat,
+    /// HTTP worker threads per listener; `None` means one per core.
+    pub http_workers: Option<usize>,
+    /// 64 hex characters; `None`: generated on first start in `data_dir`. Every server
+    /// sharing one database must share this key.
+    pub hashing_key: Option<SecretString>,
+    pub database_max_connections: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration problem, printed as `<VARIABLE>: <problem>`.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(variable: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError { variable: variable.into(), problem: problem.into() }
+    }
+}
+
+/// The TOML file's shape: the same names as the variables, lower-case, without the prefix.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    database_url: Option<String>,
+    amqp_url: Option<String>,
+    data_dir: Option<String>,
+    public_addr: Option<String>,
+    admin_addr: Option<String>,
+    admin_token: Option<String>,
+    issuer: Option<String>,
+    log_format: Option<String>,
+    http_workers: Option<String>,
+    hashing_key: Option<String>,
+    database_max_connections: Option<String>,
+}
+
+const KEYS: [&str; 11] = [
+    "database_url",
+    "amqp_url",
+    "data_dir",
+    "public_addr",
+    "admin_addr",
+    "admin_token",
+    "issuer",
+    "log_format",
+    "http_workers",
+    "hashing_key",
+    "database_max_connections",
+];
+
+impl Settings {
+    /// Loads settings from `config_file` (if any) and the process environment.
+    pub fn load(config_file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Settings::from_sources(config_file, &env)
+    }
+
+    /// Loads settings from a file and an explicit environment map (tests pass their own).
+    pub fn from_sources(
+        config_file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<Settings, ConfigError> {
+        let file = match config_file {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let file_values: HashMap<&str, Option<String>> = KEYS
+            .iter()
+            .zip([
+                file.database_url,
+                file.amqp_url,
+                file.data_dir,
+                file.public_addr,
+                file.admin_addr,
+                file.admin_token,
+                file.issuer,
+                file.log_format,
+                file.http_workers,
+                file.hashing_key,
+                file.database_max_connections,
+            ])
+            .map(|(k, v)| (*k, v))
+            .collect();
+        // The environment wins over the file; an empty variable counts as unset.
+        let value = |key: &str| -> Option<(String, String)> {
+            let variable = format!("STATUSPULSE_{}", key.to_ascii_uppercase());
+            if let Some(v) = env.get(&variable).filter(|v| !v.is_empty()) {
+                return Some((variable, v.clone()));
+            }
+            file_values.get(key).cloned().flatten().map(|v| (format!("{key} (config file)"), v))
+        };
+
+        let database_url = value("database_url")
+            .map(|(name, url)| {
+                if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                    Ok(SecretString::from(url))
+                } else {
+                    Err(ConfigError::new(name, "must be a postgres:// or postgresql:// URL"))
+                }
+            })
+            .transpose()?;
+        let amqp_url = value("amqp_url")
+            .map(|(name, url)| {
+                if url.starts_with("amqp://") || url.starts_with("amqps://") {
+                    Ok(SecretString::from(url))
+                } else {
+                    Err(ConfigError::new(name, "must be an amqp:// or amqps:// URL"))
+                }
+            })
+            .transpose()?;
+        let data_dir = value("data_dir").map(|(_, v)| PathBuf::from(v)).unwrap_or_else(|| "./data".into());
+        let public_addr = parse_addr(value("public_addr"), "127.0.0.1:8080")?;
+        let admin_addr = parse_addr(value("admin_addr"), "127.0.0.1:8081")?;
+        let admin_token = value("admin_token")
+            .map(|(name, token)| {
+                if token.len() < 16 {
+                    Err(ConfigError::new(name, "must be at least 16 characters"))
+                } else {
+                    Ok(SecretString::from(token))
+                }
+            })
+            .transpose()?;
+        let issuer = match value("issuer") {
+            Some((name, issuer)) => {
+                if !(issuer.starts_with("http://") || issuer.starts_with("https://")) {
+                    return Err(ConfigError::new(name, "must be an http:// or https:// URL"));
+                }
+                issuer.trim_end_matches('/').to_owned()
+            }
+            None => format!("http://{public_addr}"),
+        };
+        let log_format = match value("log_format") {
+            None => LogFormat::Text,
+            Some((_, v)) if v == "text" => LogFormat::Text,
+            Some((_, v)) if v == "json" => LogFormat::Json,
+            Some((name, _)) => return Err(ConfigError::new(name, "must be text or json")),
+        };
+        let http_workers = value("http_workers").map(|(name, v)| parse_count(&name, &v, 1, 256)).transpose()?;
+        let hashing_key = value("hashing_key")
+            .map(|(name, v)| {
+                if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    Ok(SecretString::from(v))
+                } else {
+                    Err(ConfigError::new(name, "must be 64 hexadecimal characters (32 bytes)"))
+                }
+            })
+            .transpose()?;
+        let database_max_connections = value("database_max_connections")
+            .map(|(name, v)| parse_count(&name, &v, 1, 1_000))
+            .transpose()?
+            .unwrap_or(16);
+        Ok(Settings {
+            database_url,
+            amqp_url,
+            data_dir,
+            public_addr,
+            admin_addr,
+            admin_token,
+            issuer,
+            log_format,
+            http_workers,
+            hashing_key,
+            database_max_connections,
+        })
+    }
+
+    /// The settings of a test server: ports chosen by the OS, a fresh data directory.
+    pub fn for_tests(data_dir: PathBuf, admin_token: &str) -> Settings {
+        Settings {
+            database_url: None,
+            amqp_url: None,
+            data_dir,
+            public_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_token: Some(SecretString::from(admin_token.to_owned())),
+            issuer: "http://127.0.0.1".into(),
+            log_format: LogFormat::Text,
+            http_workers: Some(1),
+            hashing_key: None,
+            database_max_connections: 4,
+        }
+    }
+
+    /// The hashing key as bytes, when configured.
+    pub fn hashing_key_bytes(&self) -> Option<[u8; 32]> {
+        let hex = self.hashing_key.as_ref()?.expose_secret().to_owned();
+        decode_hex_32(&hex)
+    }
+}
+
+/// Decodes 64 hex characters.
+pub fn decode_hex_32(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let name = format!("--config {}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(&name, e.to_string()))?;
+    toml::from_str(&text).map_err(|e| ConfigError::new(&name, e.message().to_owned()))
+}
+
+fn parse_addr(value: Option<(String, String)>, default: &str) -> Result<SocketAddr, ConfigError> {
+    let Some((name, text)) = value else {
+        return default.parse().map_err(|_| ConfigError::new("default address", default));
+    };
+    text.parse().map_err(|_| {
+        ConfigError::new(name, format!("{text:?} is not a socket address (for example 127.0.0.1:8080)"))
+    })
+}
+
+fn parse_count(name: &str, text: &str, min: usize, max: usize) -> Result<usize, ConfigError> {
+    match text.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ConfigError::new(name, format!("must be a whole number from {min} to {max}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_engine() {
+        let settings = Settings::from_sources(None, &env(&[])).unwrap();
+        assert!(settings.database_url.is_none());
+        assert!(settings.amqp_url.is_none());
+        assert_eq!(settings.public_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.admin_addr.to_string(), "127.0.0.1:8081");
+        assert_eq!(settings.data_dir, PathBuf::from("./data"));
+        assert_eq!(settings.issuer, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable_without_echoing_secrets() {
+        let err = Settings::from_sources(None, &env(&[("STATUSPULSE_PUBLIC_ADDR", "nope")])).unwrap_err();
+        assert_eq!(err.variable, "STATUSPULSE_PUBLIC_ADDR");
+        let err = Settings::from_sources(None, &env(&[("STATUSPULSE_DATABASE_URL", "mysql://u:hunter2@h/db")]))
+            .unwrap_err();
+        assert_eq!(err.variable, "STATUSPULSE_DATABASE_URL");
+        assert!(!err.to_string().contains("hunter2"));
+        let err = Settings::from_sources(None, &env(&[("STATUSPULSE_ADMIN_TOKEN", "short")])).unwrap_err();
+        assert!(!err.to_string().contains("short\""));
+    }
+
+    #[test]
+    fn config_file_rejects_unknown_keys_and_env_overrides_it() {
+        let dir = std::env::temp_dir().join(format!("sp-config-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(&path, "public_addr = \"127.0.0.1:9000\"\nadmin_addr = \"127.0.0.1:9001\"\n").unwrap();
+        let settings = Settings::from_sources(Some(&path), &env(&[])).unwrap();
+        assert_eq!(settings.public_addr.port(), 9000);
+        let settings =
+            Settings::from_sources(Some(&path), &env(&[("STATUSPULSE_PUBLIC_ADDR", "127.0.0.1:9100")])).unwrap();
+        assert_eq!(settings.public_addr.port(), 9100);
+        std::fs::write(&path, "publik_addr = \"127.0.0.1:9000\"\n").unwrap();
+        let err = Settings::from_sources(Some(&path), &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("publik_addr"), "{err}");
+    }
+}

@@ -1,0 +1,219 @@
+//! The per-workspace rate limiter: a sliding window of one-second buckets.
+//!
+//! The contract asks for two things at once: over *any* 60-second span the accepted
+//! requests never exceed the limit, and a client pacing itself evenly at 95% of the limit
+//! is never refused. A token bucket fails the first (it lets through a full bucket plus a
+//! minute of refill, up to twice the limit, in one minute). An exact log of timestamps
+//! meets both but costs 1,200 timestamps per workspace. This limiter counts accepted
+//! requests per wall-clock second and, before accepting, sums the current second and the
+//! 60 before it. That window always covers the 60 seconds that end now, so the first
+//! property holds exactly; it is at most one second longer, so an even client at 95% sees
+//! at most 95% × 61/60 ≈ 96.6% of the limit and is never refused. It costs 61 counters.
+
+/// Seconds in the rate-limit window.
+pub const WINDOW_SECS: u64 = 60;
+const SLOTS: usize = WINDOW_SECS as usize + 1;
+
+/// The limiter's verdict, with what the `RateLimit-*` headers report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateDecision {
+    pub allowed: bool,
+    pub limit: u32,
+    /// Requests still allowed right now (after this one, when it was allowed).
+    pub remaining: u32,
+    /// Seconds until the oldest counted request leaves the window and frees capacity; for a
+    /// refused request this is also the `Retry-After`.
+    pub reset_secs: u64,
+}
+
+/// Counts of accepted requests per second over the last 61 seconds.
+#[derive(Clone, Debug)]
+pub struct RateLimiter {
+    limit: u32,
+    counts: [u32; SLOTS],
+    /// The second (since the epoch) of the newest bucket.
+    newest_second: u64,
+    /// The sum of `counts`.
+    total: u32,
+}
+
+impl RateLimiter {
+    pub fn new(limit: u32) -> RateLimiter {
+        RateLimiter { limit, counts: [0; SLOTS], newest_second: 0, total: 0 }
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// Decides one request arriving at `now_ms` (milliseconds since the Unix epoch) and,
+    /// when it is allowed, counts it.
+    pub fn check(&mut self, now_ms: u64) -> RateDecision {
+        let now_second = now_ms / 1000;
+        self.advance_to(now_second);
+        let allowed = self.total < self.limit;
+        if allowed {
+            self.counts[slot(now_second)] += 1;
+            self.total += 1;
+        }
+        RateDecision {
+            allowed,
+            limit: self.limit,
+            remaining: self.limit - self.total,
+            reset_secs: self.seconds_until_capacity_frees(now_ms),
+        }
+    }
+
+    /// Reports the state at `now_ms` without counting anything.
+    pub fn peek(&mut self, now_ms: u64) -> RateDecision {
+        self.advance_to(now_ms / 1000);
+        RateDecision {
+            allowed: self.total < self.limit,
+            limit: self.limit,
+            remaining: self.limit - self.total,
+            reset_secs: self.seconds_until_capacity_frees(now_ms),
+        }
+    }
+
+    /// Drops the buckets that have left the window. Time that goes backwards (a clock
+    /// step) is treated as the newest second, so counts are never lost by it.
+    fn advance_to(&mut self, now_second: u64) {
+        if now_second <= self.newest_second {
+            return;
+        }
+        let steps = (now_second - self.newest_second).min(SLOTS as u64);
+        for step in 1..=steps {
+            let index = slot(self.newest_second + step);
+            self.total -= self.counts[index];
+            self.counts[index] = 0;
+        }
+        self.newest_second = now_second;
+    }
+
+    fn seconds_until_capacity_frees(&self, now_ms: u64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let oldest_second = self.newest_second + 1 - SLOTS as u64;
+        for age in 0..SLOTS as u64 {
+            let second = oldest_second + age;
+            if self.counts[slot(second)] > 0 {
+                // Bucket `second` stops being counted once `second + 61` is the newest.
+                let frees_at_ms = (second + SLOTS as u64) * 1000;
+                return frees_at_ms.saturating_sub(now_ms).div_ceil(1000).max(1);
+            }
+        }
+        0
+    }
+}
+
+fn slot(second: u64) -> usize {
+    (second % SLOTS as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    const START_MS: u64 = 1_800_000_000_000;
+
+    /// Runs `arrivals` (ms offsets) through a limiter and returns the accepted times.
+    fn accepted(limit: u32, arrivals: impl IntoIterator<Item = u64>) -> Vec<u64> {
+        let mut limiter = RateLimiter::new(limit);
+        arrivals.into_iter().filter(|t| limiter.check(START_MS + t).allowed).collect()
+    }
+
+    /// The largest number of accepted requests in any half-open 60-second span.
+    fn max_in_any_window(accepted: &[u64]) -> usize {
+        let mut window = VecDeque::new();
+        let mut max = 0;
+        for &t in accepted {
+            window.push_back(t);
+            while let Some(&first) = window.front() {
+                if first + WINDOW_SECS * 1000 <= t {
+                    window.pop_front();
+                } else {
+                    break;
+                }
+            }
+            max = max.max(window.len());
+        }
+        max
+    }
+
+    #[test]
+    fn a_burst_is_cut_at_exactly_the_limit() {
+        let got = accepted(120, (0..500).map(|i| i * 10));
+        assert_eq!(got.len(), 120);
+    }
+
+    #[test]
+    fn client_at_exactly_the_limit_is_refused_nothing_and_never_exceeds_it() {
+        // 1,200 per minute evenly: one every 50 ms, for five minutes.
+        let arrivals: Vec<u64> = (0..6_000).map(|i| i * 50).collect();
+        let got = accepted(1_200, arrivals.clone());
+        assert!(max_in_any_window(&got) <= 1_200);
+        // The window is up to a second longer than 60 s, so a client at exactly 100% sees
+        // a few refusals per minute; what matters is that the cap holds.
+        assert!(got.len() >= arrivals.len() * 95 / 100, "{}", got.len());
+    }
+
+    #[test]
+    fn client_at_95_percent_is_never_refused() {
+        for limit in [120_u32, 1_200] {
+            let interval_ms = 60_000.0 / (limit as f64 * 0.95);
+            let arrivals: Vec<u64> =
+                (0..limit as u64 * 10).map(|i| (i as f64 * interval_ms) as u64).collect();
+            let got = accepted(limit, arrivals.clone());
+            assert_eq!(got.len(), arrivals.len(), "limit {limit}");
+        }
+    }
+
+    #[test]
+    fn no_sixty_second_span_exceeds_the_limit_under_bursty_traffic() {
+        // Bursts at second boundaries and in between, over several minutes.
+        let mut arrivals = Vec::new();
+        for minute in 0..5_u64 {
+            for burst_at in [0_u64, 999, 1_000, 30_500, 59_999, 60_000] {
+                for i in 0..200 {
+                    arrivals.push(minute * 61_000 + burst_at + i);
+                }
+            }
+        }
+        arrivals.sort_unstable();
+        let got = accepted(120, arrivals);
+        assert!(max_in_any_window(&got) <= 120, "{}", max_in_any_window(&got));
+    }
+
+    #[test]
+    fn refusal_reports_when_capacity_frees() {
+        let mut limiter = RateLimiter::new(2);
+        assert!(limiter.check(START_MS).allowed);
+        assert!(limiter.check(START_MS + 10_000).allowed);
+        let refused = limiter.check(START_MS + 20_000);
+        assert!(!refused.allowed);
+        assert_eq!(refused.remaining, 0);
+        // The first request's bucket leaves the window 61 s after its second began.
+        assert_eq!(refused.reset_secs, 41);
+        assert!(!limiter.check(START_MS + 60_999).allowed);
+        assert!(limiter.check(START_MS + 61_000).allowed);
+    }
+
+    #[test]
+    fn remaining_counts_down_and_idle_time_restores_it() {
+        let mut limiter = RateLimiter::new(3);
+        assert_eq!(limiter.check(START_MS).remaining, 2);
+        assert_eq!(limiter.check(START_MS).remaining, 1);
+        assert_eq!(limiter.peek(START_MS + 5 * 60_000).remaining, 3);
+        assert_eq!(limiter.peek(START_MS + 5 * 60_000).reset_secs, 0);
+    }
+
+    #[test]
+    fn a_clock_step_backwards_loses_no_counts() {
+        let mut limiter = RateLimiter::new(2);
+        assert!(limiter.check(START_MS + 5_000).allowed);
+        assert!(limiter.check(START_MS).allowed);
+        assert!(!limiter.check(START_MS + 1).allowed);
+    }
+}

@@ -1,0 +1,145 @@
+//! The route-to-scope rule: which scope a request to `/v1/...` needs.
+
+use super::scope::{Access, Resource, Scope};
+
+/// What a route demands of a credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteRequirement {
+    /// `/v1/me`: any valid credential, no scope.
+    NoScope,
+    /// A known resource: this scope (which may be one no credential can hold).
+    Scope(Scope),
+    /// A `/v1/` path whose first segment is no known resource: nothing grants it.
+    UnknownResource,
+}
+
+/// Why a forwarded method or URI cannot be judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("the method is not an HTTP method token")]
+    BadMethod,
+    #[error("the URI is not an absolute path under /v1/")]
+    NotUnderV1,
+    #[error("the URI has dot segments, empty segments, backslashes or encoded separators")]
+    Ambiguous,
+}
+
+const MAX_URI_LEN: usize = 4096;
+
+/// Applies the contract's rule: `GET`/`HEAD` need `<resource>:read`, every other method
+/// `<resource>:write`, where the resource is the first path segment under `/v1/`.
+///
+/// Paths that a gateway or upstream could resolve differently from us (`..`, `.`, `//`,
+/// `%2e`, `%2f`, `\`) are refused outright rather than normalised: a path we read as
+/// `/v1/checks/../billing` must never be authorised as `checks`.
+pub fn required_scope(method: &str, uri: &str) -> Result<RouteRequirement, RouteError> {
+    if method.is_empty() || method.len() > 32 || !method.bytes().all(|b| b.is_ascii_alphabetic())
+    {
+        return Err(RouteError::BadMethod);
+    }
+    if uri.len() > MAX_URI_LEN {
+        return Err(RouteError::NotUnderV1);
+    }
+    let path = uri.split(['?', '#']).next().unwrap_or_default();
+    let rest = path.strip_prefix("/v1/").ok_or(RouteError::NotUnderV1)?;
+    if path.contains('\\') || contains_encoded_separator(path) {
+        return Err(RouteError::Ambiguous);
+    }
+    let mut segments = rest.split('/');
+    let first = segments.next().unwrap_or_default();
+    let remaining: Vec<&str> = segments.collect();
+    // A trailing slash leaves one empty last segment, which is harmless; any other empty
+    // or dot segment is ambiguous.
+    let inner = match remaining.split_last() {
+        Some((last, inner)) if last.is_empty() => inner,
+        _ => &remaining[..],
+    };
+    if first.is_empty()
+        || first == "."
+        || first == ".."
+        || inner.iter().any(|s| s.is_empty() || *s == "." || *s == "..")
+    {
+        return Err(RouteError::Ambiguous);
+    }
+    if first == "me" {
+        return Ok(RouteRequirement::NoScope);
+    }
+    let Some(resource) = Resource::from_path_segment(first) else {
+        return Ok(RouteRequirement::UnknownResource);
+    };
+    let access = if method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD") {
+        Access::Read
+    } else {
+        Access::Write
+    };
+    Ok(RouteRequirement::Scope(Scope::new(resource, access)))
+}
+
+fn contains_encoded_separator(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    bytes.windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1].to_ascii_lowercase(), w[2].to_ascii_lowercase()),
+                (b'2', b'e') | (b'2', b'f') | (b'5', b'c')
+            )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope_for(method: &str, uri: &str) -> String {
+        match required_scope(method, uri) {
+            Ok(RouteRequirement::Scope(s)) => s.as_str().to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn get_and_head_need_read_everything_else_write() {
+        assert_eq!(scope_for("GET", "/v1/checks"), "checks:read");
+        assert_eq!(scope_for("HEAD", "/v1/checks/chk_1"), "checks:read");
+        assert_eq!(scope_for("POST", "/v1/checks"), "checks:write");
+        assert_eq!(scope_for("PUT", "/v1/incidents/1"), "incidents:write");
+        assert_eq!(scope_for("PATCH", "/v1/webhooks/1"), "webhooks:write");
+        assert_eq!(scope_for("DELETE", "/v1/teams/1/members/2"), "teams:write");
+        assert_eq!(scope_for("OPTIONS", "/v1/billing"), "billing:write");
+        assert_eq!(scope_for("get", "/v1/billing/invoices?page=2"), "billing:read");
+    }
+
+    #[test]
+    fn status_pages_path_maps_to_status_pages_scope() {
+        assert_eq!(scope_for("GET", "/v1/status-pages/abc"), "status_pages:read");
+        assert_eq!(scope_for("POST", "/v1/status-pages"), "status_pages:write");
+    }
+
+    #[test]
+    fn me_needs_no_scope_and_unknown_resources_are_marked() {
+        assert_eq!(required_scope("POST", "/v1/me"), Ok(RouteRequirement::NoScope));
+        assert_eq!(required_scope("GET", "/v1/me/"), Ok(RouteRequirement::NoScope));
+        assert_eq!(required_scope("GET", "/v1/secrets"), Ok(RouteRequirement::UnknownResource));
+    }
+
+    #[test]
+    fn ambiguous_and_foreign_paths_are_refused() {
+        for uri in [
+            "/v1/checks/../billing",
+            "/v1/checks/./x",
+            "/v1//checks",
+            "/v1/checks//x",
+            "/v1/checks%2f..%2fbilling",
+            "/v1/checks/%2E%2E/billing",
+            "/v1/checks\\..\\billing",
+            "/v1/../v1/billing",
+        ] {
+            assert_eq!(required_scope("GET", uri), Err(RouteError::Ambiguous), "{uri}");
+        }
+        for uri in ["", "/", "/v2/checks", "v1/checks", "/v1", "http://x/v1/checks"] {
+            assert_eq!(required_scope("GET", uri), Err(RouteError::NotUnderV1), "{uri}");
+        }
+        assert_eq!(required_scope("G ET", "/v1/checks"), Err(RouteError::BadMethod));
+        assert_eq!(required_scope("", "/v1/checks"), Err(RouteError::BadMethod));
+    }
+}

@@ -1,0 +1,114 @@
+//! Workspaces, users, roles and memberships.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::scope::{Access, Resource, Scope, ScopeSet, ALL_SCOPES};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A workspace member's role, which bounds the scopes the member can consent to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Member => "member",
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "viewer" => Some(Role::Viewer),
+            "member" => Some(Role::Member),
+            "admin" => Some(Role::Admin),
+            "owner" => Some(Role::Owner),
+            _ => None,
+        }
+    }
+
+    /// The scopes this role holds, as the contract lists them.
+    pub fn scopes(self) -> ScopeSet {
+        let mut set = ScopeSet::EMPTY;
+        for scope in ALL_SCOPES {
+            let held = match self {
+                Role::Owner => true,
+                Role::Viewer => {
+                    scope.access == Access::Read && scope.resource != Resource::Billing
+                }
+                Role::Member => Role::Viewer.scopes().contains(scope) || is_member_write(scope),
+                Role::Admin => {
+                    Role::Member.scopes().contains(scope)
+                        || scope == Scope::new(Resource::Teams, Access::Write)
+                }
+            };
+            if held {
+                set.insert(scope);
+            }
+        }
+        set
+    }
+}
+
+fn is_member_write(scope: Scope) -> bool {
+    scope.access == Access::Write
+        && matches!(
+            scope.resource,
+            Resource::Checks | Resource::Incidents | Resource::Webhooks | Resource::StatusPages
+        )
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    pub workspace_id: String,
+    pub user_id: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_hold_the_contract_scopes() {
+        assert_eq!(
+            Role::Viewer.scopes().to_canonical_string(),
+            "checks:read incidents:read webhooks:read status_pages:read teams:read"
+        );
+        assert_eq!(
+            Role::Member.scopes().to_canonical_string(),
+            "checks:read checks:write incidents:read incidents:write webhooks:read \
+             webhooks:write status_pages:read status_pages:write teams:read"
+        );
+        assert_eq!(
+            Role::Admin.scopes().to_canonical_string(),
+            "checks:read checks:write incidents:read incidents:write webhooks:read \
+             webhooks:write status_pages:read status_pages:write teams:read teams:write"
+        );
+        assert_eq!(Role::Owner.scopes().iter().count(), 11);
+    }
+}

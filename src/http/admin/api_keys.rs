@@ -1,0 +1,261 @@
+//! API keys: create (the key is shown once), list, get, revoke, rotate.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Duration, Utc};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{existing_workspace, required_text};
+use crate::domain::api_key::{generate_key, Environment};
+use crate::domain::ids;
+use crate::domain::key_record::{expiry_for, ApiKeyRecord, MAX_ACTIVE_KEYS_PER_SCOPE_SET};
+use crate::domain::scope::ScopeSet;
+use crate::http::error::ApiError;
+use crate::http::openapi::ErrorBody;
+use crate::http::state::AppState;
+use crate::store::NewApiKey;
+
+/// The longest grace period a rotation may give the old key.
+const MAX_GRACE_SECONDS: i64 = 7 * 24 * 3600;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    /// 1 to 100 characters, e.g. `deploy-pipeline-prod`.
+    label: String,
+    /// `live` (default) or `test`.
+    environment: Option<String>,
+    /// At least one of the eleven scopes; fixed for the key's life.
+    scopes: Vec<String>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateApiKey {
+    /// How long the old key keeps working, 0 (default) to 604800 seconds.
+    grace_seconds: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyView {
+    id: String,
+    workspace_id: String,
+    label: String,
+    environment: Environment,
+    scopes: Vec<&'static str>,
+    /// The prefix and last four characters of the key.
+    key_hint: String,
+    /// `active`, `revoked` or `expired`.
+    status: &'static str,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A key with its secret: returned once, by creation and rotation.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    #[serde(flatten)]
+    api_key: ApiKeyView,
+    /// The full key. It is not stored and cannot be shown again.
+    key: String,
+    /// For a rotation: the key it replaces, with the time it stops working.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replaces: Option<ApiKeyView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyList {
+    data: Vec<ApiKeyView>,
+}
+
+impl ApiKeyView {
+    fn new(record: &ApiKeyRecord, now: DateTime<Utc>) -> ApiKeyView {
+        ApiKeyView {
+            id: record.id.clone(),
+            workspace_id: record.workspace_id.clone(),
+            label: record.label.clone(),
+            environment: record.environment,
+            scopes: record.scopes.names(),
+            key_hint: record.key_hint.clone(),
+            status: record.status_at(now).as_str(),
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+            revoked_at: record.revoked_at,
+        }
+    }
+}
+
+/// Creates a key. At most two active keys may share a workspace, environment and scope set.
+#[utoipa::path(post, path = "/admin/v1/workspaces/{ws}/api-keys", tag = "admin", request_body = CreateApiKey,
+    params(("ws" = String, Path, description = "workspace id")),
+    responses((status = 201, body = CreatedApiKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn create(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<CreateApiKey>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let label = required_text(&body.label, "invalid_label", "label", 100)?;
+    let environment = match body.environment.as_deref() {
+        None => Environment::Live,
+        Some(text) => Environment::parse(text)
+            .ok_or_else(|| ApiError::unprocessable("invalid_environment", "environment must be live or test."))?,
+    };
+    let scopes = parse_scopes(&body.scopes)?;
+    let workspace = existing_workspace(&state, &path).await?;
+    let now = now();
+    let (new_key, secret) = new_key(&state, &workspace.id, label, environment, scopes, now);
+    state.store.insert_api_key(&new_key, MAX_ACTIVE_KEYS_PER_SCOPE_SET, now).await?;
+    state.registry.key_created(&new_key.key_hash);
+    let record = new_key.into_record();
+    tracing::info!(workspace_id = %record.workspace_id, key_id = %record.id, "api key created");
+    Ok(HttpResponse::Created().json(CreatedApiKey { api_key: ApiKeyView::new(&record, now), key: secret, replaces: None }))
+}
+
+/// Lists a workspace's keys (hints only), oldest first.
+#[utoipa::path(get, path = "/admin/v1/workspaces/{ws}/api-keys", tag = "admin",
+    params(("ws" = String, Path, description = "workspace id")),
+    responses((status = 200, body = ApiKeyList), (status = 404, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn list(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let workspace = existing_workspace(&state, &path).await?;
+    let now = now();
+    let keys = state.store.list_api_keys(&workspace.id).await?;
+    Ok(HttpResponse::Ok().json(ApiKeyList { data: keys.iter().map(|k| ApiKeyView::new(k, now)).collect() }))
+}
+
+/// Reads one key (hint only).
+#[utoipa::path(get, path = "/admin/v1/workspaces/{ws}/api-keys/{id}", tag = "admin",
+    params(("ws" = String, Path, description = "workspace id"), ("id" = String, Path, description = "key id")),
+    responses((status = 200, body = ApiKeyView), (status = 404, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn get(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (workspace_id, key_id) = path.into_inner();
+    let record = existing_key(&state, &workspace_id, &key_id).await?;
+    Ok(HttpResponse::Ok().json(ApiKeyView::new(&record, now())))
+}
+
+/// Revokes a key at once; the next request with it is refused. Idempotent.
+#[utoipa::path(delete, path = "/admin/v1/workspaces/{ws}/api-keys/{id}", tag = "admin",
+    params(("ws" = String, Path, description = "workspace id"), ("id" = String, Path, description = "key id")),
+    responses((status = 200, body = ApiKeyView), (status = 404, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn revoke(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (workspace_id, key_id) = path.into_inner();
+    existing_key(&state, &workspace_id, &key_id).await?;
+    let now = now();
+    let record = state.store.revoke_api_key(&workspace_id, &key_id, now).await?;
+    state.registry.key_changed(&record);
+    tracing::info!(workspace_id = %workspace_id, key_id = %key_id, "api key revoked");
+    Ok(HttpResponse::Ok().json(ApiKeyView::new(&record, now)))
+}
+
+/// Replaces a key with a new one of the same label, environment and scopes. The old key
+/// keeps working for `grace_seconds` (default 0: it stops at once).
+#[utoipa::path(post, path = "/admin/v1/workspaces/{ws}/api-keys/{id}/rotate", tag = "admin", request_body = RotateApiKey,
+    params(("ws" = String, Path, description = "workspace id"), ("id" = String, Path, description = "key id")),
+    responses((status = 201, body = CreatedApiKey), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn rotate(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (workspace_id, key_id) = path.into_inner();
+    // The body is optional, so it is parsed by hand: an absent body means the defaults,
+    // a malformed one is still an error.
+    let options: RotateApiKey = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateApiKey::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request("invalid_body", format!("Invalid JSON body: {}", crate::http::extractors::describe(&e)))
+        })?
+    };
+    let grace_seconds = options.grace_seconds.unwrap_or(0);
+    if !(0..=MAX_GRACE_SECONDS).contains(&grace_seconds) {
+        return Err(ApiError::unprocessable(
+            "invalid_grace_seconds",
+            format!("grace_seconds must be from 0 to {MAX_GRACE_SECONDS}."),
+        ));
+    }
+    let old = existing_key(&state, &workspace_id, &key_id).await?;
+    let now = now();
+    let (replacement, secret) =
+        new_key(&state, &workspace_id, old.label.clone(), old.environment, old.scopes, now);
+    let old = state
+        .store
+        .rotate_api_key(
+            &workspace_id,
+            &key_id,
+            &replacement,
+            now + Duration::seconds(grace_seconds),
+            MAX_ACTIVE_KEYS_PER_SCOPE_SET,
+            now,
+        )
+        .await?;
+    state.registry.key_created(&replacement.key_hash);
+    state.registry.key_changed(&old);
+    let record = replacement.into_record();
+    tracing::info!(workspace_id = %workspace_id, old_key_id = %old.id, key_id = %record.id, grace_seconds, "api key rotated");
+    Ok(HttpResponse::Created().json(CreatedApiKey {
+        api_key: ApiKeyView::new(&record, now),
+        key: secret,
+        replaces: Some(ApiKeyView::new(&old, now)),
+    }))
+}
+
+fn parse_scopes(names: &[String]) -> Result<ScopeSet, ApiError> {
+    if names.is_empty() {
+        return Err(ApiError::unprocessable("invalid_scopes", "scopes must name at least one scope."));
+    }
+    if names.len() > 64 {
+        return Err(ApiError::unprocessable("invalid_scopes", "scopes lists at most 64 names."));
+    }
+    ScopeSet::parse(names.iter().map(String::as_str)).map_err(|unknown| {
+        ApiError::unprocessable(
+            "invalid_scopes",
+            format!("{unknown}; known scopes: {}", crate::domain::scope::ALL_SCOPES.map(|s| s.as_str()).join(" ")),
+        )
+    })
+}
+
+fn new_key(
+    state: &AppState,
+    workspace_id: &str,
+    label: String,
+    environment: Environment,
+    scopes: ScopeSet,
+    now: DateTime<Utc>,
+) -> (NewApiKey, String) {
+    let generated = generate_key(environment, &mut rand::thread_rng(), |k| state.hasher.hash(k));
+    let key = NewApiKey {
+        id: ids::new_id(ids::API_KEY),
+        workspace_id: workspace_id.to_owned(),
+        key_hash: generated.hash,
+        key_hint: generated.hint,
+        label,
+        environment,
+        scopes,
+        created_at: now,
+        expires_at: expiry_for(now),
+    };
+    (key, generated.secret.expose_secret().to_owned())
+}
+
+async fn existing_key(state: &AppState, workspace_id: &str, key_id: &str) -> Result<ApiKeyRecord, ApiError> {
+    existing_workspace(state, workspace_id).await?;
+    let not_found = || ApiError::not_found("api_key_not_found", "No such API key in this workspace.");
+    if !ids::looks_like_id(key_id, ids::API_KEY) {
+        return Err(not_found());
+    }
+    state.store.get_api_key(workspace_id, key_id).await?.ok_or_else(not_found)
+}
+
+fn now() -> DateTime<Utc> {
+    crate::clock::to_datetime(crate::clock::now_ms())
+}

@@ -1,0 +1,104 @@
+//! The audit log: newest first, filtered, with cursor pagination.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::existing_workspace;
+use crate::domain::audit::{AuditEvent, AuditQuery};
+use crate::domain::scope::Scope;
+use crate::http::error::ApiError;
+use crate::http::openapi::ErrorBody;
+use crate::http::state::AppState;
+
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1_000;
+
+/// Filters; all optional and combined with AND. Parsed by hand so that each bad value gets
+/// an error naming its parameter.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditLogParams {
+    /// Exact key label.
+    key_label: Option<String>,
+    /// Exact OAuth application name.
+    app: Option<String>,
+    /// A scope name: events that consumed it.
+    scope: Option<String>,
+    request_id: Option<String>,
+    /// RFC 3339; events at or after it.
+    since: Option<String>,
+    /// RFC 3339; events before it.
+    until: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// 1 to 1000, default 100.
+    limit: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditLogPage {
+    data: Vec<AuditEvent>,
+    has_more: bool,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// Lists audit events of a workspace.
+#[utoipa::path(get, path = "/admin/v1/workspaces/{ws}/audit-log", tag = "admin",
+    params(("ws" = String, Path, description = "workspace id"), AuditLogParams),
+    responses((status = 200, body = AuditLogPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn list(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    params: web::Query<AuditLogParams>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params.into_inner();
+    let limit = match params.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| ApiError::bad_request("invalid_limit", format!("limit must be from 1 to {MAX_LIMIT}.")))?,
+    };
+    if let Some(scope) = &params.scope {
+        if Scope::parse(scope).is_none() {
+            return Err(ApiError::bad_request("invalid_scope", "scope must be one of the eleven scope names."));
+        }
+    }
+    let before = params
+        .cursor
+        .as_deref()
+        .map(|c| Uuid::parse_str(c).map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not a cursor this API returned.")))
+        .transpose()?;
+    let query = AuditQuery {
+        key_label: params.key_label,
+        app: params.app,
+        scope: params.scope,
+        request_id: params.request_id,
+        since: parse_time(params.since.as_deref(), "invalid_since", "since")?,
+        until: parse_time(params.until.as_deref(), "invalid_until", "until")?,
+        before,
+        // One more than asked tells whether another page exists.
+        limit: limit + 1,
+    };
+    let workspace = existing_workspace(&state, &path).await?;
+    let mut events = state.store.query_audit_events(&workspace.id, &query).await?;
+    let has_more = events.len() > limit as usize;
+    events.truncate(limit as usize);
+    let next_cursor = if has_more { events.last().map(|e| e.id.hyphenated().to_string()) } else { None };
+    Ok(HttpResponse::Ok().json(AuditLogPage { data: events, has_more, next_cursor }))
+}
+
+fn parse_time(text: Option<&str>, code: &'static str, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    text.map(|t| {
+        DateTime::parse_from_rfc3339(t)
+            .map(|d| d.with_timezone(&Utc))
+            .map_err(|_| ApiError::bad_request(code, format!("{name} must be an RFC 3339 time, like 2026-01-31T12:00:00Z.")))
+    })
+    .transpose()
+}

@@ -1,0 +1,106 @@
+//! The admin listener: `/admin/v1/...` behind the admin token, plus `/metrics` and
+//! `/openapi.json`.
+
+pub mod api_keys;
+pub mod audit_log;
+pub mod users;
+pub mod workspaces;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, HttpResponse};
+
+use super::error::{ApiError, ErrorKind};
+use super::state::AppState;
+use crate::domain::ids;
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::scope("/admin/v1")
+                .wrap(from_fn(require_admin_token))
+                .route("/workspaces", web::post().to(workspaces::create))
+                .route("/workspaces/{ws}", web::get().to(workspaces::get))
+                .route("/workspaces/{ws}/api-keys", web::post().to(api_keys::create))
+                .route("/workspaces/{ws}/api-keys", web::get().to(api_keys::list))
+                .route("/workspaces/{ws}/api-keys/{id}", web::get().to(api_keys::get))
+                .route("/workspaces/{ws}/api-keys/{id}", web::delete().to(api_keys::revoke))
+                .route("/workspaces/{ws}/api-keys/{id}/rotate", web::post().to(api_keys::rotate))
+                .route("/users", web::post().to(users::create))
+                .route("/workspaces/{ws}/members", web::post().to(users::add_member))
+                .route("/workspaces/{ws}/audit-log", web::get().to(audit_log::list)),
+        )
+        .route("/metrics", web::get().to(metrics))
+        .route("/openapi.json", web::get().to(openapi))
+        .route("/healthz", web::get().to(super::public::healthz));
+}
+
+/// Refuses every admin request without the admin token. The presented token is hashed and
+/// compared in constant time with the stored hash.
+async fn require_admin_token(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let state = request.app_data::<web::Data<AppState>>().cloned();
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_owned());
+    let allowed = match (&state, &presented) {
+        (Some(state), Some(token)) => {
+            crate::secrets::admin_token_hash(token).ct_eq(&state.admin_token_hash)
+        }
+        _ => false,
+    };
+    if !allowed {
+        return Err(ApiError::from(ErrorKind::InvalidCredentials { presented: presented.is_some() }).into());
+    }
+    next.call(request).await
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render(state.registry.live_actors()))
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(super::openapi::document())
+}
+
+/// Checks the shape of a workspace id and that it exists.
+pub(crate) async fn existing_workspace(
+    state: &AppState,
+    workspace_id: &str,
+) -> Result<crate::domain::workspace::Workspace, ApiError> {
+    let not_found = || ApiError::not_found("workspace_not_found", "No such workspace.");
+    if !ids::looks_like_id(workspace_id, ids::WORKSPACE) {
+        return Err(not_found());
+    }
+    state.store.get_workspace(workspace_id).await?.ok_or_else(not_found)
+}
+
+/// Trims a required text field and checks its length and characters.
+pub(crate) fn required_text(
+    value: &str,
+    code: &'static str,
+    field: &str,
+    max_chars: usize,
+) -> Result<String, ApiError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(ApiError::unprocessable(code, format!("{field} must not be empty.")));
+    }
+    if trimmed.chars().count() > max_chars {
+        return Err(ApiError::unprocessable(code, format!("{field} must be at most {max_chars} characters.")));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(code, format!("{field} must not contain control characters.")));
+    }
+    Ok(trimmed.to_owned())
+}

@@ -1,0 +1,145 @@
+//! Users (Argon2id passwords) and workspace members.
+
+use actix_web::{web, HttpResponse};
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHasher, SaltString};
+use argon2::Argon2;
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{existing_workspace, required_text};
+use crate::domain::ids;
+use crate::domain::workspace::{Membership, Role, User};
+use crate::http::error::{ApiError, ErrorKind};
+use crate::http::openapi::ErrorBody;
+use crate::http::state::AppState;
+use crate::store::NewUser;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    email: String,
+    /// 8 to 256 characters.
+    #[schema(value_type = String, format = Password)]
+    password: SecretString,
+    name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
+    id: String,
+    email: String,
+    name: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserView {
+    fn from(user: User) -> UserView {
+        UserView { id: user.id, email: user.email, name: user.name, created_at: user.created_at }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    user_id: String,
+    /// `viewer`, `member`, `admin` or `owner`.
+    role: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MemberView {
+    workspace_id: String,
+    user_id: String,
+    role: Role,
+    /// The scopes this member can consent to.
+    scopes: Vec<&'static str>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<Membership> for MemberView {
+    fn from(m: Membership) -> MemberView {
+        MemberView {
+            scopes: m.role.scopes().names(),
+            workspace_id: m.workspace_id,
+            user_id: m.user_id,
+            role: m.role,
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// Creates a user. The password is stored only as an Argon2id hash.
+#[utoipa::path(post, path = "/admin/v1/users", tag = "admin", request_body = CreateUser,
+    responses((status = 201, body = UserView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn create(state: web::Data<AppState>, body: web::Json<CreateUser>) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let email = body.email.trim().to_owned();
+    if email.len() > 254
+        || email.chars().any(|c| c.is_whitespace() || c.is_control())
+        || !matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && domain.contains('.'))
+    {
+        return Err(ApiError::unprocessable("invalid_email", "email must be an address like name@example.com."));
+    }
+    let name = required_text(&body.name, "invalid_name", "name", 100)?;
+    let password_chars = body.password.expose_secret().chars().count();
+    if !(8..=256).contains(&password_chars) {
+        return Err(ApiError::unprocessable("invalid_password", "password must be 8 to 256 characters."));
+    }
+    let password_hash = hash_password(body.password).await?;
+    let user = NewUser {
+        id: ids::new_id(ids::USER),
+        email,
+        name,
+        password_hash,
+        created_at: crate::clock::to_datetime(crate::clock::now_ms()),
+    };
+    let user = state.store.create_user(&user).await?;
+    tracing::info!(user_id = %user.id, "user created");
+    Ok(HttpResponse::Created().json(UserView::from(user)))
+}
+
+/// Adds a user to a workspace with a role.
+#[utoipa::path(post, path = "/admin/v1/workspaces/{ws}/members", tag = "admin", request_body = AddMember,
+    params(("ws" = String, Path, description = "workspace id")),
+    responses((status = 201, body = MemberView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn add_member(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<AddMember>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let role = Role::parse(&body.role).ok_or_else(|| {
+        ApiError::unprocessable("invalid_role", "role must be viewer, member, admin or owner.")
+    })?;
+    let workspace = existing_workspace(&state, &path).await?;
+    if !ids::looks_like_id(&body.user_id, ids::USER) {
+        return Err(ApiError::not_found("user_not_found", "No such user."));
+    }
+    let now = crate::clock::to_datetime(crate::clock::now_ms());
+    let membership = state.store.add_member(&workspace.id, &body.user_id, role, now).await?;
+    Ok(HttpResponse::Created().json(MemberView::from(membership)))
+}
+
+/// Argon2id with the crate's defaults (19 MiB, 2 passes: OWASP's recommendation), on the
+/// blocking pool so that it never stalls a request thread.
+async fn hash_password(password: SecretString) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.expose_secret().as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+    })
+    .await
+    .map_err(|_| ApiError::from(ErrorKind::Internal))?
+    .map_err(|error| {
+        tracing::error!(%error, "password hashing failed");
+        ApiError::from(ErrorKind::Internal)
+    })
+}

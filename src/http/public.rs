@@ -1,0 +1,171 @@
+//! The public listener: `/v1/me`, `/v1/authz`, health.
+
+use actix_web::http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use super::rate_headers;
+use super::request_context::request_id;
+use super::state::AppState;
+use crate::domain::route::{required_scope, RouteError, RouteRequirement};
+use crate::metrics::HotRoute;
+use crate::verify::AccessRequest;
+
+static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_WORKSPACE: HeaderName = HeaderName::from_static("x-statuspulse-workspace");
+static X_SCOPES: HeaderName = HeaderName::from_static("x-statuspulse-scopes");
+static X_CREDENTIAL: HeaderName = HeaderName::from_static("x-statuspulse-credential");
+static X_ENVIRONMENT: HeaderName = HeaderName::from_static("x-statuspulse-environment");
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/v1/me", web::get().to(me))
+        .route("/v1/me", web::head().to(me))
+        // Gateways call forward-auth with various methods; the forwarded one is what counts.
+        .route("/v1/authz", web::route().to(authz))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MeResponse {
+    workspace_id: String,
+    credential: CredentialView,
+    scopes: Vec<&'static str>,
+    expires_at: chrono::DateTime<chrono::Utc>,
+    rate_limit: RateLimitView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CredentialView {
+    /// `api_key` (OAuth tokens come later).
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: String,
+    label: String,
+    environment: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RateLimitView {
+    limit: u32,
+    remaining: u32,
+    /// Seconds until capacity frees up.
+    reset: u64,
+}
+
+/// Who the credential is.
+#[utoipa::path(get, path = "/v1/me", tag = "public",
+    responses(
+        (status = 200, body = MeResponse),
+        (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
+        (status = 429, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn me(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let request_id = request_id(&request);
+    let granted = state
+        .verifier
+        .verify(AccessRequest {
+            authorization: request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes),
+            method: request.method().as_str(),
+            path: request.path(),
+            requirement: Ok(RouteRequirement::NoScope),
+            request_id: &request_id,
+            client_addr: request.peer_addr().map(|a| a.ip().to_string()),
+            route: HotRoute::Me,
+        })
+        .await?;
+    let record = &granted.key.record;
+    let body = MeResponse {
+        workspace_id: record.workspace_id.clone(),
+        credential: CredentialView {
+            kind: "api_key",
+            id: record.id.clone(),
+            label: record.label.clone(),
+            environment: record.environment.as_str(),
+        },
+        scopes: record.scopes.names(),
+        expires_at: record.expires_at,
+        rate_limit: RateLimitView {
+            limit: granted.rate.limit,
+            remaining: granted.rate.remaining,
+            reset: granted.rate.reset_secs,
+        },
+    };
+    let mut response = HttpResponse::Ok();
+    rate_headers::insert(&mut response, &granted.rate);
+    Ok(response.json(body))
+}
+
+/// Forward-auth for gateways: authorises the forwarded method and URI.
+#[utoipa::path(get, path = "/v1/authz", tag = "public",
+    params(
+        ("X-Forwarded-Method" = String, Header, description = "method of the request being authorised"),
+        ("X-Forwarded-Uri" = String, Header, description = "path (and query) of the request being authorised")),
+    responses(
+        (status = 200, description = "allowed; see X-StatusPulse-Workspace, X-StatusPulse-Scopes, X-StatusPulse-Credential"),
+        (status = 400, body = super::openapi::ErrorBody),
+        (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
+        (status = 429, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn authz(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let request_id = request_id(&request);
+    let headers = request.headers();
+    let method = headers.get(&X_FORWARDED_METHOD).and_then(|v| v.to_str().ok());
+    // Outer `None`: no header; inner `None`: not UTF-8.
+    let uri = headers.get(&X_FORWARDED_URI).map(|v| v.to_str().ok());
+    let requirement = match (method, uri) {
+        (None, _) => Err(RouteError::BadMethod),
+        (Some(_), None | Some(None)) => Err(RouteError::NotUnderV1),
+        (Some(method), Some(Some(uri))) => required_scope(method, uri),
+    };
+    // Behind a gateway the peer is the gateway; the client is the first forwarded hop.
+    let client_addr = headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().chars().take(64).collect())
+        .or_else(|| request.peer_addr().map(|a| a.ip().to_string()));
+    let granted = state
+        .verifier
+        .verify(AccessRequest {
+            authorization: headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),
+            method: method.unwrap_or("?"),
+            path: uri.flatten().unwrap_or(""),
+            requirement,
+            request_id: &request_id,
+            client_addr,
+            route: HotRoute::Authz,
+        })
+        .await?;
+    let key = &granted.key;
+    let mut response = HttpResponse::Ok();
+    rate_headers::insert(&mut response, &granted.rate);
+    response
+        .insert_header((X_WORKSPACE.clone(), key.record.workspace_id.as_str()))
+        .insert_header((X_SCOPES.clone(), key.scopes_header.as_str()))
+        .insert_header((X_CREDENTIAL.clone(), key.credential_header.as_str()))
+        .insert_header((X_ENVIRONMENT.clone(), key.record.environment.as_str()));
+    Ok(response.finish())
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "public", responses((status = 200)))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: storage and the job queue are reachable.
+#[utoipa::path(get, path = "/readyz", tag = "public", responses((status = 200), (status = 503, body = super::openapi::ErrorBody)))]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.store.ping().await?;
+    if let Err(error) = state.queue.ping().await {
+        tracing::warn!(%error, "job queue not ready");
+        return Err(super::error::ErrorKind::Unavailable.into());
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
+}

@@ -1,0 +1,135 @@
+//! The outermost middleware of both listeners: gives every request an id (the caller's
+//! `X-Request-ID` when sane), runs it inside a tracing span carrying that id, returns the id
+//! on every answer, writes the JSON body of every error, and counts responses.
+
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, HttpRequest};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::state::AppState;
+use crate::metrics::Listener;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the request being served, in the request's extensions.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// Reads the request id the middleware stored (empty outside the middleware, in unit tests).
+pub fn request_id(request: &HttpRequest) -> String {
+    request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default()
+}
+
+pub async fn request_context<B: MessageBody + 'static>(
+    request: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let id = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_sane_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| Uuid::now_v7().hyphenated().to_string());
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let http_request = request.request().clone();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.path(),
+    );
+    let response = match next.call(request).instrument(span.clone()).await {
+        Ok(response) => response.map_into_left_body(),
+        // Errors raised by inner middleware (the admin token check) arrive here unrendered.
+        Err(error) => ServiceResponse::from_err(error, http_request).map_into_right_body(),
+    };
+    let _entered = span.enter();
+    let mut response = if response.status().is_client_error() || response.status().is_server_error() {
+        with_json_error_body(response, &id)
+    } else {
+        response
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+    }
+    if let Some(state) = response.request().app_data::<web::Data<AppState>>() {
+        let listener = *response.request().app_data::<Listener>().unwrap_or(&Listener::Public);
+        state.metrics.record_response(listener, response.status().as_u16());
+    }
+    Ok(response)
+}
+
+/// Letters, digits and `._:-`, at most 128 characters: anything else could forge log lines
+/// or smuggle content into headers, so it is replaced by a fresh id.
+fn is_sane_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+fn with_json_error_body<B: MessageBody + 'static>(
+    response: ServiceResponse<EitherBody<B>>,
+    request_id: &str,
+) -> ServiceResponse<EitherBody<B>> {
+    let status = response.status();
+    let body = match response.response().error() {
+        Some(error) => match error.as_error::<ApiError>() {
+            Some(api_error) => {
+                if status.is_server_error() {
+                    tracing::error!(code = api_error.code(), "request failed");
+                }
+                api_error.body(request_id)
+            }
+            None => generic_body(status, request_id, Some(error)),
+        },
+        None => generic_body(status, request_id, None),
+    };
+    response.map_body(|head, _| {
+        head.headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        EitherBody::right(BoxBody::new(body))
+    })
+}
+
+/// The body for errors raised by the framework rather than by our handlers (unmatched
+/// routes, methods, oversized or unreadable requests).
+fn generic_body(status: StatusCode, request_id: &str, error: Option<&actix_web::Error>) -> String {
+    if let Some(error) = error {
+        tracing::debug!(%error, "framework error");
+    }
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "No such route."),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "This method is not allowed on this path."),
+        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "The request body is too large."),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ("headers_too_large", "The request headers are too large."),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "Send a JSON body with Content-Type: application/json."),
+        s if s.is_client_error() => ("bad_request", "The request could not be read."),
+        _ => ("internal_error", "Something went wrong on our side; it has been logged."),
+    };
+    serde_json::json!({ "error": code, "message": message, "request_id": request_id }).to_string()
+}
+
+/// A default service answer for unmatched routes, so they go through the same body writer.
+pub async fn no_route() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::not_found("not_found", "No such route."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_checked_for_sanity() {
+        assert!(is_sane_request_id("req_123-abc.def:9"));
+        assert!(!is_sane_request_id(""));
+        assert!(!is_sane_request_id("a b"));
+        assert!(!is_sane_request_id("a\nb"));
+        assert!(!is_sane_request_id(&"x".repeat(129)));
+    }
+}

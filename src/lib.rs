@@ -1,0 +1,19 @@
+//! StatusPulse Auth: the authentication engine in front of the StatusPulse API.
+//!
+//! The server (`src/main.rs`), the worker (`workers/`), the benches and the tests all use
+//! this library. Dependencies point one way: `http`, `actors`, `jobs` and `verify` use
+//! `domain`, `store` and `queue`; `domain` uses nothing of ours.
+
+pub mod actors;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod jobs;
+pub mod metrics;
+pub mod queue;
+pub mod secrets;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod verify;

@@ -1,0 +1,81 @@
+//! `statuspulse-auth`: parses the command line and configuration, then hands over to
+//! [`statuspulse_auth::startup`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use statuspulse_auth::config::Settings;
+use statuspulse_auth::startup::{error_chain, open_store, Application};
+
+#[derive(Parser)]
+#[command(name = "statuspulse-auth", version, about = "Authentication engine for the StatusPulse API")]
+struct Cli {
+    /// A TOML file of settings (same names as the STATUSPULSE_* variables, lower-case,
+    /// without the prefix); the environment overrides it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the public and admin listeners (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("statuspulse-auth: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    statuspulse_auth::telemetry::init(settings.log_format, std::io::stdout);
+    let result = actix_web::rt::System::new().block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(settings).await,
+            Command::Migrate => migrate(settings).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("statuspulse-auth: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> Result<(), String> {
+    let backend = if settings.database_url.is_some() { "PostgreSQL" } else { "embedded SQLite" };
+    let data_dir = settings.data_dir.clone();
+    let app = Application::build(settings.clone()).await.map_err(|e| e.to_string())?;
+    if let Some(token) = &app.generated_admin_token {
+        // Printed once, to the terminal, never to the log. Only its hash is kept.
+        println!(
+            "\nAdmin token (shown once; only its hash is stored in {}):\n\n    {token}\n",
+            data_dir.display()
+        );
+    }
+    tracing::info!(
+        public = %format!("http://{}:{}", settings.public_addr.ip(), app.public_port()),
+        admin = %format!("http://{}:{}", settings.admin_addr.ip(), app.admin_port()),
+        storage = backend,
+        queue = "in-process",
+        "statuspulse-auth listening"
+    );
+    app.run_until_stopped().await.map_err(|e| format!("server error: {e}"))
+}
+
+async fn migrate(settings: Settings) -> Result<(), String> {
+    let store = open_store(&settings).await.map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| format!("migrations failed: {}", error_chain(&e)))?;
+    tracing::info!("migrations applied");
+    Ok(())
+}

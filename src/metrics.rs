@@ -1,0 +1,159 @@
+//! Process metrics in Prometheus text format. Fixed arrays of atomics, so the hot path pays
+//! a few relaxed increments and no lookup or allocation.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// A route of the public API, as a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HotRoute {
+    Me = 0,
+    Authz = 1,
+}
+const HOT_ROUTES: [&str; 2] = ["me", "authz"];
+
+/// How a verification ended, as a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok = 0,
+    InvalidCredentials,
+    KeyRevoked,
+    KeyExpired,
+    InvalidRoute,
+    RateLimited,
+    InsufficientScope,
+    Unavailable,
+}
+const OUTCOMES: [&str; 8] = [
+    "ok",
+    "invalid_credentials",
+    "key_revoked",
+    "key_expired",
+    "invalid_route",
+    "rate_limited",
+    "insufficient_scope",
+    "unavailable",
+];
+
+/// Upper bounds of the verification latency histogram, in microseconds.
+const LATENCY_BOUNDS_US: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 5_000, 25_000];
+
+/// Listener label for HTTP response counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    Public = 0,
+    Admin = 1,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    verifications: [[AtomicU64; OUTCOMES.len()]; HOT_ROUTES.len()],
+    latency_buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
+    latency_sum_ns: AtomicU64,
+    responses: [[AtomicU64; 5]; 2],
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub negative_cache_hits: AtomicU64,
+    /// Events handed to the audit sink and not yet written to the audit log.
+    pub audit_pending: AtomicI64,
+    pub audit_ingested: AtomicU64,
+    pub audit_lost: AtomicU64,
+}
+
+impl Metrics {
+    pub fn record_verification(&self, route: HotRoute, outcome: Outcome, took: Duration) {
+        self.verifications[route as usize][outcome as usize].fetch_add(1, Relaxed);
+        let micros = took.as_micros() as u64;
+        let bucket = LATENCY_BOUNDS_US.iter().position(|&b| micros < b).unwrap_or(LATENCY_BOUNDS_US.len());
+        self.latency_buckets[bucket].fetch_add(1, Relaxed);
+        self.latency_sum_ns.fetch_add(took.as_nanos() as u64, Relaxed);
+    }
+
+    pub fn record_response(&self, listener: Listener, status: u16) {
+        let class = usize::from((status / 100).clamp(1, 5) - 1);
+        self.responses[listener as usize][class].fetch_add(1, Relaxed);
+    }
+
+    /// Renders every metric; `live_actors` is read from the registry by the caller.
+    pub fn render(&self, live_actors: usize) -> String {
+        let mut out = String::with_capacity(4096);
+        let _ = writeln!(out, "# HELP statuspulse_verifications_total Credential verifications by route and outcome.");
+        let _ = writeln!(out, "# TYPE statuspulse_verifications_total counter");
+        for (r, route) in HOT_ROUTES.iter().enumerate() {
+            for (o, outcome) in OUTCOMES.iter().enumerate() {
+                let value = self.verifications[r][o].load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "statuspulse_verifications_total{{route=\"{route}\",outcome=\"{outcome}\"}} {value}"
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP statuspulse_verification_duration_seconds Time to verify a credential, rate limit and audit hand-off included.");
+        let _ = writeln!(out, "# TYPE statuspulse_verification_duration_seconds histogram");
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
+            cumulative += self.latency_buckets[i].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "statuspulse_verification_duration_seconds_bucket{{le=\"{}\"}} {cumulative}",
+                *bound as f64 / 1e6
+            );
+        }
+        cumulative += self.latency_buckets[LATENCY_BOUNDS_US.len()].load(Relaxed);
+        let _ = writeln!(out, "statuspulse_verification_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "statuspulse_verification_duration_seconds_sum {}",
+            self.latency_sum_ns.load(Relaxed) as f64 / 1e9
+        );
+        let _ = writeln!(out, "statuspulse_verification_duration_seconds_count {cumulative}");
+        let _ = writeln!(out, "# HELP statuspulse_http_responses_total HTTP responses by listener and status class.");
+        let _ = writeln!(out, "# TYPE statuspulse_http_responses_total counter");
+        for (l, listener) in ["public", "admin"].iter().enumerate() {
+            for (c, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+                let value = self.responses[l][c].load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "statuspulse_http_responses_total{{listener=\"{listener}\",class=\"{class}\"}} {value}"
+                );
+            }
+        }
+        let counters = [
+            ("statuspulse_key_cache_hits_total", "Verifications answered from the key cache.", self.cache_hits.load(Relaxed)),
+            ("statuspulse_key_cache_misses_total", "Verifications that read storage.", self.cache_misses.load(Relaxed)),
+            ("statuspulse_negative_cache_hits_total", "Unknown keys refused from the negative cache.", self.negative_cache_hits.load(Relaxed)),
+            ("statuspulse_audit_events_ingested_total", "Audit events written to the audit log.", self.audit_ingested.load(Relaxed)),
+            ("statuspulse_audit_events_lost_total", "Audit events that could not be delivered (should stay 0).", self.audit_lost.load(Relaxed)),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        }
+        let gauges = [
+            ("statuspulse_workspace_actors", "Live per-workspace actors.", live_actors as i64),
+            ("statuspulse_audit_events_pending", "Audit events queued and not yet ingested.", self.audit_pending.load(Relaxed)),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_and_cumulative_histogram() {
+        let metrics = Metrics::default();
+        metrics.record_verification(HotRoute::Authz, Outcome::Ok, Duration::from_nanos(1_500));
+        metrics.record_verification(HotRoute::Authz, Outcome::RateLimited, Duration::from_micros(30));
+        let text = metrics.render(3);
+        assert!(text.contains("statuspulse_verifications_total{route=\"authz\",outcome=\"ok\"} 1"));
+        assert!(text.contains("statuspulse_verifications_total{route=\"authz\",outcome=\"rate_limited\"} 1"));
+        assert!(text.contains("statuspulse_verification_duration_seconds_bucket{le=\"0.000002\"} 1"));
+        assert!(text.contains("statuspulse_verification_duration_seconds_bucket{le=\"+Inf\"} 2"));
+        assert!(text.contains("statuspulse_workspace_actors 3"));
+    }
+}

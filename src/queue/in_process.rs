@@ -1,0 +1,87 @@
+//! The embedded job queue: a channel and a task that runs each job against the store.
+//! Jobs that fail (storage down) are retried with backoff rather than dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{Job, JobQueue, QueueError};
+use crate::jobs::JobContext;
+
+pub struct InProcessQueue {
+    sender: parking_lot::Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    runner: parking_lot::Mutex<Option<JoinHandle<()>>>,
+}
+
+/// How long the runner keeps retrying a failing job once shutdown has begun.
+const SHUTDOWN_RETRY_BUDGET: Duration = Duration::from_secs(10);
+
+impl InProcessQueue {
+    /// Starts the runner task on the current Tokio runtime.
+    pub fn start(context: JobContext) -> Arc<InProcessQueue> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let runner = tokio::spawn(run_jobs(receiver, context));
+        Arc::new(InProcessQueue {
+            sender: parking_lot::Mutex::new(Some(sender)),
+            runner: parking_lot::Mutex::new(Some(runner)),
+        })
+    }
+
+    /// Stops taking jobs and waits until every job already taken has run.
+    pub async fn shutdown(&self) {
+        self.sender.lock().take();
+        let runner = self.runner.lock().take();
+        if let Some(runner) = runner {
+            if let Err(error) = runner.await {
+                tracing::error!(%error, "job runner failed");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl JobQueue for InProcessQueue {
+    async fn publish(&self, job: Job) -> Result<(), QueueError> {
+        let sender = self.sender.lock().clone().ok_or(QueueError::Closed)?;
+        sender.send(job).map_err(|_| QueueError::Closed)
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        match self.sender.lock().as_ref() {
+            Some(sender) if !sender.is_closed() => Ok(()),
+            _ => Err(QueueError::Closed),
+        }
+    }
+}
+
+async fn run_jobs(mut receiver: mpsc::UnboundedReceiver<Job>, context: JobContext) {
+    while let Some(job) = receiver.recv().await {
+        run_with_retries(&job, &context).await;
+    }
+}
+
+/// Runs a job until it succeeds. Dropping a failed job would lose audit events, so it is
+/// retried with backoff for as long as the server runs, and for a bounded time once
+/// shutdown has begun (after which the loss is counted and logged).
+async fn run_with_retries(job: &Job, context: &JobContext) {
+    let mut backoff = Duration::from_millis(50);
+    let mut give_up_at = None;
+    loop {
+        let Err(error) = crate::jobs::run(job, context).await else { return };
+        if context.is_shutting_down() {
+            let deadline =
+                *give_up_at.get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_RETRY_BUDGET);
+            if tokio::time::Instant::now() >= deadline {
+                tracing::error!(%error, "giving up on a job at shutdown");
+                context.job_abandoned(job);
+                return;
+            }
+        }
+        tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "job failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

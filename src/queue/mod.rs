@@ -1,0 +1,35 @@
+//! The job queue: what the server hands to background work. The in-process queue runs jobs
+//! inside `serve` (the embedded default); a RabbitMQ transport will implement the same trait
+//! so that `statuspulse-worker` processes run them.
+
+pub mod audit_sink;
+pub mod in_process;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::audit::AuditEvent;
+
+/// A unit of background work. Serializable: it must survive a trip through a broker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "snake_case")]
+pub enum Job {
+    /// Write a batch of audit events to the audit log.
+    IngestAudit { events: Vec<AuditEvent> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("job queue unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("job queue is shut down")]
+    Closed,
+}
+
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    /// Hands a job over. `Ok` means the queue has taken responsibility for it.
+    async fn publish(&self, job: Job) -> Result<(), QueueError>;
+    /// Whether the queue can take jobs, for readiness.
+    async fn ping(&self) -> Result<(), QueueError>;
+}

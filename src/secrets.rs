@@ -1,0 +1,115 @@
+//! Secrets kept in the data directory: the key-hashing key and the admin token's hash.
+//! Files are created with mode 0600 and never hold a credential in clear.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use rand::RngCore;
+
+use crate::config::decode_hex_32;
+use crate::domain::hashing::KeyHash;
+
+const HASHING_KEY_FILE: &str = "hashing.key";
+const ADMIN_TOKEN_HASH_FILE: &str = "admin_token.blake3";
+
+/// A secret file problem, reported with its path.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct SecretFileError {
+    pub path: String,
+    pub problem: String,
+}
+
+/// The hash the admin token is compared by. The token has 240 bits of randomness (or is
+/// chosen by the operator), so a fast hash is enough; what matters is not keeping it.
+pub fn admin_token_hash(token: &str) -> KeyHash {
+    KeyHash(*blake3::hash(token.as_bytes()).as_bytes())
+}
+
+/// Reads the key-hashing key from the data directory, generating it on first start.
+pub fn load_or_create_hashing_key(data_dir: &Path) -> Result<[u8; 32], SecretFileError> {
+    let path = data_dir.join(HASHING_KEY_FILE);
+    if let Some(text) = read_optional(&path)? {
+        return decode_hex_32(text.trim()).ok_or_else(|| SecretFileError {
+            path: path.display().to_string(),
+            problem: "is not 64 hexadecimal characters".into(),
+        });
+    }
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    write_private(&path, &hex(&key))?;
+    Ok(key)
+}
+
+/// The stored admin token hash, or a newly generated token (returned so that it can be
+/// printed once) with its hash stored.
+pub fn load_or_create_admin_token(data_dir: &Path) -> Result<(KeyHash, Option<String>), SecretFileError> {
+    let path = data_dir.join(ADMIN_TOKEN_HASH_FILE);
+    if let Some(text) = read_optional(&path)? {
+        let bytes = decode_hex_32(text.trim()).ok_or_else(|| SecretFileError {
+            path: path.display().to_string(),
+            problem: "is not a 64-character hex hash; delete it to generate a new admin token".into(),
+        })?;
+        return Ok((KeyHash(bytes), None));
+    }
+    let mut random = [0u8; 30];
+    rand::rngs::OsRng.fill_bytes(&mut random);
+    let token = format!("sp_admin_{}", hex(&random));
+    let hash = admin_token_hash(&token);
+    write_private(&path, &hex(hash.as_bytes()))?;
+    Ok((hash, Some(token)))
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>, SecretFileError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SecretFileError { path: path.display().to_string(), problem: e.to_string() }),
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), SecretFileError> {
+    let fail = |e: std::io::Error| SecretFileError { path: path.display().to_string(), problem: e.to_string() };
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(fail)?;
+    file.write_all(contents.as_bytes()).map_err(fail)?;
+    file.sync_all().map_err(fail)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_created_once_private_and_reloaded() {
+        let dir = std::env::temp_dir().join(format!("sp-secrets-{}", uuid::Uuid::now_v7()));
+        fs::create_dir_all(&dir).unwrap();
+        let key = load_or_create_hashing_key(&dir).unwrap();
+        assert_eq!(load_or_create_hashing_key(&dir).unwrap(), key);
+        let (hash, token) = load_or_create_admin_token(&dir).unwrap();
+        let token = token.expect("first start generates a token");
+        assert_eq!(admin_token_hash(&token), hash);
+        let (again, none) = load_or_create_admin_token(&dir).unwrap();
+        assert_eq!(again, hash);
+        assert!(none.is_none(), "the token is printed only once");
+        let stored = fs::read_to_string(dir.join(ADMIN_TOKEN_HASH_FILE)).unwrap();
+        assert!(!stored.contains(&token));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.join(HASHING_KEY_FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Builds the engine from settings: storage, queue, actors, both listeners.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, HttpServer};
+use secrecy::ExposeSecret;
+
+use crate::actors::{CacheSettings, WorkspaceRegistry};
+use crate::config::{ConfigError, Settings};
+use crate::domain::hashing::KeyHasher;
+use crate::http::state::AppState;
+use crate::jobs::JobContext;
+use crate::metrics::Metrics;
+use crate::queue::audit_sink::AuditBatcher;
+use crate::queue::in_process::InProcessQueue;
+use crate::queue::JobQueue;
+use crate::secrets;
+use crate::store::postgres::PostgresStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{SharedStore, Store};
+use crate::verify::Verifier;
+
+/// The SQLite file of the embedded default, inside the data directory.
+pub const SQLITE_FILE: &str = "statuspulse.db";
+
+/// A built engine, listening but not yet serving until [`Application::run_until_stopped`].
+pub struct Application {
+    public_port: u16,
+    admin_port: u16,
+    public_server: Server,
+    admin_server: Server,
+    batcher: AuditBatcher,
+    queue: Arc<InProcessQueue>,
+    jobs: JobContext,
+    /// The admin token generated on this start, to be printed once; `None` if it existed.
+    pub generated_admin_token: Option<String>,
+    pub store: SharedStore,
+}
+
+/// Stops a running application from elsewhere (tests, signal handlers).
+#[derive(Clone)]
+pub struct ApplicationHandle {
+    public: ServerHandle,
+    admin: ServerHandle,
+}
+
+impl ApplicationHandle {
+    /// Stops accepting, lets requests in flight finish (when `graceful`), then the
+    /// application flushes its audit events and `run_until_stopped` returns.
+    pub async fn stop(&self, graceful: bool) {
+        futures_util::future::join(self.public.stop(graceful), self.admin.stop(graceful)).await;
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Application, ConfigError> {
+        Application::build_with_cache(settings, CacheSettings::default()).await
+    }
+
+    pub async fn build_with_cache(settings: Settings, cache: CacheSettings) -> Result<Application, ConfigError> {
+        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+            ConfigError::new("STATUSPULSE_DATA_DIR", format!("cannot create {}: {e}", settings.data_dir.display()))
+        })?;
+        let secret_error = |e: secrets::SecretFileError| ConfigError::new("STATUSPULSE_DATA_DIR", e.to_string());
+        let hashing_key = match settings.hashing_key_bytes() {
+            Some(key) => key,
+            None => secrets::load_or_create_hashing_key(&settings.data_dir).map_err(secret_error)?,
+        };
+        let (admin_token_hash, generated_admin_token) = match &settings.admin_token {
+            Some(token) => (secrets::admin_token_hash(token.expose_secret()), None),
+            None => secrets::load_or_create_admin_token(&settings.data_dir).map_err(secret_error)?,
+        };
+        let store = open_store(&settings).await?;
+        store
+            .migrate()
+            .await
+            .map_err(|e| ConfigError::new(database_variable(&settings), format!("migrations failed: {}", error_chain(&e))))?;
+        if settings.amqp_url.is_some() {
+            return Err(ConfigError::new(
+                "STATUSPULSE_AMQP_URL",
+                "the RabbitMQ transport is not part of this build yet; unset it to use the in-process queue",
+            ));
+        }
+
+        let metrics = Arc::new(Metrics::default());
+        let jobs = JobContext::new(Arc::clone(&store), Arc::clone(&metrics));
+        let queue = InProcessQueue::start(jobs.clone());
+        let (audit_sink, batcher) =
+            AuditBatcher::start(Arc::clone(&queue) as Arc<dyn JobQueue>, Arc::clone(&metrics));
+        let hasher = KeyHasher::new(hashing_key);
+        let registry = WorkspaceRegistry::new(Arc::clone(&store), cache);
+        let state = web::Data::new(AppState {
+            verifier: Verifier::new(hasher.clone(), Arc::clone(&registry), audit_sink, Arc::clone(&metrics)),
+            store: Arc::clone(&store),
+            queue: Arc::clone(&queue) as Arc<dyn JobQueue>,
+            registry,
+            hasher,
+            metrics,
+            admin_token_hash,
+        });
+
+        let public_listener = bind("STATUSPULSE_PUBLIC_ADDR", settings.public_addr)?;
+        let admin_listener = bind("STATUSPULSE_ADMIN_ADDR", settings.admin_addr)?;
+        let public_port = local_port(&public_listener);
+        let admin_port = local_port(&admin_listener);
+        let public_state = state.clone();
+        let mut public_server = HttpServer::new(move || crate::http::public_app(public_state.clone()));
+        if let Some(workers) = settings.http_workers {
+            public_server = public_server.workers(workers);
+        }
+        let public_server = public_server
+            .listen(public_listener)
+            .map_err(|e| ConfigError::new("STATUSPULSE_PUBLIC_ADDR", e.to_string()))?
+            .run();
+        let admin_server = HttpServer::new(move || crate::http::admin_app(state.clone()))
+            .workers(1)
+            .listen(admin_listener)
+            .map_err(|e| ConfigError::new("STATUSPULSE_ADMIN_ADDR", e.to_string()))?
+            .run();
+        Ok(Application {
+            public_port,
+            admin_port,
+            public_server,
+            admin_server,
+            batcher,
+            queue,
+            jobs,
+            generated_admin_token,
+            store,
+        })
+    }
+
+    pub fn public_port(&self) -> u16 {
+        self.public_port
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    pub fn handle(&self) -> ApplicationHandle {
+        ApplicationHandle { public: self.public_server.handle(), admin: self.admin_server.handle() }
+    }
+
+    /// Serves until both listeners stop (SIGTERM, Ctrl-C or a handle), then flushes every
+    /// pending audit event to the audit log before returning.
+    pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
+        let handle = self.handle();
+        // Either listener stopping (a signal reaches both, a handle stops both) ends serving.
+        let public = self.public_server;
+        let admin = self.admin_server;
+        let (public_result, admin_result) = futures_util::future::join(
+            async {
+                let result = public.await;
+                handle.stop(true).await;
+                result
+            },
+            admin,
+        )
+        .await;
+        tracing::info!("listeners stopped; flushing audit events");
+        self.jobs.begin_shutdown();
+        self.batcher.flush_and_stop().await;
+        self.queue.shutdown().await;
+        tracing::info!("shutdown complete");
+        public_result.and(admin_result)
+    }
+}
+
+/// Opens the configured store and checks that it answers.
+pub async fn open_store(settings: &Settings) -> Result<SharedStore, ConfigError> {
+    match &settings.database_url {
+        Some(url) => {
+            let store = PostgresStore::connect(url.expose_secret(), settings.database_max_connections)
+                .map_err(|e| ConfigError::new("STATUSPULSE_DATABASE_URL", e.to_string()))?;
+            store.ping().await.map_err(|e| {
+                ConfigError::new("STATUSPULSE_DATABASE_URL", format!("cannot reach PostgreSQL: {}", error_chain(&e)))
+            })?;
+            Ok(Arc::new(store))
+        }
+        None => {
+            let path = settings.data_dir.join(SQLITE_FILE);
+            std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+                ConfigError::new("STATUSPULSE_DATA_DIR", format!("cannot create {}: {e}", settings.data_dir.display()))
+            })?;
+            let store = SqliteStore::open(&path).map_err(|e| {
+                ConfigError::new("STATUSPULSE_DATA_DIR", format!("cannot open {}: {}", path.display(), error_chain(&e)))
+            })?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+fn database_variable(settings: &Settings) -> &'static str {
+    if settings.database_url.is_some() {
+        "STATUSPULSE_DATABASE_URL"
+    } else {
+        "STATUSPULSE_DATA_DIR"
+    }
+}
+
+fn bind(variable: &str, addr: std::net::SocketAddr) -> Result<TcpListener, ConfigError> {
+    TcpListener::bind(addr).map_err(|e| ConfigError::new(variable, format!("cannot listen on {addr}: {e}")))
+}
+
+fn local_port(listener: &TcpListener) -> u16 {
+    listener.local_addr().map(|a| a.port()).unwrap_or(0)
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

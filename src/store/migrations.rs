@@ -1,0 +1,33 @@
+//! Migrations embedded in the binary. Both backends carry the same version numbers so that
+//! a schema change is always made twice, side by side.
+
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../../migrations/postgres/0001_init.sql"),
+}];
+
+pub const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../../migrations/sqlite/0001_init.sql"),
+}];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_backends_have_the_same_versions_in_order() {
+        let pg: Vec<_> = POSTGRES.iter().map(|m| (m.version, m.name)).collect();
+        let lite: Vec<_> = SQLITE.iter().map(|m| (m.version, m.name)).collect();
+        assert_eq!(pg, lite);
+        assert!(pg.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+}

@@ -1,0 +1,171 @@
+//! Storage: one trait, one error type, a PostgreSQL and an SQLite implementation chosen
+//! once at start. Nothing here knows about HTTP.
+
+mod migrations;
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::api_key::Environment;
+use crate::domain::audit::{AuditEvent, AuditQuery};
+use crate::domain::hashing::KeyHash;
+use crate::domain::key_record::ApiKeyRecord;
+use crate::domain::scope::ScopeSet;
+use crate::domain::workspace::{Membership, Role, User, Workspace};
+
+/// What can go wrong in storage, in the terms callers act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or timed out: callers answer 503, never 401.
+    #[error("storage unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("{0} not found")]
+    NotFound(Entity),
+    #[error("conflict: {0:?}")]
+    Conflict(Conflict),
+    /// Anything else: a bug or corrupt data.
+    #[error("storage error")]
+    Internal(#[source] anyhow::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    Workspace,
+    ApiKey,
+    User,
+}
+
+impl std::fmt::Display for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Entity::Workspace => "workspace",
+            Entity::ApiKey => "api key",
+            Entity::User => "user",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// Two active keys already share this workspace, environment and scope set.
+    TooManyActiveKeys,
+    /// The key to rotate is revoked or expired.
+    KeyNotActive,
+    EmailTaken,
+    AlreadyMember,
+}
+
+/// A key about to be stored. `id` and times are decided by the caller.
+#[derive(Clone, Debug)]
+pub struct NewApiKey {
+    pub id: String,
+    pub workspace_id: String,
+    pub key_hash: KeyHash,
+    pub key_hint: String,
+    pub label: String,
+    pub environment: Environment,
+    pub scopes: ScopeSet,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl NewApiKey {
+    pub fn into_record(self) -> ApiKeyRecord {
+        ApiKeyRecord {
+            id: self.id,
+            workspace_id: self.workspace_id,
+            key_hash: self.key_hash,
+            key_hint: self.key_hint,
+            label: self.label,
+            environment: self.environment,
+            scopes: self.scopes,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            revoked_at: None,
+        }
+    }
+}
+
+/// A user about to be stored; the password is already an Argon2id PHC string.
+#[derive(Clone)]
+pub struct NewUser {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The engine's storage. Implementations must make `insert_api_key` and `rotate_api_key`
+/// atomic with their active-key count, so that concurrent creations cannot exceed it.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// A cheap round trip, for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn create_workspace(&self, workspace: &Workspace) -> Result<(), StoreError>;
+    async fn get_workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError>;
+
+    /// Stores a key unless `max_active` active keys already share its workspace,
+    /// environment and scope set at `now` (`Conflict::TooManyActiveKeys`).
+    async fn insert_api_key(
+        &self,
+        key: &NewApiKey,
+        max_active: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Stores `replacement` and schedules the old key's revocation at `old_revoked_at`, in
+    /// one transaction. The old key does not count toward `max_active`.
+    async fn rotate_api_key(
+        &self,
+        workspace_id: &str,
+        old_id: &str,
+        replacement: &NewApiKey,
+        old_revoked_at: DateTime<Utc>,
+        max_active: u32,
+        now: DateTime<Utc>,
+    ) -> Result<ApiKeyRecord, StoreError>;
+    async fn list_api_keys(&self, workspace_id: &str) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    async fn get_api_key(
+        &self,
+        workspace_id: &str,
+        id: &str,
+    ) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Revokes a key at `at` (keeping an earlier revocation time) and returns it.
+    async fn revoke_api_key(
+        &self,
+        workspace_id: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<ApiKeyRecord, StoreError>;
+    /// The hot path's only storage read, on a cache miss.
+    async fn find_api_key_by_hash(&self, hash: &KeyHash)
+        -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    async fn create_user(&self, user: &NewUser) -> Result<User, StoreError>;
+    async fn add_member(
+        &self,
+        workspace_id: &str,
+        user_id: &str,
+        role: Role,
+        now: DateTime<Utc>,
+    ) -> Result<Membership, StoreError>;
+
+    /// Inserts events, ignoring ids already stored (redelivery is expected).
+    async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// Events of a workspace, newest first.
+    async fn query_audit_events(
+        &self,
+        workspace_id: &str,
+        query: &AuditQuery,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+}
+
+/// The store chosen at start.
+pub type SharedStore = Arc<dyn Store>;

@@ -1,0 +1,501 @@
+//! The production store: PostgreSQL through deadpool-postgres, prepared statements cached
+//! per connection.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+use super::migrations::POSTGRES as MIGRATIONS;
+use super::{Conflict, Entity, NewApiKey, NewUser, Store, StoreError};
+use crate::domain::api_key::Environment;
+use crate::domain::audit::{AuditEvent, AuditQuery};
+use crate::domain::hashing::KeyHash;
+use crate::domain::key_record::{ApiKeyRecord, KeyStatus};
+use crate::domain::scope::ScopeSet;
+use crate::domain::workspace::{Membership, Role, User, Workspace};
+
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+/// A URL that tokio-postgres cannot parse.
+#[derive(Debug, thiserror::Error)]
+#[error("not a valid PostgreSQL URL: {0}")]
+pub struct BadDatabaseUrl(String);
+
+impl PostgresStore {
+    /// Builds a pool for `url`. Connects lazily: call [`Store::ping`] to check reachability.
+    pub fn connect(url: &str, max_connections: usize) -> Result<PostgresStore, BadDatabaseUrl> {
+        let config = tokio_postgres::Config::from_str(url)
+            // The parser's message never contains the password, but the URL might: leave it out.
+            .map_err(|e| BadDatabaseUrl(e.to_string()))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_connections)
+            .runtime(Runtime::Tokio1)
+            // An outage must answer quickly with 503, not hang the caller.
+            .wait_timeout(Some(Duration::from_secs(2)))
+            .create_timeout(Some(Duration::from_secs(2)))
+            .recycle_timeout(Some(Duration::from_secs(2)))
+            .build()
+            .map_err(|e| BadDatabaseUrl(e.to_string()))?;
+        Ok(PostgresStore { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(|e| StoreError::Unavailable(anyhow!("{e}")))
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        // Serialises concurrent migrators (several servers starting at once).
+        tx.execute("SELECT pg_advisory_xact_lock(7316021)", &[]).await.map_err(pg)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)",
+        )
+        .await
+        .map_err(pg)?;
+        for migration in MIGRATIONS {
+            let applied = tx
+                .query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[&migration.version])
+                .await
+                .map_err(pg)?
+                .is_some();
+            if applied {
+                continue;
+            }
+            tx.batch_execute(migration.sql).await.map_err(pg)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, now())",
+                &[&migration.version, &migration.name],
+            )
+            .await
+            .map_err(pg)?;
+            tracing::info!(version = migration.version, name = migration.name, "applied migration");
+        }
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(pg)?;
+        Ok(())
+    }
+
+    async fn create_workspace(&self, workspace: &Workspace) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)",
+                &[&workspace.id, &workspace.name, &workspace.created_at],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn get_workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT id, name, created_at FROM workspaces WHERE id = $1")
+            .await
+            .map_err(pg)?;
+        let row = client.query_opt(&stmt, &[&id]).await.map_err(pg)?;
+        Ok(row.map(|r| Workspace { id: r.get(0), name: r.get(1), created_at: r.get(2) }))
+    }
+
+    async fn insert_api_key(
+        &self,
+        key: &NewApiKey,
+        max_active: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        lock_workspace(&tx, &key.workspace_id).await?;
+        if count_active(&tx, key, None, now).await? >= i64::from(max_active) {
+            return Err(StoreError::Conflict(Conflict::TooManyActiveKeys));
+        }
+        insert_key(&tx, key).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn rotate_api_key(
+        &self,
+        workspace_id: &str,
+        old_id: &str,
+        replacement: &NewApiKey,
+        old_revoked_at: DateTime<Utc>,
+        max_active: u32,
+        now: DateTime<Utc>,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        lock_workspace(&tx, workspace_id).await?;
+        let old = select_key(&tx, workspace_id, old_id)
+            .await?
+            .ok_or(StoreError::NotFound(Entity::ApiKey))?;
+        if old.status_at(now) != KeyStatus::Active {
+            return Err(StoreError::Conflict(Conflict::KeyNotActive));
+        }
+        if count_active(&tx, replacement, Some(old_id), now).await? >= i64::from(max_active) {
+            return Err(StoreError::Conflict(Conflict::TooManyActiveKeys));
+        }
+        insert_key(&tx, replacement).await?;
+        tx.execute(
+            "UPDATE api_keys SET revoked_at = $3 WHERE workspace_id = $1 AND id = $2",
+            &[&workspace_id, &old_id, &old_revoked_at],
+        )
+        .await
+        .map_err(pg)?;
+        let old = select_key(&tx, workspace_id, old_id)
+            .await?
+            .ok_or(StoreError::NotFound(Entity::ApiKey))?;
+        tx.commit().await.map_err(pg)?;
+        Ok(old)
+    }
+
+    async fn list_api_keys(&self, workspace_id: &str) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = $1 ORDER BY id"),
+                &[&workspace_id],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn get_api_key(
+        &self,
+        workspace_id: &str,
+        id: &str,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let client = self.client().await?;
+        select_key(&client, workspace_id, id).await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        workspace_id: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE api_keys SET revoked_at = $3
+                 WHERE workspace_id = $1 AND id = $2 AND (revoked_at IS NULL OR revoked_at > $3)",
+                &[&workspace_id, &id, &at],
+            )
+            .await
+            .map_err(pg)?;
+        select_key(&client, workspace_id, id).await?.ok_or(StoreError::NotFound(Entity::ApiKey))
+    }
+
+    async fn find_api_key_by_hash(
+        &self,
+        hash: &KeyHash,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"))
+            .await
+            .map_err(pg)?;
+        let row = client.query_opt(&stmt, &[&&hash.0[..]]).await.map_err(pg)?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn create_user(&self, user: &NewUser) -> Result<User, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO users (id, email, name, password_hash, created_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&user.id, &user.email, &user.name, &user.password_hash, &user.created_at],
+            )
+            .await
+            .map_err(|e| match e.code() {
+                Some(&SqlState::UNIQUE_VIOLATION) => StoreError::Conflict(Conflict::EmailTaken),
+                _ => pg(e),
+            })?;
+        Ok(User {
+            id: user.id.clone(),
+            email: user.email.clone(),
+            name: user.name.clone(),
+            created_at: user.created_at,
+        })
+    }
+
+    async fn add_member(
+        &self,
+        workspace_id: &str,
+        user_id: &str,
+        role: Role,
+        now: DateTime<Utc>,
+    ) -> Result<Membership, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        lock_workspace(&tx, workspace_id).await?;
+        if tx.query_opt("SELECT 1 FROM users WHERE id = $1", &[&user_id]).await.map_err(pg)?.is_none() {
+            return Err(StoreError::NotFound(Entity::User));
+        }
+        tx.execute(
+            "INSERT INTO workspace_members (workspace_id, user_id, role, created_at)
+             VALUES ($1, $2, $3, $4)",
+            &[&workspace_id, &user_id, &role.as_str(), &now],
+        )
+        .await
+        .map_err(|e| match e.code() {
+            Some(&SqlState::UNIQUE_VIOLATION) => StoreError::Conflict(Conflict::AlreadyMember),
+            _ => pg(e),
+        })?;
+        tx.commit().await.map_err(pg)?;
+        Ok(Membership {
+            workspace_id: workspace_id.to_owned(),
+            user_id: user_id.to_owned(),
+            role,
+            created_at: now,
+        })
+    }
+
+    async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO audit_events (id, occurred_at, workspace_id, credential_type,
+                    credential_id, key_label, app_name, method, path, scope, status, error_code,
+                    request_id, client_addr)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .await
+            .map_err(pg)?;
+        // tokio-postgres pipelines these: one round trip's worth of latency for the batch.
+        let inserts = events.iter().map(|e| {
+            let status = i32::from(e.status);
+            let stmt = &stmt;
+            let tx = &tx;
+            async move {
+                tx.execute(
+                    stmt,
+                    &[
+                        &e.id,
+                        &e.occurred_at,
+                        &e.workspace_id,
+                        &e.credential_type,
+                        &e.credential_id,
+                        &e.key_label,
+                        &e.app_name,
+                        &e.method,
+                        &e.path,
+                        &e.scope,
+                        &status,
+                        &e.error_code,
+                        &e.request_id,
+                        &e.client_addr,
+                    ],
+                )
+                .await
+            }
+        });
+        futures_util::future::try_join_all(inserts).await.map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn query_audit_events(
+        &self,
+        workspace_id: &str,
+        query: &AuditQuery,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id, occurred_at, workspace_id, credential_type, credential_id, key_label,
+                    app_name, method, path, scope, status, error_code, request_id, client_addr
+             FROM audit_events WHERE workspace_id = $1",
+        );
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&workspace_id];
+        let text_filters = [
+            ("key_label", &query.key_label),
+            ("app_name", &query.app),
+            ("scope", &query.scope),
+            ("request_id", &query.request_id),
+        ];
+        for (column, filter) in &text_filters {
+            if let Some(value) = filter {
+                params.push(value);
+                sql.push_str(&format!(" AND {column} = ${}", params.len()));
+            }
+        }
+        if let Some(since) = &query.since {
+            params.push(since);
+            sql.push_str(&format!(" AND occurred_at >= ${}", params.len()));
+        }
+        if let Some(until) = &query.until {
+            params.push(until);
+            sql.push_str(&format!(" AND occurred_at < ${}", params.len()));
+        }
+        if let Some(before) = &query.before {
+            params.push(before);
+            sql.push_str(&format!(" AND id < ${}", params.len()));
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", query.limit));
+        let client = self.client().await?;
+        let rows = client.query(&sql, &params).await.map_err(pg)?;
+        rows.iter().map(audit_from_row).collect()
+    }
+}
+
+const KEY_COLUMNS: &str = "id, workspace_id, key_hash, key_hint, label, environment, scopes, \
+                           created_at, expires_at, revoked_at";
+
+fn key_from_row(row: &Row) -> Result<ApiKeyRecord, StoreError> {
+    let hash: &[u8] = row.try_get(2).map_err(pg)?;
+    let environment: &str = row.try_get(5).map_err(pg)?;
+    let scopes: &str = row.try_get(6).map_err(pg)?;
+    Ok(ApiKeyRecord {
+        id: row.try_get(0).map_err(pg)?,
+        workspace_id: row.try_get(1).map_err(pg)?,
+        key_hash: KeyHash::from_slice(hash).ok_or_else(|| corrupt("key_hash length"))?,
+        key_hint: row.try_get(3).map_err(pg)?,
+        label: row.try_get(4).map_err(pg)?,
+        environment: Environment::parse(environment).ok_or_else(|| corrupt("environment"))?,
+        scopes: ScopeSet::parse_canonical(scopes).map_err(|_| corrupt("scopes"))?,
+        created_at: row.try_get(7).map_err(pg)?,
+        expires_at: row.try_get(8).map_err(pg)?,
+        revoked_at: row.try_get(9).map_err(pg)?,
+    })
+}
+
+fn audit_from_row(row: &Row) -> Result<AuditEvent, StoreError> {
+    let status: i32 = row.try_get(10).map_err(pg)?;
+    Ok(AuditEvent {
+        id: row.try_get::<_, Uuid>(0).map_err(pg)?,
+        occurred_at: row.try_get(1).map_err(pg)?,
+        workspace_id: row.try_get(2).map_err(pg)?,
+        credential_type: row.try_get(3).map_err(pg)?,
+        credential_id: row.try_get(4).map_err(pg)?,
+        key_label: row.try_get(5).map_err(pg)?,
+        app_name: row.try_get(6).map_err(pg)?,
+        method: row.try_get(7).map_err(pg)?,
+        path: row.try_get(8).map_err(pg)?,
+        scope: row.try_get(9).map_err(pg)?,
+        status: u16::try_from(status).map_err(|_| corrupt("audit status"))?,
+        error_code: row.try_get(11).map_err(pg)?,
+        request_id: row.try_get(12).map_err(pg)?,
+        client_addr: row.try_get(13).map_err(pg)?,
+    })
+}
+
+async fn select_key(
+    client: &impl GenericClient,
+    workspace_id: &str,
+    id: &str,
+) -> Result<Option<ApiKeyRecord>, StoreError> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = $1 AND id = $2"),
+            &[&workspace_id, &id],
+        )
+        .await
+        .map_err(pg)?;
+    row.as_ref().map(key_from_row).transpose()
+}
+
+/// Locks the workspace row for the transaction, so that key counts and inserts of one
+/// workspace happen one at a time; fails with `NotFound` when there is no such workspace.
+async fn lock_workspace(
+    tx: &deadpool_postgres::Transaction<'_>,
+    workspace_id: &str,
+) -> Result<(), StoreError> {
+    tx.query_opt("SELECT 1 FROM workspaces WHERE id = $1 FOR UPDATE", &[&workspace_id])
+        .await
+        .map_err(pg)?
+        .map(|_| ())
+        .ok_or(StoreError::NotFound(Entity::Workspace))
+}
+
+async fn count_active(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: &NewApiKey,
+    excluding: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    let row = tx
+        .query_one(
+            "SELECT COUNT(*) FROM api_keys
+             WHERE workspace_id = $1 AND environment = $2 AND scopes = $3
+               AND (revoked_at IS NULL OR revoked_at > $4) AND expires_at > $4
+               AND id <> COALESCE($5, '')",
+            &[
+                &key.workspace_id,
+                &key.environment.as_str(),
+                &key.scopes.to_canonical_string(),
+                &now,
+                &excluding,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+    row.try_get(0).map_err(pg)
+}
+
+async fn insert_key(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: &NewApiKey,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO api_keys (id, workspace_id, key_hash, key_hint, label, environment, scopes,
+                               created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &key.id,
+            &key.workspace_id,
+            &&key.key_hash.0[..],
+            &key.key_hint,
+            &key.label,
+            &key.environment.as_str(),
+            &key.scopes.to_canonical_string(),
+            &key.created_at,
+            &key.expires_at,
+        ],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Internal(anyhow!("corrupt {what} in api_keys"))
+}
+
+/// A database error (constraint, syntax) is ours to fix; anything else (closed connection,
+/// I/O) means PostgreSQL is unreachable.
+fn pg(error: tokio_postgres::Error) -> StoreError {
+    if error.as_db_error().is_some() {
+        StoreError::Internal(error.into())
+    } else {
+        StoreError::Unavailable(error.into())
+    }
+}

@@ -1,0 +1,512 @@
+//! The embedded store: SQLite through rusqlite, one connection behind a mutex, every call
+//! on the blocking pool. SQLite serialises writers anyway, and the hot path only reaches
+//! storage on a cache miss, so one connection is enough for the embedded default.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use rusqlite::types::Value;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
+use uuid::Uuid;
+
+use super::migrations::SQLITE as MIGRATIONS;
+use super::{Conflict, Entity, NewApiKey, NewUser, Store, StoreError};
+use crate::domain::api_key::Environment;
+use crate::domain::audit::{AuditEvent, AuditQuery};
+use crate::domain::hashing::KeyHash;
+use crate::domain::key_record::ApiKeyRecord;
+use crate::domain::scope::ScopeSet;
+use crate::domain::workspace::{Membership, Role, User, Workspace};
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path).map_err(unavailable)?;
+        SqliteStore::configure(conn)
+    }
+
+    /// A private in-memory database, for tests and benches.
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        SqliteStore::configure(Connection::open_in_memory().map_err(unavailable)?)
+    }
+
+    fn configure(conn: Connection) -> Result<SqliteStore, StoreError> {
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(internal)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(internal)?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    async fn with_conn<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || work(&mut conn.lock()))
+            .await
+            .map_err(|e| StoreError::Internal(anyhow!("sqlite task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(internal)?;
+            tx.execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+            )
+            .map_err(internal)?;
+            for migration in MIGRATIONS {
+                let applied: bool = tx
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
+                        [migration.version],
+                        |row| row.get(0),
+                    )
+                    .map_err(internal)?;
+                if applied {
+                    continue;
+                }
+                tx.execute_batch(migration.sql).map_err(internal)?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                    params![migration.version, migration.name, Utc::now().timestamp_millis()],
+                )
+                .map_err(internal)?;
+                tracing::info!(version = migration.version, name = migration.name, "applied migration");
+            }
+            tx.commit().map_err(internal)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_conn(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable)).await
+    }
+
+    async fn create_workspace(&self, workspace: &Workspace) -> Result<(), StoreError> {
+        let ws = workspace.clone();
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT INTO workspaces (id, name, created_at) VALUES (?1, ?2, ?3)",
+                params![ws.id, ws.name, ws.created_at.timestamp_millis()],
+            )
+            .map_err(internal)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| {
+            conn.query_row(
+                "SELECT id, name, created_at FROM workspaces WHERE id = ?1",
+                [&id],
+                |row| {
+                    Ok(Workspace {
+                        id: row.get(0)?,
+                        name: row.get(1)?,
+                        created_at: from_millis(row.get(2)?),
+                    })
+                },
+            )
+            .optional()
+            .map_err(internal)
+        })
+        .await
+    }
+
+    async fn insert_api_key(
+        &self,
+        key: &NewApiKey,
+        max_active: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(internal)?;
+            ensure_workspace(&tx, &key.workspace_id)?;
+            if count_active(&tx, &key, None, now)? >= max_active {
+                return Err(StoreError::Conflict(Conflict::TooManyActiveKeys));
+            }
+            insert_key(&tx, &key)?;
+            tx.commit().map_err(internal)
+        })
+        .await
+    }
+
+    async fn rotate_api_key(
+        &self,
+        workspace_id: &str,
+        old_id: &str,
+        replacement: &NewApiKey,
+        old_revoked_at: DateTime<Utc>,
+        max_active: u32,
+        now: DateTime<Utc>,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        let (ws, old_id, key) = (workspace_id.to_owned(), old_id.to_owned(), replacement.clone());
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(internal)?;
+            let old = select_key(&tx, &ws, &old_id)?.ok_or(StoreError::NotFound(Entity::ApiKey))?;
+            if old.status_at(now) != crate::domain::key_record::KeyStatus::Active {
+                return Err(StoreError::Conflict(Conflict::KeyNotActive));
+            }
+            if count_active(&tx, &key, Some(&old_id), now)? >= max_active {
+                return Err(StoreError::Conflict(Conflict::TooManyActiveKeys));
+            }
+            insert_key(&tx, &key)?;
+            tx.execute(
+                "UPDATE api_keys SET revoked_at = ?3 WHERE workspace_id = ?1 AND id = ?2",
+                params![ws, old_id, old_revoked_at.timestamp_millis()],
+            )
+            .map_err(internal)?;
+            let old = select_key(&tx, &ws, &old_id)?.ok_or(StoreError::NotFound(Entity::ApiKey))?;
+            tx.commit().map_err(internal)?;
+            Ok(old)
+        })
+        .await
+    }
+
+    async fn list_api_keys(&self, workspace_id: &str) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let ws = workspace_id.to_owned();
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = ?1 ORDER BY id"
+                ))
+                .map_err(internal)?;
+            let rows = stmt.query_map([&ws], key_from_row).map_err(internal)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(internal)
+        })
+        .await
+    }
+
+    async fn get_api_key(
+        &self,
+        workspace_id: &str,
+        id: &str,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let (ws, id) = (workspace_id.to_owned(), id.to_owned());
+        self.with_conn(move |conn| select_key(conn, &ws, &id)).await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        workspace_id: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        let (ws, id) = (workspace_id.to_owned(), id.to_owned());
+        self.with_conn(move |conn| {
+            conn.execute(
+                "UPDATE api_keys SET revoked_at = ?3
+                 WHERE workspace_id = ?1 AND id = ?2 AND (revoked_at IS NULL OR revoked_at > ?3)",
+                params![ws, id, at.timestamp_millis()],
+            )
+            .map_err(internal)?;
+            select_key(conn, &ws, &id)?.ok_or(StoreError::NotFound(Entity::ApiKey))
+        })
+        .await
+    }
+
+    async fn find_api_key_by_hash(
+        &self,
+        hash: &KeyHash,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let hash = *hash;
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?1"))
+                .map_err(internal)?;
+            stmt.query_row([&hash.0[..]], key_from_row).optional().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn create_user(&self, user: &NewUser) -> Result<User, StoreError> {
+        let user = user.clone();
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT INTO users (id, email, name, password_hash, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![user.id, user.email, user.name, user.password_hash, user.created_at.timestamp_millis()],
+            )
+            .map_err(|e| match constraint_violation(&e) {
+                true => StoreError::Conflict(Conflict::EmailTaken),
+                false => internal(e),
+            })?;
+            Ok(User { id: user.id, email: user.email, name: user.name, created_at: user.created_at })
+        })
+        .await
+    }
+
+    async fn add_member(
+        &self,
+        workspace_id: &str,
+        user_id: &str,
+        role: Role,
+        now: DateTime<Utc>,
+    ) -> Result<Membership, StoreError> {
+        let (ws, user) = (workspace_id.to_owned(), user_id.to_owned());
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(internal)?;
+            ensure_workspace(&tx, &ws)?;
+            let user_exists: bool = tx
+                .query_row("SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)", [&user], |r| r.get(0))
+                .map_err(internal)?;
+            if !user_exists {
+                return Err(StoreError::NotFound(Entity::User));
+            }
+            tx.execute(
+                "INSERT INTO workspace_members (workspace_id, user_id, role, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![ws, user, role.as_str(), now.timestamp_millis()],
+            )
+            .map_err(|e| match constraint_violation(&e) {
+                true => StoreError::Conflict(Conflict::AlreadyMember),
+                false => internal(e),
+            })?;
+            tx.commit().map_err(internal)?;
+            Ok(Membership { workspace_id: ws, user_id: user, role, created_at: now })
+        })
+        .await
+    }
+
+    async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let events = events.to_vec();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction().map_err(unavailable)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO audit_events (id, occurred_at, workspace_id, credential_type,
+                            credential_id, key_label, app_name, method, path, scope, status,
+                            error_code, request_id, client_addr)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .map_err(internal)?;
+                for e in &events {
+                    stmt.execute(params![
+                        e.id.hyphenated().to_string(),
+                        e.occurred_at.timestamp_millis(),
+                        e.workspace_id,
+                        e.credential_type,
+                        e.credential_id,
+                        e.key_label,
+                        e.app_name,
+                        e.method,
+                        e.path,
+                        e.scope,
+                        e.status,
+                        e.error_code,
+                        e.request_id,
+                        e.client_addr,
+                    ])
+                    .map_err(unavailable)?;
+                }
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn query_audit_events(
+        &self,
+        workspace_id: &str,
+        query: &AuditQuery,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id, occurred_at, workspace_id, credential_type, credential_id, key_label,
+                    app_name, method, path, scope, status, error_code, request_id, client_addr
+             FROM audit_events WHERE workspace_id = ?1",
+        );
+        let mut values: Vec<Value> = vec![Value::Text(workspace_id.to_owned())];
+        let mut add = |clause: &str, value: Value| {
+            values.push(value);
+            sql.push_str(&format!(" AND {clause} ?{}", values.len()));
+        };
+        let text_filters = [
+            ("key_label =", &query.key_label),
+            ("app_name =", &query.app),
+            ("scope =", &query.scope),
+            ("request_id =", &query.request_id),
+        ];
+        for (clause, filter) in text_filters {
+            if let Some(value) = filter {
+                add(clause, Value::Text(value.clone()));
+            }
+        }
+        if let Some(since) = query.since {
+            add("occurred_at >=", Value::Integer(since.timestamp_millis()));
+        }
+        if let Some(until) = query.until {
+            add("occurred_at <", Value::Integer(until.timestamp_millis()));
+        }
+        if let Some(before) = query.before {
+            add("id <", Value::Text(before.hyphenated().to_string()));
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", query.limit));
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare(&sql).map_err(internal)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(values), audit_from_row)
+                .map_err(internal)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(internal)
+        })
+        .await
+    }
+}
+
+const KEY_COLUMNS: &str = "id, workspace_id, key_hash, key_hint, label, environment, scopes, \
+                           created_at, expires_at, revoked_at";
+
+fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    let hash: Vec<u8> = row.get(2)?;
+    let environment: String = row.get(5)?;
+    let scopes: String = row.get(6)?;
+    Ok(ApiKeyRecord {
+        id: row.get(0)?,
+        workspace_id: row.get(1)?,
+        key_hash: KeyHash::from_slice(&hash).ok_or_else(|| corrupt(2, "key_hash length"))?,
+        key_hint: row.get(3)?,
+        label: row.get(4)?,
+        environment: Environment::parse(&environment).ok_or_else(|| corrupt(5, "environment"))?,
+        scopes: ScopeSet::parse_canonical(&scopes).map_err(|_| corrupt(6, "scopes"))?,
+        created_at: from_millis(row.get(7)?),
+        expires_at: from_millis(row.get(8)?),
+        revoked_at: row.get::<_, Option<i64>>(9)?.map(from_millis),
+    })
+}
+
+fn audit_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEvent> {
+    let id: String = row.get(0)?;
+    Ok(AuditEvent {
+        id: Uuid::parse_str(&id).map_err(|_| corrupt(0, "audit id"))?,
+        occurred_at: from_millis(row.get(1)?),
+        workspace_id: row.get(2)?,
+        credential_type: row.get(3)?,
+        credential_id: row.get(4)?,
+        key_label: row.get(5)?,
+        app_name: row.get(6)?,
+        method: row.get(7)?,
+        path: row.get(8)?,
+        scope: row.get(9)?,
+        status: row.get(10)?,
+        error_code: row.get(11)?,
+        request_id: row.get(12)?,
+        client_addr: row.get(13)?,
+    })
+}
+
+fn select_key(conn: &Connection, ws: &str, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = ?1 AND id = ?2"
+        ))
+        .map_err(internal)?;
+    stmt.query_row([ws, id], key_from_row).optional().map_err(internal)
+}
+
+fn ensure_workspace(conn: &Connection, ws: &str) -> Result<(), StoreError> {
+    let exists: bool = conn
+        .query_row("SELECT EXISTS (SELECT 1 FROM workspaces WHERE id = ?1)", [ws], |r| r.get(0))
+        .map_err(internal)?;
+    if exists {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound(Entity::Workspace))
+    }
+}
+
+fn count_active(
+    conn: &Connection,
+    key: &NewApiKey,
+    excluding: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<u32, StoreError> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM api_keys
+         WHERE workspace_id = ?1 AND environment = ?2 AND scopes = ?3
+           AND (revoked_at IS NULL OR revoked_at > ?4) AND expires_at > ?4
+           AND id <> COALESCE(?5, '')",
+        params![
+            key.workspace_id,
+            key.environment.as_str(),
+            key.scopes.to_canonical_string(),
+            now.timestamp_millis(),
+            excluding
+        ],
+        |row| row.get(0),
+    )
+    .map_err(internal)
+}
+
+fn insert_key(conn: &Connection, key: &NewApiKey) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO api_keys (id, workspace_id, key_hash, key_hint, label, environment, scopes,
+                               created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            key.id,
+            key.workspace_id,
+            &key.key_hash.0[..],
+            key.key_hint,
+            key.label,
+            key.environment.as_str(),
+            key.scopes.to_canonical_string(),
+            key.created_at.timestamp_millis(),
+            key.expires_at.timestamp_millis(),
+        ],
+    )
+    .map_err(internal)?;
+    Ok(())
+}
+
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn corrupt(column: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Text,
+        anyhow!("corrupt {what}").into(),
+    )
+}
+
+fn constraint_violation(error: &rusqlite::Error) -> bool {
+    error.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
+}
+
+/// Errors that mean "try again later": a locked or unopenable database.
+fn unavailable(error: rusqlite::Error) -> StoreError {
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen)
+        | None => StoreError::Unavailable(error.into()),
+        _ => StoreError::Internal(error.into()),
+    }
+}
+
+fn internal(error: rusqlite::Error) -> StoreError {
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(error.into())
+        }
+        _ => StoreError::Internal(error.into()),
+    }
+}
