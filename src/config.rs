@@ -46,7 +46,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(variable: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-        ConfigError { variable: variable.into(), problem: problem.into() }
+        ConfigError {
+            variable: variable.into(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -120,7 +123,11 @@ impl Settings {
             if let Some(v) = env.get(&variable).filter(|v| !v.is_empty()) {
                 return Some((variable, v.clone()));
             }
-            file_values.get(key).cloned().flatten().map(|v| (format!("{key} (config file)"), v))
+            file_values
+                .get(key)
+                .cloned()
+                .flatten()
+                .map(|v| (format!("{key} (config file)"), v))
         };
 
         let database_url = value("database_url")
@@ -128,7 +135,10 @@ impl Settings {
                 if url.starts_with("postgres://") || url.starts_with("postgresql://") {
                     Ok(SecretString::from(url))
                 } else {
-                    Err(ConfigError::new(name, "must be a postgres:// or postgresql:// URL"))
+                    Err(ConfigError::new(
+                        name,
+                        "must be a postgres:// or postgresql:// URL",
+                    ))
                 }
             })
             .transpose()?;
@@ -141,7 +151,9 @@ impl Settings {
                 }
             })
             .transpose()?;
-        let data_dir = value("data_dir").map(|(_, v)| PathBuf::from(v)).unwrap_or_else(|| "./data".into());
+        let data_dir = value("data_dir")
+            .map(|(_, v)| PathBuf::from(v))
+            .unwrap_or_else(|| "./data".into());
         let public_addr = parse_addr(value("public_addr"), "127.0.0.1:8080")?;
         let admin_addr = parse_addr(value("admin_addr"), "127.0.0.1:8081")?;
         let admin_token = value("admin_token")
@@ -168,13 +180,18 @@ impl Settings {
             Some((_, v)) if v == "json" => LogFormat::Json,
             Some((name, _)) => return Err(ConfigError::new(name, "must be text or json")),
         };
-        let http_workers = value("http_workers").map(|(name, v)| parse_count(&name, &v, 1, 256)).transpose()?;
+        let http_workers = value("http_workers")
+            .map(|(name, v)| parse_count(&name, &v, 1, 256))
+            .transpose()?;
         let hashing_key = value("hashing_key")
             .map(|(name, v)| {
                 if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
                     Ok(SecretString::from(v))
                 } else {
-                    Err(ConfigError::new(name, "must be 64 hexadecimal characters (32 bytes)"))
+                    Err(ConfigError::new(
+                        name,
+                        "must be 64 hexadecimal characters (32 bytes)",
+                    ))
                 }
             })
             .transpose()?;
@@ -243,17 +260,25 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
 
 fn parse_addr(value: Option<(String, String)>, default: &str) -> Result<SocketAddr, ConfigError> {
     let Some((name, text)) = value else {
-        return default.parse().map_err(|_| ConfigError::new("default address", default));
+        return default
+            .parse()
+            .map_err(|_| ConfigError::new("default address", default));
     };
     text.parse().map_err(|_| {
-        ConfigError::new(name, format!("{text:?} is not a socket address (for example 127.0.0.1:8080)"))
+        ConfigError::new(
+            name,
+            format!("{text:?} is not a socket address (for example 127.0.0.1:8080)"),
+        )
     })
 }
 
 fn parse_count(name: &str, text: &str, min: usize, max: usize) -> Result<usize, ConfigError> {
     match text.parse::<usize>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(ConfigError::new(name, format!("must be a whole number from {min} to {max}"))),
+        _ => Err(ConfigError::new(
+            name,
+            format!("must be a whole number from {min} to {max}"),
+        )),
     }
 }
 
@@ -262,7 +287,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -278,13 +306,18 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_variable_without_echoing_secrets() {
-        let err = Settings::from_sources(None, &env(&[("STATUSPULSE_PUBLIC_ADDR", "nope")])).unwrap_err();
+        let err =
+            Settings::from_sources(None, &env(&[("STATUSPULSE_PUBLIC_ADDR", "nope")])).unwrap_err();
         assert_eq!(err.variable, "STATUSPULSE_PUBLIC_ADDR");
-        let err = Settings::from_sources(None, &env(&[("STATUSPULSE_DATABASE_URL", "mysql://u:hunter2@h/db")]))
-            .unwrap_err();
+        let err = Settings::from_sources(
+            None,
+            &env(&[("STATUSPULSE_DATABASE_URL", "mysql://u:hunter2@h/db")]),
+        )
+        .unwrap_err();
         assert_eq!(err.variable, "STATUSPULSE_DATABASE_URL");
         assert!(!err.to_string().contains("hunter2"));
-        let err = Settings::from_sources(None, &env(&[("STATUSPULSE_ADMIN_TOKEN", "short")])).unwrap_err();
+        let err = Settings::from_sources(None, &env(&[("STATUSPULSE_ADMIN_TOKEN", "short")]))
+            .unwrap_err();
         assert!(!err.to_string().contains("short\""));
     }
 
@@ -293,11 +326,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sp-config-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("config.toml");
-        std::fs::write(&path, "public_addr = \"127.0.0.1:9000\"\nadmin_addr = \"127.0.0.1:9001\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "public_addr = \"127.0.0.1:9000\"\nadmin_addr = \"127.0.0.1:9001\"\n",
+        )
+        .unwrap();
         let settings = Settings::from_sources(Some(&path), &env(&[])).unwrap();
         assert_eq!(settings.public_addr.port(), 9000);
-        let settings =
-            Settings::from_sources(Some(&path), &env(&[("STATUSPULSE_PUBLIC_ADDR", "127.0.0.1:9100")])).unwrap();
+        let settings = Settings::from_sources(
+            Some(&path),
+            &env(&[("STATUSPULSE_PUBLIC_ADDR", "127.0.0.1:9100")]),
+        )
+        .unwrap();
         assert_eq!(settings.public_addr.port(), 9100);
         std::fs::write(&path, "publik_addr = \"127.0.0.1:9000\"\n").unwrap();
         let err = Settings::from_sources(Some(&path), &env(&[])).unwrap_err();

@@ -9,7 +9,11 @@ use statuspulse_auth::config::Settings;
 use statuspulse_auth::startup::{error_chain, open_store, Application};
 
 #[derive(Parser)]
-#[command(name = "statuspulse-auth", version, about = "Authentication engine for the StatusPulse API")]
+#[command(
+    name = "statuspulse-auth",
+    version,
+    about = "Authentication engine for the StatusPulse API"
+)]
 struct Cli {
     /// A TOML file of settings (same names as the STATUSPULSE_* variables, lower-case,
     /// without the prefix); the environment overrides it.
@@ -53,9 +57,15 @@ fn main() -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> Result<(), String> {
-    let backend = if settings.database_url.is_some() { "PostgreSQL" } else { "embedded SQLite" };
+    let backend = if settings.database_url.is_some() {
+        "PostgreSQL"
+    } else {
+        "embedded SQLite"
+    };
     let data_dir = settings.data_dir.clone();
-    let app = Application::build(settings.clone()).await.map_err(|e| e.to_string())?;
+    let app = Application::build(settings.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     if let Some(token) = &app.generated_admin_token {
         // Printed once, to the terminal, never to the log. Only its hash is kept.
         println!(
@@ -70,12 +80,17 @@ async fn serve(settings: Settings) -> Result<(), String> {
         queue = "in-process",
         "statuspulse-auth listening"
     );
-    app.run_until_stopped().await.map_err(|e| format!("server error: {e}"))
+    app.run_until_stopped()
+        .await
+        .map_err(|e| format!("server error: {e}"))
 }
 
 async fn migrate(settings: Settings) -> Result<(), String> {
     let store = open_store(&settings).await.map_err(|e| e.to_string())?;
-    store.migrate().await.map_err(|e| format!("migrations failed: {}", error_chain(&e)))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("migrations failed: {}", error_chain(&e)))?;
     tracing::info!("migrations applied");
     Ok(())
 }

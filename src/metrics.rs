@@ -65,9 +65,13 @@ impl Metrics {
     pub fn record_verification(&self, route: HotRoute, outcome: Outcome, took: Duration) {
         self.verifications[route as usize][outcome as usize].fetch_add(1, Relaxed);
         let micros = took.as_micros() as u64;
-        let bucket = LATENCY_BOUNDS_US.iter().position(|&b| micros < b).unwrap_or(LATENCY_BOUNDS_US.len());
+        let bucket = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&b| micros < b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
         self.latency_buckets[bucket].fetch_add(1, Relaxed);
-        self.latency_sum_ns.fetch_add(took.as_nanos() as u64, Relaxed);
+        self.latency_sum_ns
+            .fetch_add(took.as_nanos() as u64, Relaxed);
     }
 
     pub fn record_response(&self, listener: Listener, status: u16) {
@@ -78,7 +82,10 @@ impl Metrics {
     /// Renders every metric; `live_actors` is read from the registry by the caller.
     pub fn render(&self, live_actors: usize) -> String {
         let mut out = String::with_capacity(4096);
-        let _ = writeln!(out, "# HELP statuspulse_verifications_total Credential verifications by route and outcome.");
+        let _ = writeln!(
+            out,
+            "# HELP statuspulse_verifications_total Credential verifications by route and outcome."
+        );
         let _ = writeln!(out, "# TYPE statuspulse_verifications_total counter");
         for (r, route) in HOT_ROUTES.iter().enumerate() {
             for (o, outcome) in OUTCOMES.iter().enumerate() {
@@ -90,7 +97,10 @@ impl Metrics {
             }
         }
         let _ = writeln!(out, "# HELP statuspulse_verification_duration_seconds Time to verify a credential, rate limit and audit hand-off included.");
-        let _ = writeln!(out, "# TYPE statuspulse_verification_duration_seconds histogram");
+        let _ = writeln!(
+            out,
+            "# TYPE statuspulse_verification_duration_seconds histogram"
+        );
         let mut cumulative = 0;
         for (i, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
             cumulative += self.latency_buckets[i].load(Relaxed);
@@ -101,14 +111,23 @@ impl Metrics {
             );
         }
         cumulative += self.latency_buckets[LATENCY_BOUNDS_US.len()].load(Relaxed);
-        let _ = writeln!(out, "statuspulse_verification_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "statuspulse_verification_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
         let _ = writeln!(
             out,
             "statuspulse_verification_duration_seconds_sum {}",
             self.latency_sum_ns.load(Relaxed) as f64 / 1e9
         );
-        let _ = writeln!(out, "statuspulse_verification_duration_seconds_count {cumulative}");
-        let _ = writeln!(out, "# HELP statuspulse_http_responses_total HTTP responses by listener and status class.");
+        let _ = writeln!(
+            out,
+            "statuspulse_verification_duration_seconds_count {cumulative}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP statuspulse_http_responses_total HTTP responses by listener and status class."
+        );
         let _ = writeln!(out, "# TYPE statuspulse_http_responses_total counter");
         for (l, listener) in ["public", "admin"].iter().enumerate() {
             for (c, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
@@ -120,21 +139,55 @@ impl Metrics {
             }
         }
         let counters = [
-            ("statuspulse_key_cache_hits_total", "Verifications answered from the key cache.", self.cache_hits.load(Relaxed)),
-            ("statuspulse_key_cache_misses_total", "Verifications that read storage.", self.cache_misses.load(Relaxed)),
-            ("statuspulse_negative_cache_hits_total", "Unknown keys refused from the negative cache.", self.negative_cache_hits.load(Relaxed)),
-            ("statuspulse_audit_events_ingested_total", "Audit events written to the audit log.", self.audit_ingested.load(Relaxed)),
-            ("statuspulse_audit_events_lost_total", "Audit events that could not be delivered (should stay 0).", self.audit_lost.load(Relaxed)),
+            (
+                "statuspulse_key_cache_hits_total",
+                "Verifications answered from the key cache.",
+                self.cache_hits.load(Relaxed),
+            ),
+            (
+                "statuspulse_key_cache_misses_total",
+                "Verifications that read storage.",
+                self.cache_misses.load(Relaxed),
+            ),
+            (
+                "statuspulse_negative_cache_hits_total",
+                "Unknown keys refused from the negative cache.",
+                self.negative_cache_hits.load(Relaxed),
+            ),
+            (
+                "statuspulse_audit_events_ingested_total",
+                "Audit events written to the audit log.",
+                self.audit_ingested.load(Relaxed),
+            ),
+            (
+                "statuspulse_audit_events_lost_total",
+                "Audit events that could not be delivered (should stay 0).",
+                self.audit_lost.load(Relaxed),
+            ),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         }
         let gauges = [
-            ("statuspulse_workspace_actors", "Live per-workspace actors.", live_actors as i64),
-            ("statuspulse_audit_events_pending", "Audit events queued and not yet ingested.", self.audit_pending.load(Relaxed)),
+            (
+                "statuspulse_workspace_actors",
+                "Live per-workspace actors.",
+                live_actors as i64,
+            ),
+            (
+                "statuspulse_audit_events_pending",
+                "Audit events queued and not yet ingested.",
+                self.audit_pending.load(Relaxed),
+            ),
         ];
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
         out
     }
@@ -148,11 +201,19 @@ mod tests {
     fn renders_counts_and_cumulative_histogram() {
         let metrics = Metrics::default();
         metrics.record_verification(HotRoute::Authz, Outcome::Ok, Duration::from_nanos(1_500));
-        metrics.record_verification(HotRoute::Authz, Outcome::RateLimited, Duration::from_micros(30));
+        metrics.record_verification(
+            HotRoute::Authz,
+            Outcome::RateLimited,
+            Duration::from_micros(30),
+        );
         let text = metrics.render(3);
         assert!(text.contains("statuspulse_verifications_total{route=\"authz\",outcome=\"ok\"} 1"));
-        assert!(text.contains("statuspulse_verifications_total{route=\"authz\",outcome=\"rate_limited\"} 1"));
-        assert!(text.contains("statuspulse_verification_duration_seconds_bucket{le=\"0.000002\"} 1"));
+        assert!(text.contains(
+            "statuspulse_verifications_total{route=\"authz\",outcome=\"rate_limited\"} 1"
+        ));
+        assert!(
+            text.contains("statuspulse_verification_duration_seconds_bucket{le=\"0.000002\"} 1")
+        );
         assert!(text.contains("statuspulse_verification_duration_seconds_bucket{le=\"+Inf\"} 2"));
         assert!(text.contains("statuspulse_workspace_actors 3"));
     }

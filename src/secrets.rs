@@ -44,12 +44,15 @@ pub fn load_or_create_hashing_key(data_dir: &Path) -> Result<[u8; 32], SecretFil
 
 /// The stored admin token hash, or a newly generated token (returned so that it can be
 /// printed once) with its hash stored.
-pub fn load_or_create_admin_token(data_dir: &Path) -> Result<(KeyHash, Option<String>), SecretFileError> {
+pub fn load_or_create_admin_token(
+    data_dir: &Path,
+) -> Result<(KeyHash, Option<String>), SecretFileError> {
     let path = data_dir.join(ADMIN_TOKEN_HASH_FILE);
     if let Some(text) = read_optional(&path)? {
         let bytes = decode_hex_32(text.trim()).ok_or_else(|| SecretFileError {
             path: path.display().to_string(),
-            problem: "is not a 64-character hex hash; delete it to generate a new admin token".into(),
+            problem: "is not a 64-character hex hash; delete it to generate a new admin token"
+                .into(),
         })?;
         return Ok((KeyHash(bytes), None));
     }
@@ -65,12 +68,18 @@ fn read_optional(path: &Path) -> Result<Option<String>, SecretFileError> {
     match fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(SecretFileError { path: path.display().to_string(), problem: e.to_string() }),
+        Err(e) => Err(SecretFileError {
+            path: path.display().to_string(),
+            problem: e.to_string(),
+        }),
     }
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), SecretFileError> {
-    let fail = |e: std::io::Error| SecretFileError { path: path.display().to_string(), problem: e.to_string() };
+    let fail = |e: std::io::Error| SecretFileError {
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    };
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -108,7 +117,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.join(HASHING_KEY_FILE)).unwrap().permissions().mode();
+            let mode = fs::metadata(dir.join(HASHING_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -59,24 +59,37 @@ impl Application {
         Application::build_with_cache(settings, CacheSettings::default()).await
     }
 
-    pub async fn build_with_cache(settings: Settings, cache: CacheSettings) -> Result<Application, ConfigError> {
+    pub async fn build_with_cache(
+        settings: Settings,
+        cache: CacheSettings,
+    ) -> Result<Application, ConfigError> {
         std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
-            ConfigError::new("STATUSPULSE_DATA_DIR", format!("cannot create {}: {e}", settings.data_dir.display()))
+            ConfigError::new(
+                "STATUSPULSE_DATA_DIR",
+                format!("cannot create {}: {e}", settings.data_dir.display()),
+            )
         })?;
-        let secret_error = |e: secrets::SecretFileError| ConfigError::new("STATUSPULSE_DATA_DIR", e.to_string());
+        let secret_error =
+            |e: secrets::SecretFileError| ConfigError::new("STATUSPULSE_DATA_DIR", e.to_string());
         let hashing_key = match settings.hashing_key_bytes() {
             Some(key) => key,
-            None => secrets::load_or_create_hashing_key(&settings.data_dir).map_err(secret_error)?,
+            None => {
+                secrets::load_or_create_hashing_key(&settings.data_dir).map_err(secret_error)?
+            }
         };
         let (admin_token_hash, generated_admin_token) = match &settings.admin_token {
             Some(token) => (secrets::admin_token_hash(token.expose_secret()), None),
-            None => secrets::load_or_create_admin_token(&settings.data_dir).map_err(secret_error)?,
+            None => {
+                secrets::load_or_create_admin_token(&settings.data_dir).map_err(secret_error)?
+            }
         };
         let store = open_store(&settings).await?;
-        store
-            .migrate()
-            .await
-            .map_err(|e| ConfigError::new(database_variable(&settings), format!("migrations failed: {}", error_chain(&e))))?;
+        store.migrate().await.map_err(|e| {
+            ConfigError::new(
+                database_variable(&settings),
+                format!("migrations failed: {}", error_chain(&e)),
+            )
+        })?;
         if settings.amqp_url.is_some() {
             return Err(ConfigError::new(
                 "STATUSPULSE_AMQP_URL",
@@ -87,12 +100,19 @@ impl Application {
         let metrics = Arc::new(Metrics::default());
         let jobs = JobContext::new(Arc::clone(&store), Arc::clone(&metrics));
         let queue = InProcessQueue::start(jobs.clone());
-        let (audit_sink, batcher) =
-            AuditBatcher::start(Arc::clone(&queue) as Arc<dyn JobQueue>, Arc::clone(&metrics));
+        let (audit_sink, batcher) = AuditBatcher::start(
+            Arc::clone(&queue) as Arc<dyn JobQueue>,
+            Arc::clone(&metrics),
+        );
         let hasher = KeyHasher::new(hashing_key);
         let registry = WorkspaceRegistry::new(Arc::clone(&store), cache);
         let state = web::Data::new(AppState {
-            verifier: Verifier::new(hasher.clone(), Arc::clone(&registry), audit_sink, Arc::clone(&metrics)),
+            verifier: Verifier::new(
+                hasher.clone(),
+                Arc::clone(&registry),
+                audit_sink,
+                Arc::clone(&metrics),
+            ),
             store: Arc::clone(&store),
             queue: Arc::clone(&queue) as Arc<dyn JobQueue>,
             registry,
@@ -106,7 +126,8 @@ impl Application {
         let public_port = local_port(&public_listener);
         let admin_port = local_port(&admin_listener);
         let public_state = state.clone();
-        let mut public_server = HttpServer::new(move || crate::http::public_app(public_state.clone()));
+        let mut public_server =
+            HttpServer::new(move || crate::http::public_app(public_state.clone()));
         if let Some(workers) = settings.http_workers {
             public_server = public_server.workers(workers);
         }
@@ -141,7 +162,10 @@ impl Application {
     }
 
     pub fn handle(&self) -> ApplicationHandle {
-        ApplicationHandle { public: self.public_server.handle(), admin: self.admin_server.handle() }
+        ApplicationHandle {
+            public: self.public_server.handle(),
+            admin: self.admin_server.handle(),
+        }
     }
 
     /// Serves until both listeners stop (SIGTERM, Ctrl-C or a handle), then flushes every
@@ -173,20 +197,30 @@ impl Application {
 pub async fn open_store(settings: &Settings) -> Result<SharedStore, ConfigError> {
     match &settings.database_url {
         Some(url) => {
-            let store = PostgresStore::connect(url.expose_secret(), settings.database_max_connections)
-                .map_err(|e| ConfigError::new("STATUSPULSE_DATABASE_URL", e.to_string()))?;
+            let store =
+                PostgresStore::connect(url.expose_secret(), settings.database_max_connections)
+                    .map_err(|e| ConfigError::new("STATUSPULSE_DATABASE_URL", e.to_string()))?;
             store.ping().await.map_err(|e| {
-                ConfigError::new("STATUSPULSE_DATABASE_URL", format!("cannot reach PostgreSQL: {}", error_chain(&e)))
+                ConfigError::new(
+                    "STATUSPULSE_DATABASE_URL",
+                    format!("cannot reach PostgreSQL: {}", error_chain(&e)),
+                )
             })?;
             Ok(Arc::new(store))
         }
         None => {
             let path = settings.data_dir.join(SQLITE_FILE);
             std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
-                ConfigError::new("STATUSPULSE_DATA_DIR", format!("cannot create {}: {e}", settings.data_dir.display()))
+                ConfigError::new(
+                    "STATUSPULSE_DATA_DIR",
+                    format!("cannot create {}: {e}", settings.data_dir.display()),
+                )
             })?;
             let store = SqliteStore::open(&path).map_err(|e| {
-                ConfigError::new("STATUSPULSE_DATA_DIR", format!("cannot open {}: {}", path.display(), error_chain(&e)))
+                ConfigError::new(
+                    "STATUSPULSE_DATA_DIR",
+                    format!("cannot open {}: {}", path.display(), error_chain(&e)),
+                )
             })?;
             Ok(Arc::new(store))
         }
@@ -202,7 +236,8 @@ fn database_variable(settings: &Settings) -> &'static str {
 }
 
 fn bind(variable: &str, addr: std::net::SocketAddr) -> Result<TcpListener, ConfigError> {
-    TcpListener::bind(addr).map_err(|e| ConfigError::new(variable, format!("cannot listen on {addr}: {e}")))
+    TcpListener::bind(addr)
+        .map_err(|e| ConfigError::new(variable, format!("cannot listen on {addr}: {e}")))
 }
 
 fn local_port(listener: &TcpListener) -> u16 {

@@ -111,7 +111,12 @@ impl Verifier {
         audit: AuditSink,
         metrics: Arc<Metrics>,
     ) -> Verifier {
-        Verifier { hasher, registry, audit, metrics }
+        Verifier {
+            hasher,
+            registry,
+            audit,
+            metrics,
+        }
     }
 
     pub async fn verify(&self, request: AccessRequest<'_>) -> Result<Granted, Denied> {
@@ -124,7 +129,8 @@ impl Verifier {
         };
         let result = match result {
             Ok((granted, handle)) => {
-                self.audit(&request, now_ms, &handle, &granted.key, granted.scope, None).await;
+                self.audit(&request, now_ms, &handle, &granted.key, granted.scope, None)
+                    .await;
                 Ok(granted)
             }
             Err((denied, Some((handle, key)))) => {
@@ -133,14 +139,16 @@ impl Verifier {
                     (DenyReason::RateLimited, Ok(RouteRequirement::Scope(scope))) => Some(scope),
                     _ => None,
                 };
-                self.audit(&request, now_ms, &handle, &key, scope, Some(denied.reason)).await;
+                self.audit(&request, now_ms, &handle, &key, scope, Some(denied.reason))
+                    .await;
                 Err(denied)
             }
             // Credentials that name no key belong to no workspace: there is no audit log to
             // write them to. They are counted in the metrics.
             Err((denied, None)) => Err(denied),
         };
-        self.metrics.record_verification(request.route, outcome, started.elapsed());
+        self.metrics
+            .record_verification(request.route, outcome, started.elapsed());
         result
     }
 
@@ -152,22 +160,27 @@ impl Verifier {
     ) -> Result<(Granted, WorkspaceHandle), (Denied, Option<(WorkspaceHandle, Arc<CachedKey>)>)>
     {
         let deny = |reason| Denied { reason, rate: None };
-        let token = bearer_token(request.authorization)
-            .map_err(|reason| (deny(reason), None))?;
+        let token = bearer_token(request.authorization).map_err(|reason| (deny(reason), None))?;
         // Shape and checksum first: a forged or mistyped key costs no hashing or lookup.
         parse_key(token).map_err(|_| (deny(DenyReason::InvalidCredentials), None))?;
         let hash = self.hasher.hash(token);
         let (handle, key) = match self.registry.lookup(&hash, now_ms) {
             CacheLookup::Hit(handle, key) => {
-                self.metrics.cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics
+                    .cache_hits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 (handle, key)
             }
             CacheLookup::KnownUnknown => {
-                self.metrics.negative_cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics
+                    .negative_cache_hits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Err((deny(DenyReason::InvalidCredentials), None));
             }
             CacheLookup::Miss => {
-                self.metrics.cache_misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics
+                    .cache_misses
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match self.registry.load(&hash, now_ms).await {
                     Ok(Some(found)) => found,
                     Ok(None) => return Err((deny(DenyReason::InvalidCredentials), None)),
@@ -178,7 +191,12 @@ impl Verifier {
                 }
             }
         };
-        let identified = |reason, rate| (Denied { reason, rate }, Some((handle.clone(), Arc::clone(&key))));
+        let identified = |reason, rate| {
+            (
+                Denied { reason, rate },
+                Some((handle.clone(), Arc::clone(&key))),
+            )
+        };
         match key.record.status_at(clock::to_datetime(now_ms)) {
             KeyStatus::Active => {}
             KeyStatus::Revoked => return Err(identified(DenyReason::KeyRevoked, None)),
@@ -196,7 +214,10 @@ impl Verifier {
             RouteRequirement::NoScope => None,
             RouteRequirement::Scope(scope) if key.record.scopes.grants(scope) => Some(scope),
             RouteRequirement::Scope(scope) => {
-                return Err(identified(DenyReason::InsufficientScope(Some(scope)), Some(rate)))
+                return Err(identified(
+                    DenyReason::InsufficientScope(Some(scope)),
+                    Some(rate),
+                ))
             }
             RouteRequirement::UnknownResource => {
                 return Err(identified(DenyReason::InsufficientScope(None), Some(rate)))
@@ -253,7 +274,9 @@ impl Verifier {
 fn bearer_token(header: Option<&[u8]>) -> Result<&str, DenyReason> {
     let header = header.ok_or(DenyReason::MissingCredentials)?;
     let value = std::str::from_utf8(header).map_err(|_| DenyReason::InvalidCredentials)?;
-    let (scheme, token) = value.split_once(' ').ok_or(DenyReason::InvalidCredentials)?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or(DenyReason::InvalidCredentials)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(DenyReason::InvalidCredentials);
     }
@@ -283,9 +306,18 @@ mod tests {
     fn bearer_scheme_is_case_insensitive_and_required() {
         assert_eq!(bearer_token(Some(b"Bearer abc")), Ok("abc"));
         assert_eq!(bearer_token(Some(b"bearer  abc ")), Ok("abc"));
-        assert_eq!(bearer_token(Some(b"Basic abc")), Err(DenyReason::InvalidCredentials));
-        assert_eq!(bearer_token(Some(b"Bearer ")), Err(DenyReason::InvalidCredentials));
-        assert_eq!(bearer_token(Some(b"\xff\xfe")), Err(DenyReason::InvalidCredentials));
+        assert_eq!(
+            bearer_token(Some(b"Basic abc")),
+            Err(DenyReason::InvalidCredentials)
+        );
+        assert_eq!(
+            bearer_token(Some(b"Bearer ")),
+            Err(DenyReason::InvalidCredentials)
+        );
+        assert_eq!(
+            bearer_token(Some(b"\xff\xfe")),
+            Err(DenyReason::InvalidCredentials)
+        );
         assert_eq!(bearer_token(None), Err(DenyReason::MissingCredentials));
     }
 

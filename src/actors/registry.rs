@@ -94,7 +94,8 @@ impl WorkspaceRegistry {
             if let Some(handle) = self.workspaces.get(&**workspace_id) {
                 if let Some(key) = handle.state.cached_key(hash) {
                     let handle = handle.clone();
-                    if now_ms.saturating_sub(key.fetched_at_ms) > self.settings.key_ttl.as_millis() as u64
+                    if now_ms.saturating_sub(key.fetched_at_ms)
+                        > self.settings.key_ttl.as_millis() as u64
                         && key.claim_refresh()
                     {
                         handle.addr.do_send(RefreshKey(*hash));
@@ -143,9 +144,15 @@ impl WorkspaceRegistry {
             .entry(Arc::clone(&id))
             .or_insert_with(|| {
                 let state = Arc::new(WorkspaceState::new(id, now_ms));
-                let actor =
-                    WorkspaceActor::new(Arc::clone(&state), self.this.clone(), self.settings.idle_timeout);
-                WorkspaceHandle { addr: actor.start(), state }
+                let actor = WorkspaceActor::new(
+                    Arc::clone(&state),
+                    self.this.clone(),
+                    self.settings.idle_timeout,
+                );
+                WorkspaceHandle {
+                    addr: actor.start(),
+                    state,
+                }
             })
             .clone()
     }
@@ -159,7 +166,9 @@ impl WorkspaceRegistry {
     /// on the very next request.
     pub fn key_changed(&self, record: &ApiKeyRecord) {
         if let Some(handle) = self.running_workspace(&record.workspace_id) {
-            handle.state.update_key_if_cached(record, crate::clock::now_ms());
+            handle
+                .state
+                .update_key_if_cached(record, crate::clock::now_ms());
         }
     }
 
@@ -194,6 +203,7 @@ impl WorkspaceRegistry {
                 return;
             }
         }
-        self.unknown_keys.insert(hash, now_ms + self.settings.negative_ttl.as_millis() as u64);
+        self.unknown_keys
+            .insert(hash, now_ms + self.settings.negative_ttl.as_millis() as u64);
     }
 }

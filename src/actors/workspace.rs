@@ -79,7 +79,9 @@ impl WorkspaceState {
     /// Stores or replaces a key; returns the cached form.
     pub fn put_key(&self, record: ApiKeyRecord, now_ms: u64) -> Arc<CachedKey> {
         let cached = Arc::new(CachedKey::new(record, now_ms));
-        self.keys.write().insert(cached.record.key_hash, Arc::clone(&cached));
+        self.keys
+            .write()
+            .insert(cached.record.key_hash, Arc::clone(&cached));
         cached
     }
 
@@ -143,7 +145,11 @@ impl WorkspaceActor {
         registry: Weak<WorkspaceRegistry>,
         idle_timeout: Duration,
     ) -> WorkspaceActor {
-        WorkspaceActor { state, registry, idle_timeout }
+        WorkspaceActor {
+            state,
+            registry,
+            idle_timeout,
+        }
     }
 
     fn stop_if_idle(&mut self, ctx: &mut Context<Self>) {
@@ -182,7 +188,9 @@ impl Handler<RefreshKey> for WorkspaceActor {
         let state = Arc::clone(&self.state);
         let registry = self.registry.clone();
         Box::pin(async move {
-            let Some(registry) = registry.upgrade() else { return };
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
             match registry.store().find_api_key_by_hash(&msg.0).await {
                 Ok(Some(record)) if record.workspace_id.as_str() == &*state.id => {
                     state.put_key(record, crate::clock::now_ms());

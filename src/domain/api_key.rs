@@ -84,7 +84,9 @@ pub struct GeneratedKey {
 
 impl fmt::Debug for GeneratedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GeneratedKey").field("hint", &self.hint).finish_non_exhaustive()
+        f.debug_struct("GeneratedKey")
+            .field("hint", &self.hint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -102,7 +104,11 @@ pub fn generate_key(
     let checksum = checksum_of(&key);
     key.push_str(&checksum_chars(checksum));
     let hint = key_hint(&key);
-    GeneratedKey { hash: hash(&key), hint, secret: SecretString::from(key) }
+    GeneratedKey {
+        hash: hash(&key),
+        hint,
+        secret: SecretString::from(key),
+    }
 }
 
 /// Checks the prefix, shape and checksum of a presented key and returns its environment.
@@ -164,8 +170,14 @@ mod tests {
         let test = new_key(Environment::Test);
         assert!(live.secret.expose_secret().starts_with("sp_live_"));
         assert_eq!(live.secret.expose_secret().len(), KEY_LEN);
-        assert_eq!(parse_key(live.secret.expose_secret()), Ok(Environment::Live));
-        assert_eq!(parse_key(test.secret.expose_secret()), Ok(Environment::Test));
+        assert_eq!(
+            parse_key(live.secret.expose_secret()),
+            Ok(Environment::Live)
+        );
+        assert_eq!(
+            parse_key(test.secret.expose_secret()),
+            Ok(Environment::Test)
+        );
     }
 
     #[test]
@@ -179,7 +191,10 @@ mod tests {
 
     #[test]
     fn every_single_character_typo_is_caught() {
-        let key = new_key(Environment::Live).secret.expose_secret().to_string();
+        let key = new_key(Environment::Live)
+            .secret
+            .expose_secret()
+            .to_string();
         for position in PREFIX_LEN..key.len() {
             for replacement in [b'0', b'z', b'Q'] {
                 let mut bytes = key.clone().into_bytes();
@@ -188,16 +203,25 @@ mod tests {
                 }
                 bytes[position] = replacement;
                 let typo = String::from_utf8(bytes).unwrap();
-                assert_eq!(parse_key(&typo), Err(KeyFormatError::Checksum), "{position}");
+                assert_eq!(
+                    parse_key(&typo),
+                    Err(KeyFormatError::Checksum),
+                    "{position}"
+                );
             }
         }
     }
 
     #[test]
     fn swapped_adjacent_characters_are_caught() {
-        let key = new_key(Environment::Test).secret.expose_secret().to_string();
+        let key = new_key(Environment::Test)
+            .secret
+            .expose_secret()
+            .to_string();
         let mut bytes = key.into_bytes();
-        let i = (PREFIX_LEN..bytes.len() - 1).find(|&i| bytes[i] != bytes[i + 1]).unwrap();
+        let i = (PREFIX_LEN..bytes.len() - 1)
+            .find(|&i| bytes[i] != bytes[i + 1])
+            .unwrap();
         bytes.swap(i, i + 1);
         let swapped = String::from_utf8(bytes).unwrap();
         assert_eq!(parse_key(&swapped), Err(KeyFormatError::Checksum));
@@ -208,7 +232,10 @@ mod tests {
         assert_eq!(parse_key("sk_live_abc"), Err(KeyFormatError::Prefix));
         assert_eq!(parse_key(""), Err(KeyFormatError::Prefix));
         assert_eq!(parse_key("sp_live_short"), Err(KeyFormatError::Shape));
-        let key = new_key(Environment::Live).secret.expose_secret().to_string();
+        let key = new_key(Environment::Live)
+            .secret
+            .expose_secret()
+            .to_string();
         assert_eq!(parse_key(&format!("{key}x")), Err(KeyFormatError::Shape));
         let mut with_symbol = key.clone();
         with_symbol.replace_range(10..11, "-");
@@ -225,6 +252,9 @@ mod tests {
     fn hint_shows_prefix_and_last_four_only() {
         let generated = new_key(Environment::Live);
         let key = generated.secret.expose_secret();
-        assert_eq!(generated.hint, format!("sp_live_...{}", &key[key.len() - 4..]));
+        assert_eq!(
+            generated.hint,
+            format!("sp_live_...{}", &key[key.len() - 4..])
+        );
     }
 }

@@ -83,8 +83,14 @@ mod tests {
     fn a_key_expires_365_days_after_creation() {
         let created = Utc::now();
         let key = record(created);
-        assert_eq!(key.status_at(created + Duration::days(364)), KeyStatus::Active);
-        assert_eq!(key.status_at(created + Duration::days(365)), KeyStatus::Expired);
+        assert_eq!(
+            key.status_at(created + Duration::days(364)),
+            KeyStatus::Active
+        );
+        assert_eq!(
+            key.status_at(created + Duration::days(365)),
+            KeyStatus::Expired
+        );
     }
 
     #[test]
@@ -93,6 +99,9 @@ mod tests {
         let mut key = record(now);
         key.revoked_at = Some(now + Duration::seconds(30));
         assert_eq!(key.status_at(now), KeyStatus::Active);
-        assert_eq!(key.status_at(now + Duration::seconds(30)), KeyStatus::Revoked);
+        assert_eq!(
+            key.status_at(now + Duration::seconds(30)),
+            KeyStatus::Revoked
+        );
     }
 }

@@ -39,7 +39,12 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(limit: u32) -> RateLimiter {
-        RateLimiter { limit, counts: [0; SLOTS], newest_second: 0, total: 0 }
+        RateLimiter {
+            limit,
+            counts: [0; SLOTS],
+            newest_second: 0,
+            total: 0,
+        }
     }
 
     pub fn limit(&self) -> u32 {
@@ -121,7 +126,10 @@ mod tests {
     /// Runs `arrivals` (ms offsets) through a limiter and returns the accepted times.
     fn accepted(limit: u32, arrivals: impl IntoIterator<Item = u64>) -> Vec<u64> {
         let mut limiter = RateLimiter::new(limit);
-        arrivals.into_iter().filter(|t| limiter.check(START_MS + t).allowed).collect()
+        arrivals
+            .into_iter()
+            .filter(|t| limiter.check(START_MS + t).allowed)
+            .collect()
     }
 
     /// The largest number of accepted requests in any half-open 60-second span.
@@ -163,8 +171,9 @@ mod tests {
     fn client_at_95_percent_is_never_refused() {
         for limit in [120_u32, 1_200] {
             let interval_ms = 60_000.0 / (limit as f64 * 0.95);
-            let arrivals: Vec<u64> =
-                (0..limit as u64 * 10).map(|i| (i as f64 * interval_ms) as u64).collect();
+            let arrivals: Vec<u64> = (0..limit as u64 * 10)
+                .map(|i| (i as f64 * interval_ms) as u64)
+                .collect();
             let got = accepted(limit, arrivals.clone());
             assert_eq!(got.len(), arrivals.len(), "limit {limit}");
         }
@@ -183,7 +192,11 @@ mod tests {
         }
         arrivals.sort_unstable();
         let got = accepted(120, arrivals);
-        assert!(max_in_any_window(&got) <= 120, "{}", max_in_any_window(&got));
+        assert!(
+            max_in_any_window(&got) <= 120,
+            "{}",
+            max_in_any_window(&got)
+        );
     }
 
     #[test]

@@ -33,8 +33,7 @@ const MAX_URI_LEN: usize = 4096;
 /// `%2e`, `%2f`, `\`) are refused outright rather than normalised: a path we read as
 /// `/v1/checks/../billing` must never be authorised as `checks`.
 pub fn required_scope(method: &str, uri: &str) -> Result<RouteRequirement, RouteError> {
-    if method.is_empty() || method.len() > 32 || !method.bytes().all(|b| b.is_ascii_alphabetic())
-    {
+    if method.is_empty() || method.len() > 32 || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
         return Err(RouteError::BadMethod);
     }
     if uri.len() > MAX_URI_LEN {
@@ -51,13 +50,15 @@ pub fn required_scope(method: &str, uri: &str) -> Result<RouteRequirement, Route
     // A trailing slash leaves one empty last segment, which is harmless; any other empty
     // or dot segment is ambiguous.
     let inner = match remaining.split_last() {
-        Some((last, inner)) if last.is_empty() => inner,
+        Some((&"", inner)) => inner,
         _ => &remaining[..],
     };
     if first.is_empty()
         || first == "."
         || first == ".."
-        || inner.iter().any(|s| s.is_empty() || *s == "." || *s == "..")
+        || inner
+            .iter()
+            .any(|s| s.is_empty() || *s == "." || *s == "..")
     {
         return Err(RouteError::Ambiguous);
     }
@@ -106,20 +107,35 @@ mod tests {
         assert_eq!(scope_for("PATCH", "/v1/webhooks/1"), "webhooks:write");
         assert_eq!(scope_for("DELETE", "/v1/teams/1/members/2"), "teams:write");
         assert_eq!(scope_for("OPTIONS", "/v1/billing"), "billing:write");
-        assert_eq!(scope_for("get", "/v1/billing/invoices?page=2"), "billing:read");
+        assert_eq!(
+            scope_for("get", "/v1/billing/invoices?page=2"),
+            "billing:read"
+        );
     }
 
     #[test]
     fn status_pages_path_maps_to_status_pages_scope() {
-        assert_eq!(scope_for("GET", "/v1/status-pages/abc"), "status_pages:read");
+        assert_eq!(
+            scope_for("GET", "/v1/status-pages/abc"),
+            "status_pages:read"
+        );
         assert_eq!(scope_for("POST", "/v1/status-pages"), "status_pages:write");
     }
 
     #[test]
     fn me_needs_no_scope_and_unknown_resources_are_marked() {
-        assert_eq!(required_scope("POST", "/v1/me"), Ok(RouteRequirement::NoScope));
-        assert_eq!(required_scope("GET", "/v1/me/"), Ok(RouteRequirement::NoScope));
-        assert_eq!(required_scope("GET", "/v1/secrets"), Ok(RouteRequirement::UnknownResource));
+        assert_eq!(
+            required_scope("POST", "/v1/me"),
+            Ok(RouteRequirement::NoScope)
+        );
+        assert_eq!(
+            required_scope("GET", "/v1/me/"),
+            Ok(RouteRequirement::NoScope)
+        );
+        assert_eq!(
+            required_scope("GET", "/v1/secrets"),
+            Ok(RouteRequirement::UnknownResource)
+        );
     }
 
     #[test]
@@ -134,12 +150,30 @@ mod tests {
             "/v1/checks\\..\\billing",
             "/v1/../v1/billing",
         ] {
-            assert_eq!(required_scope("GET", uri), Err(RouteError::Ambiguous), "{uri}");
+            assert_eq!(
+                required_scope("GET", uri),
+                Err(RouteError::Ambiguous),
+                "{uri}"
+            );
         }
-        for uri in ["", "/", "/v2/checks", "v1/checks", "/v1", "http://x/v1/checks"] {
-            assert_eq!(required_scope("GET", uri), Err(RouteError::NotUnderV1), "{uri}");
+        for uri in [
+            "",
+            "/",
+            "/v2/checks",
+            "v1/checks",
+            "/v1",
+            "http://x/v1/checks",
+        ] {
+            assert_eq!(
+                required_scope("GET", uri),
+                Err(RouteError::NotUnderV1),
+                "{uri}"
+            );
         }
-        assert_eq!(required_scope("G ET", "/v1/checks"), Err(RouteError::BadMethod));
+        assert_eq!(
+            required_scope("G ET", "/v1/checks"),
+            Err(RouteError::BadMethod)
+        );
         assert_eq!(required_scope("", "/v1/checks"), Err(RouteError::BadMethod));
     }
 }

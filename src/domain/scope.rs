@@ -130,7 +130,9 @@ impl Scope {
             (Resource::StatusPages, Access::Write) => {
                 "Publish maintenance windows and edit page branding."
             }
-            (Resource::Billing, Access::Read) => "View plan details, usage metrics, and invoice history.",
+            (Resource::Billing, Access::Read) => {
+                "View plan details, usage metrics, and invoice history."
+            }
             (Resource::Billing, Access::Write) => "Change billing (not grantable).",
             (Resource::Teams, Access::Read) => "List workspace members and their roles.",
             (Resource::Teams, Access::Write) => "Invite, remove, and reassign member roles.",
@@ -245,12 +247,22 @@ mod tests {
                      webhooks:write status_pages:read status_pages:write billing:read teams:read teams:write";
         let set = ScopeSet::parse_canonical(names).unwrap();
         assert_eq!(set.iter().count(), 11);
-        assert_eq!(set.to_canonical_string(), names.split_whitespace().collect::<Vec<_>>().join(" "));
+        assert_eq!(
+            set.to_canonical_string(),
+            names.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
     }
 
     #[test]
     fn unknown_scopes_are_refused() {
-        for bad in ["billing:write", "checks", "checks:admin", "CHECKS:READ", "", "teams:read "] {
+        for bad in [
+            "billing:write",
+            "checks",
+            "checks:admin",
+            "CHECKS:READ",
+            "",
+            "teams:read ",
+        ] {
             assert!(Scope::parse(bad).is_none(), "{bad:?} must not parse");
         }
         assert_eq!(

@@ -56,9 +56,7 @@ impl Role {
         for scope in ALL_SCOPES {
             let held = match self {
                 Role::Owner => true,
-                Role::Viewer => {
-                    scope.access == Access::Read && scope.resource != Resource::Billing
-                }
+                Role::Viewer => scope.access == Access::Read && scope.resource != Resource::Billing,
                 Role::Member => Role::Viewer.scopes().contains(scope) || is_member_write(scope),
                 Role::Admin => {
                     Role::Member.scopes().contains(scope)

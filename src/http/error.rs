@@ -25,41 +25,79 @@ pub struct ApiError {
 #[derive(Debug)]
 pub enum ErrorKind {
     /// 401. `presented` says whether a credential was sent at all (RFC 6750's `error`).
-    InvalidCredentials { presented: bool },
+    InvalidCredentials {
+        presented: bool,
+    },
     KeyRevoked,
     KeyExpired,
     /// 403; the scope the route needs, or `None` when no scope grants it.
-    InsufficientScope { scope: Option<&'static str> },
-    RateLimited { retry_after_secs: u64 },
+    InsufficientScope {
+        scope: Option<&'static str>,
+    },
+    RateLimited {
+        retry_after_secs: u64,
+    },
     Unavailable,
     /// 400 with a code naming the field or header.
-    BadRequest { code: &'static str, message: String },
+    BadRequest {
+        code: &'static str,
+        message: String,
+    },
     /// 422 with a code naming the field.
-    Unprocessable { code: &'static str, message: String },
-    NotFound { code: &'static str, message: String },
-    Conflict { code: &'static str, message: String },
-    PayloadTooLarge { message: String },
+    Unprocessable {
+        code: &'static str,
+        message: String,
+    },
+    NotFound {
+        code: &'static str,
+        message: String,
+    },
+    Conflict {
+        code: &'static str,
+        message: String,
+    },
+    PayloadTooLarge {
+        message: String,
+    },
     MethodNotAllowed,
-    UnsupportedMediaType { message: String },
+    UnsupportedMediaType {
+        message: String,
+    },
     /// 500; the cause is logged where it happened, never shown.
     Internal,
 }
 
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
-        ErrorKind::BadRequest { code, message: message.into() }.into()
+        ErrorKind::BadRequest {
+            code,
+            message: message.into(),
+        }
+        .into()
     }
 
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
-        ErrorKind::Unprocessable { code, message: message.into() }.into()
+        ErrorKind::Unprocessable {
+            code,
+            message: message.into(),
+        }
+        .into()
     }
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
-        ErrorKind::NotFound { code, message: message.into() }.into()
+        ErrorKind::NotFound {
+            code,
+            message: message.into(),
+        }
+        .into()
     }
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
-        ErrorKind::Conflict { code, message: message.into() }.into()
+        ErrorKind::Conflict {
+            code,
+            message: message.into(),
+        }
+        .into()
     }
 
     pub fn kind(&self) -> &ErrorKind {
@@ -214,17 +252,23 @@ impl From<Denied> for ApiError {
             DenyReason::KeyExpired => ErrorKind::KeyExpired,
             DenyReason::InvalidRoute(error) => {
                 let (_, code) = denied.reason.status_and_code();
-                ErrorKind::BadRequest { code, message: format!("X-Forwarded-Method/X-Forwarded-Uri: {error}.") }
+                ErrorKind::BadRequest {
+                    code,
+                    message: format!("X-Forwarded-Method/X-Forwarded-Uri: {error}."),
+                }
             }
             DenyReason::RateLimited => ErrorKind::RateLimited {
                 retry_after_secs: denied.rate.map(|r| r.reset_secs).unwrap_or(1),
             },
-            DenyReason::InsufficientScope(scope) => {
-                ErrorKind::InsufficientScope { scope: scope.map(|s| s.as_str()) }
-            }
+            DenyReason::InsufficientScope(scope) => ErrorKind::InsufficientScope {
+                scope: scope.map(|s| s.as_str()),
+            },
             DenyReason::Unavailable => ErrorKind::Unavailable,
         };
-        ApiError { kind, rate: denied.rate }
+        ApiError {
+            kind,
+            rate: denied.rate,
+        }
     }
 }
 
@@ -254,9 +298,10 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(Conflict::EmailTaken) => {
                 ApiError::conflict("email_taken", "A user with this email already exists.")
             }
-            StoreError::Conflict(Conflict::AlreadyMember) => {
-                ApiError::conflict("already_member", "This user is already a member of the workspace.")
-            }
+            StoreError::Conflict(Conflict::AlreadyMember) => ApiError::conflict(
+                "already_member",
+                "This user is already a member of the workspace.",
+            ),
             StoreError::Internal(cause) => {
                 tracing::error!(error = ?cause, "storage error");
                 ErrorKind::Internal.into()
@@ -272,16 +317,50 @@ mod tests {
     #[test]
     fn codes_map_to_the_contract_statuses() {
         let cases: Vec<(ApiError, u16, &str)> = vec![
-            (ErrorKind::InvalidCredentials { presented: true }.into(), 401, "invalid_credentials"),
+            (
+                ErrorKind::InvalidCredentials { presented: true }.into(),
+                401,
+                "invalid_credentials",
+            ),
             (ErrorKind::KeyRevoked.into(), 403, "key_revoked"),
             (ErrorKind::KeyExpired.into(), 403, "key_expired"),
-            (ErrorKind::InsufficientScope { scope: Some("checks:write") }.into(), 403, "insufficient_scope"),
-            (ErrorKind::RateLimited { retry_after_secs: 3 }.into(), 429, "rate_limited"),
+            (
+                ErrorKind::InsufficientScope {
+                    scope: Some("checks:write"),
+                }
+                .into(),
+                403,
+                "insufficient_scope",
+            ),
+            (
+                ErrorKind::RateLimited {
+                    retry_after_secs: 3,
+                }
+                .into(),
+                429,
+                "rate_limited",
+            ),
             (ErrorKind::Unavailable.into(), 503, "unavailable"),
-            (ApiError::unprocessable("invalid_scopes", "x"), 422, "invalid_scopes"),
-            (ApiError::bad_request("invalid_body", "x"), 400, "invalid_body"),
-            (StoreError::Conflict(Conflict::TooManyActiveKeys).into(), 409, "too_many_active_keys"),
-            (StoreError::NotFound(Entity::Workspace).into(), 404, "workspace_not_found"),
+            (
+                ApiError::unprocessable("invalid_scopes", "x"),
+                422,
+                "invalid_scopes",
+            ),
+            (
+                ApiError::bad_request("invalid_body", "x"),
+                400,
+                "invalid_body",
+            ),
+            (
+                StoreError::Conflict(Conflict::TooManyActiveKeys).into(),
+                409,
+                "too_many_active_keys",
+            ),
+            (
+                StoreError::NotFound(Entity::Workspace).into(),
+                404,
+                "workspace_not_found",
+            ),
         ];
         for (error, status, code) in cases {
             assert_eq!(error.status_code().as_u16(), status, "{code}");
@@ -293,12 +372,18 @@ mod tests {
 
     #[test]
     fn challenges_follow_rfc_6750() {
-        let response = ApiError::from(ErrorKind::InsufficientScope { scope: Some("checks:write") }).error_response();
+        let response = ApiError::from(ErrorKind::InsufficientScope {
+            scope: Some("checks:write"),
+        })
+        .error_response();
         assert_eq!(
             response.headers().get(WWW_AUTHENTICATE).unwrap(),
             "Bearer realm=\"statuspulse\", error=\"insufficient_scope\", scope=\"checks:write\""
         );
-        let response = ApiError::from(ErrorKind::RateLimited { retry_after_secs: 7 }).error_response();
+        let response = ApiError::from(ErrorKind::RateLimited {
+            retry_after_secs: 7,
+        })
+        .error_response();
         assert_eq!(response.headers().get(RETRY_AFTER).unwrap(), "7");
     }
 }

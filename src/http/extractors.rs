@@ -10,25 +10,27 @@ use super::error::{ApiError, ErrorKind};
 pub const MAX_JSON_BODY: usize = 64 * 1024;
 
 pub fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default().limit(MAX_JSON_BODY).error_handler(|error, _request| {
-        let api_error: ApiError = match &error {
-            JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
-                ErrorKind::PayloadTooLarge {
+    web::JsonConfig::default()
+        .limit(MAX_JSON_BODY)
+        .error_handler(|error, _request| {
+            let api_error: ApiError = match &error {
+                JsonPayloadError::OverflowKnownLength { .. }
+                | JsonPayloadError::Overflow { .. } => ErrorKind::PayloadTooLarge {
                     message: format!("The body is larger than {MAX_JSON_BODY} bytes."),
                 }
-                .into()
-            }
-            JsonPayloadError::ContentType => ErrorKind::UnsupportedMediaType {
-                message: "Send a JSON body with Content-Type: application/json.".into(),
-            }
-            .into(),
-            JsonPayloadError::Deserialize(cause) => {
-                ApiError::bad_request("invalid_body", format!("Invalid JSON body: {}", describe(cause)))
-            }
-            _ => ApiError::bad_request("invalid_body", "The body could not be read as JSON."),
-        };
-        api_error.into()
-    })
+                .into(),
+                JsonPayloadError::ContentType => ErrorKind::UnsupportedMediaType {
+                    message: "Send a JSON body with Content-Type: application/json.".into(),
+                }
+                .into(),
+                JsonPayloadError::Deserialize(cause) => ApiError::bad_request(
+                    "invalid_body",
+                    format!("Invalid JSON body: {}", describe(cause)),
+                ),
+                _ => ApiError::bad_request("invalid_body", "The body could not be read as JSON."),
+            };
+            api_error.into()
+        })
 }
 
 pub fn query_config() -> web::QueryConfig {
@@ -42,8 +44,9 @@ pub fn query_config() -> web::QueryConfig {
 }
 
 pub fn path_config() -> web::PathConfig {
-    web::PathConfig::default()
-        .error_handler(|_error, _request| ApiError::not_found("not_found", "No such resource.").into())
+    web::PathConfig::default().error_handler(|_error, _request| {
+        ApiError::not_found("not_found", "No such resource.").into()
+    })
 }
 
 /// serde_json's message, kept to its category and position for syntax errors (which could
@@ -53,7 +56,11 @@ pub fn describe(error: &serde_json::Error) -> String {
     match error.classify() {
         Category::Data => error.to_string(),
         Category::Syntax | Category::Eof | Category::Io => {
-            format!("malformed JSON at line {} column {}", error.line(), error.column())
+            format!(
+                "malformed JSON at line {} column {}",
+                error.line(),
+                error.column()
+            )
         }
     }
 }

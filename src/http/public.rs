@@ -65,12 +65,18 @@ pub struct RateLimitView {
         (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
         (status = 429, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)),
     security(("api_key" = [])))]
-pub async fn me(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn me(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let request_id = request_id(&request);
     let granted = state
         .verifier
         .verify(AccessRequest {
-            authorization: request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes),
+            authorization: request
+                .headers()
+                .get(AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
             method: request.method().as_str(),
             path: request.path(),
             requirement: Ok(RouteRequirement::NoScope),
@@ -112,10 +118,15 @@ pub async fn me(request: HttpRequest, state: web::Data<AppState>) -> Result<Http
         (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
         (status = 429, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)),
     security(("api_key" = [])))]
-pub async fn authz(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn authz(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let request_id = request_id(&request);
     let headers = request.headers();
-    let method = headers.get(&X_FORWARDED_METHOD).and_then(|v| v.to_str().ok());
+    let method = headers
+        .get(&X_FORWARDED_METHOD)
+        .and_then(|v| v.to_str().ok());
     // Outer `None`: no header; inner `None`: not UTF-8.
     let uri = headers.get(&X_FORWARDED_URI).map(|v| v.to_str().ok());
     let requirement = match (method, uri) {

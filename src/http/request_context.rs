@@ -23,7 +23,11 @@ pub struct RequestId(pub String);
 
 /// Reads the request id the middleware stored (empty outside the middleware, in unit tests).
 pub fn request_id(request: &HttpRequest) -> String {
-    request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default()
+    request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone())
+        .unwrap_or_default()
 }
 
 pub async fn request_context<B: MessageBody + 'static>(
@@ -38,20 +42,22 @@ pub async fn request_context<B: MessageBody + 'static>(
         .map(str::to_owned)
         .unwrap_or_else(|| Uuid::now_v7().hyphenated().to_string());
     request.extensions_mut().insert(RequestId(id.clone()));
-    let http_request = request.request().clone();
     let span = tracing::info_span!(
         "request",
         request_id = %id,
         method = %request.method(),
         path = %request.path(),
     );
-    let response = match next.call(request).instrument(span.clone()).await {
-        Ok(response) => response.map_into_left_body(),
-        // Errors raised by inner middleware (the admin token check) arrive here unrendered.
-        Err(error) => ServiceResponse::from_err(error, http_request).map_into_right_body(),
-    };
+    // Inner middleware answers errors as responses (never `Err`), so every error passes
+    // through the body writer below.
+    let response = next
+        .call(request)
+        .instrument(span.clone())
+        .await?
+        .map_into_left_body();
     let _entered = span.enter();
-    let mut response = if response.status().is_client_error() || response.status().is_server_error() {
+    let mut response = if response.status().is_client_error() || response.status().is_server_error()
+    {
         with_json_error_body(response, &id)
     } else {
         response
@@ -60,8 +66,13 @@ pub async fn request_context<B: MessageBody + 'static>(
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
     if let Some(state) = response.request().app_data::<web::Data<AppState>>() {
-        let listener = *response.request().app_data::<Listener>().unwrap_or(&Listener::Public);
-        state.metrics.record_response(listener, response.status().as_u16());
+        let listener = *response
+            .request()
+            .app_data::<Listener>()
+            .unwrap_or(&Listener::Public);
+        state
+            .metrics
+            .record_response(listener, response.status().as_u16());
     }
     Ok(response)
 }
@@ -71,7 +82,9 @@ pub async fn request_context<B: MessageBody + 'static>(
 fn is_sane_request_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 fn with_json_error_body<B: MessageBody + 'static>(
@@ -92,7 +105,8 @@ fn with_json_error_body<B: MessageBody + 'static>(
         None => generic_body(status, request_id, None),
     };
     response.map_body(|head, _| {
-        head.headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        head.headers
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         EitherBody::right(BoxBody::new(body))
     })
 }
@@ -105,12 +119,23 @@ fn generic_body(status: StatusCode, request_id: &str, error: Option<&actix_web::
     }
     let (code, message) = match status {
         StatusCode::NOT_FOUND => ("not_found", "No such route."),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "This method is not allowed on this path."),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "This method is not allowed on this path.",
+        ),
         StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "The request body is too large."),
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ("headers_too_large", "The request headers are too large."),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "Send a JSON body with Content-Type: application/json."),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            ("headers_too_large", "The request headers are too large.")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "Send a JSON body with Content-Type: application/json.",
+        ),
         s if s.is_client_error() => ("bad_request", "The request could not be read."),
-        _ => ("internal_error", "Something went wrong on our side; it has been logged."),
+        _ => (
+            "internal_error",
+            "Something went wrong on our side; it has been logged.",
+        ),
     };
     serde_json::json!({ "error": code, "message": message, "request_id": request_id }).to_string()
 }

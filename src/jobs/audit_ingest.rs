@@ -9,8 +9,14 @@ use crate::domain::audit::AuditEvent;
 pub async fn ingest(events: &[AuditEvent], context: &JobContext) -> Result<(), JobError> {
     context.store.insert_audit_events(events).await?;
     let count = events.len() as u64;
-    context.metrics.audit_ingested.fetch_add(count, Ordering::Relaxed);
-    context.metrics.audit_pending.fetch_sub(count as i64, Ordering::Relaxed);
+    context
+        .metrics
+        .audit_ingested
+        .fetch_add(count, Ordering::Relaxed);
+    context
+        .metrics
+        .audit_pending
+        .fetch_sub(count as i64, Ordering::Relaxed);
     tracing::debug!(count, "ingested audit events");
     Ok(())
 }

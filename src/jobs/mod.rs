@@ -20,7 +20,11 @@ pub struct JobContext {
 
 impl JobContext {
     pub fn new(store: SharedStore, metrics: Arc<Metrics>) -> JobContext {
-        JobContext { store, metrics, shutting_down: Arc::new(AtomicBool::new(false)) }
+        JobContext {
+            store,
+            metrics,
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Marks the start of shutdown: failing jobs stop retrying after a bounded time.
@@ -36,8 +40,12 @@ impl JobContext {
     pub fn job_abandoned(&self, job: &Job) {
         match job {
             Job::IngestAudit { events } => {
-                self.metrics.audit_lost.fetch_add(events.len() as u64, Ordering::Relaxed);
-                self.metrics.audit_pending.fetch_sub(events.len() as i64, Ordering::Relaxed);
+                self.metrics
+                    .audit_lost
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+                self.metrics
+                    .audit_pending
+                    .fetch_sub(events.len() as i64, Ordering::Relaxed);
             }
         }
     }

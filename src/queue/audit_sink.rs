@@ -59,7 +59,13 @@ impl AuditBatcher {
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(run_batcher(receiver, stopped, queue));
-        (AuditSink { sender, metrics }, AuditBatcher { stop: Some(stop), task: Some(task) })
+        (
+            AuditSink { sender, metrics },
+            AuditBatcher {
+                stop: Some(stop),
+                task: Some(task),
+            },
+        )
     }
 
     /// Publishes every event received so far and stops. Events recorded afterwards are lost
@@ -115,7 +121,9 @@ async fn publish(queue: &Arc<dyn JobQueue>, batch: &mut Vec<AuditEvent>) {
     if batch.is_empty() {
         return;
     }
-    let job = Job::IngestAudit { events: std::mem::take(batch) };
+    let job = Job::IngestAudit {
+        events: std::mem::take(batch),
+    };
     let mut backoff = Duration::from_millis(50);
     loop {
         match queue.publish(job.clone()).await {

@@ -70,10 +70,12 @@ async fn run_with_retries(job: &Job, context: &JobContext) {
     let mut backoff = Duration::from_millis(50);
     let mut give_up_at = None;
     loop {
-        let Err(error) = crate::jobs::run(job, context).await else { return };
+        let Err(error) = crate::jobs::run(job, context).await else {
+            return;
+        };
         if context.is_shutting_down() {
-            let deadline =
-                *give_up_at.get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_RETRY_BUDGET);
+            let deadline = *give_up_at
+                .get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_RETRY_BUDGET);
             if tokio::time::Instant::now() >= deadline {
                 tracing::error!(%error, "giving up on a job at shutdown");
                 context.job_abandoned(job);

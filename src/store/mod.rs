@@ -145,8 +145,10 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<ApiKeyRecord, StoreError>;
     /// The hot path's only storage read, on a cache miss.
-    async fn find_api_key_by_hash(&self, hash: &KeyHash)
-        -> Result<Option<ApiKeyRecord>, StoreError>;
+    async fn find_api_key_by_hash(
+        &self,
+        hash: &KeyHash,
+    ) -> Result<Option<ApiKeyRecord>, StoreError>;
 
     async fn create_user(&self, user: &NewUser) -> Result<User, StoreError>;
     async fn add_member(

@@ -40,7 +40,9 @@ impl PostgresStore {
         let manager = Manager::from_config(
             config,
             NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
         );
         let pool = Pool::builder(manager)
             .max_size(max_connections)
@@ -55,7 +57,10 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        self.pool.get().await.map_err(|e| StoreError::Unavailable(anyhow!("{e}")))
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(anyhow!("{e}")))
     }
 }
 
@@ -65,7 +70,9 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         // Serialises concurrent migrators (several servers starting at once).
-        tx.execute("SELECT pg_advisory_xact_lock(7316021)", &[]).await.map_err(pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock(7316021)", &[])
+            .await
+            .map_err(pg)?;
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
                 version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)",
@@ -74,7 +81,10 @@ impl Store for PostgresStore {
         .map_err(pg)?;
         for migration in MIGRATIONS {
             let applied = tx
-                .query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[&migration.version])
+                .query_opt(
+                    "SELECT 1 FROM schema_migrations WHERE version = $1",
+                    &[&migration.version],
+                )
                 .await
                 .map_err(pg)?
                 .is_some();
@@ -88,7 +98,11 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(pg)?;
-            tracing::info!(version = migration.version, name = migration.name, "applied migration");
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "applied migration"
+            );
         }
         tx.commit().await.map_err(pg)
     }
@@ -118,7 +132,11 @@ impl Store for PostgresStore {
             .await
             .map_err(pg)?;
         let row = client.query_opt(&stmt, &[&id]).await.map_err(pg)?;
-        Ok(row.map(|r| Workspace { id: r.get(0), name: r.get(1), created_at: r.get(2) }))
+        Ok(row.map(|r| Workspace {
+            id: r.get(0),
+            name: r.get(1),
+            created_at: r.get(2),
+        }))
     }
 
     async fn insert_api_key(
@@ -208,7 +226,9 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(pg)?;
-        select_key(&client, workspace_id, id).await?.ok_or(StoreError::NotFound(Entity::ApiKey))
+        select_key(&client, workspace_id, id)
+            .await?
+            .ok_or(StoreError::NotFound(Entity::ApiKey))
     }
 
     async fn find_api_key_by_hash(
@@ -217,7 +237,9 @@ impl Store for PostgresStore {
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"))
+            .prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"
+            ))
             .await
             .map_err(pg)?;
         let row = client.query_opt(&stmt, &[&&hash.0[..]]).await.map_err(pg)?;
@@ -230,7 +252,13 @@ impl Store for PostgresStore {
             .execute(
                 "INSERT INTO users (id, email, name, password_hash, created_at)
                  VALUES ($1, $2, $3, $4, $5)",
-                &[&user.id, &user.email, &user.name, &user.password_hash, &user.created_at],
+                &[
+                    &user.id,
+                    &user.email,
+                    &user.name,
+                    &user.password_hash,
+                    &user.created_at,
+                ],
             )
             .await
             .map_err(|e| match e.code() {
@@ -255,7 +283,12 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         lock_workspace(&tx, workspace_id).await?;
-        if tx.query_opt("SELECT 1 FROM users WHERE id = $1", &[&user_id]).await.map_err(pg)?.is_none() {
+        if tx
+            .query_opt("SELECT 1 FROM users WHERE id = $1", &[&user_id])
+            .await
+            .map_err(pg)?
+            .is_none()
+        {
             return Err(StoreError::NotFound(Entity::User));
         }
         tx.execute(
@@ -321,7 +354,9 @@ impl Store for PostgresStore {
                 .await
             }
         });
-        futures_util::future::try_join_all(inserts).await.map_err(pg)?;
+        futures_util::future::try_join_all(inserts)
+            .await
+            .map_err(pg)?;
         tx.commit().await.map_err(pg)
     }
 
@@ -429,11 +464,14 @@ async fn lock_workspace(
     tx: &deadpool_postgres::Transaction<'_>,
     workspace_id: &str,
 ) -> Result<(), StoreError> {
-    tx.query_opt("SELECT 1 FROM workspaces WHERE id = $1 FOR UPDATE", &[&workspace_id])
-        .await
-        .map_err(pg)?
-        .map(|_| ())
-        .ok_or(StoreError::NotFound(Entity::Workspace))
+    tx.query_opt(
+        "SELECT 1 FROM workspaces WHERE id = $1 FOR UPDATE",
+        &[&workspace_id],
+    )
+    .await
+    .map_err(pg)?
+    .map(|_| ())
+    .ok_or(StoreError::NotFound(Entity::Workspace))
 }
 
 async fn count_active(

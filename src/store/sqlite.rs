@@ -43,8 +43,11 @@ impl SqliteStore {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )
         .map_err(internal)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(internal)?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(internal)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     async fn with_conn<T, F>(&self, work: F) -> Result<T, StoreError>
@@ -63,7 +66,9 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         self.with_conn(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(internal)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(internal)?;
             tx.execute_batch(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (
                     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
@@ -83,10 +88,18 @@ impl Store for SqliteStore {
                 tx.execute_batch(migration.sql).map_err(internal)?;
                 tx.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-                    params![migration.version, migration.name, Utc::now().timestamp_millis()],
+                    params![
+                        migration.version,
+                        migration.name,
+                        Utc::now().timestamp_millis()
+                    ],
                 )
                 .map_err(internal)?;
-                tracing::info!(version = migration.version, name = migration.name, "applied migration");
+                tracing::info!(
+                    version = migration.version,
+                    name = migration.name,
+                    "applied migration"
+                );
             }
             tx.commit().map_err(internal)
         })
@@ -94,7 +107,11 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with_conn(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable)).await
+        self.with_conn(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(unavailable)
+        })
+        .await
     }
 
     async fn create_workspace(&self, workspace: &Workspace) -> Result<(), StoreError> {
@@ -138,7 +155,9 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let key = key.clone();
         self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(internal)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(internal)?;
             ensure_workspace(&tx, &key.workspace_id)?;
             if count_active(&tx, &key, None, now)? >= max_active {
                 return Err(StoreError::Conflict(Conflict::TooManyActiveKeys));
@@ -158,9 +177,15 @@ impl Store for SqliteStore {
         max_active: u32,
         now: DateTime<Utc>,
     ) -> Result<ApiKeyRecord, StoreError> {
-        let (ws, old_id, key) = (workspace_id.to_owned(), old_id.to_owned(), replacement.clone());
+        let (ws, old_id, key) = (
+            workspace_id.to_owned(),
+            old_id.to_owned(),
+            replacement.clone(),
+        );
         self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(internal)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(internal)?;
             let old = select_key(&tx, &ws, &old_id)?.ok_or(StoreError::NotFound(Entity::ApiKey))?;
             if old.status_at(now) != crate::domain::key_record::KeyStatus::Active {
                 return Err(StoreError::Conflict(Conflict::KeyNotActive));
@@ -230,9 +255,13 @@ impl Store for SqliteStore {
         let hash = *hash;
         self.with_conn(move |conn| {
             let mut stmt = conn
-                .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?1"))
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?1"
+                ))
                 .map_err(internal)?;
-            stmt.query_row([&hash.0[..]], key_from_row).optional().map_err(unavailable)
+            stmt.query_row([&hash.0[..]], key_from_row)
+                .optional()
+                .map_err(unavailable)
         })
         .await
     }
@@ -243,13 +272,24 @@ impl Store for SqliteStore {
             conn.execute(
                 "INSERT INTO users (id, email, name, password_hash, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![user.id, user.email, user.name, user.password_hash, user.created_at.timestamp_millis()],
+                params![
+                    user.id,
+                    user.email,
+                    user.name,
+                    user.password_hash,
+                    user.created_at.timestamp_millis()
+                ],
             )
             .map_err(|e| match constraint_violation(&e) {
                 true => StoreError::Conflict(Conflict::EmailTaken),
                 false => internal(e),
             })?;
-            Ok(User { id: user.id, email: user.email, name: user.name, created_at: user.created_at })
+            Ok(User {
+                id: user.id,
+                email: user.email,
+                name: user.name,
+                created_at: user.created_at,
+            })
         })
         .await
     }
@@ -263,10 +303,16 @@ impl Store for SqliteStore {
     ) -> Result<Membership, StoreError> {
         let (ws, user) = (workspace_id.to_owned(), user_id.to_owned());
         self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(internal)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(internal)?;
             ensure_workspace(&tx, &ws)?;
             let user_exists: bool = tx
-                .query_row("SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)", [&user], |r| r.get(0))
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)",
+                    [&user],
+                    |r| r.get(0),
+                )
                 .map_err(internal)?;
             if !user_exists {
                 return Err(StoreError::NotFound(Entity::User));
@@ -281,7 +327,12 @@ impl Store for SqliteStore {
                 false => internal(e),
             })?;
             tx.commit().map_err(internal)?;
-            Ok(Membership { workspace_id: ws, user_id: user, role, created_at: now })
+            Ok(Membership {
+                workspace_id: ws,
+                user_id: user,
+                role,
+                created_at: now,
+            })
         })
         .await
     }
@@ -419,12 +470,18 @@ fn select_key(conn: &Connection, ws: &str, id: &str) -> Result<Option<ApiKeyReco
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = ?1 AND id = ?2"
         ))
         .map_err(internal)?;
-    stmt.query_row([ws, id], key_from_row).optional().map_err(internal)
+    stmt.query_row([ws, id], key_from_row)
+        .optional()
+        .map_err(internal)
 }
 
 fn ensure_workspace(conn: &Connection, ws: &str) -> Result<(), StoreError> {
     let exists: bool = conn
-        .query_row("SELECT EXISTS (SELECT 1 FROM workspaces WHERE id = ?1)", [ws], |r| r.get(0))
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM workspaces WHERE id = ?1)",
+            [ws],
+            |r| r.get(0),
+        )
         .map_err(internal)?;
     if exists {
         Ok(())

@@ -102,18 +102,26 @@ pub async fn create(
     let label = required_text(&body.label, "invalid_label", "label", 100)?;
     let environment = match body.environment.as_deref() {
         None => Environment::Live,
-        Some(text) => Environment::parse(text)
-            .ok_or_else(|| ApiError::unprocessable("invalid_environment", "environment must be live or test."))?,
+        Some(text) => Environment::parse(text).ok_or_else(|| {
+            ApiError::unprocessable("invalid_environment", "environment must be live or test.")
+        })?,
     };
     let scopes = parse_scopes(&body.scopes)?;
     let workspace = existing_workspace(&state, &path).await?;
     let now = now();
     let (new_key, secret) = new_key(&state, &workspace.id, label, environment, scopes, now);
-    state.store.insert_api_key(&new_key, MAX_ACTIVE_KEYS_PER_SCOPE_SET, now).await?;
+    state
+        .store
+        .insert_api_key(&new_key, MAX_ACTIVE_KEYS_PER_SCOPE_SET, now)
+        .await?;
     state.registry.key_created(&new_key.key_hash);
     let record = new_key.into_record();
     tracing::info!(workspace_id = %record.workspace_id, key_id = %record.id, "api key created");
-    Ok(HttpResponse::Created().json(CreatedApiKey { api_key: ApiKeyView::new(&record, now), key: secret, replaces: None }))
+    Ok(HttpResponse::Created().json(CreatedApiKey {
+        api_key: ApiKeyView::new(&record, now),
+        key: secret,
+        replaces: None,
+    }))
 }
 
 /// Lists a workspace's keys (hints only), oldest first.
@@ -121,11 +129,16 @@ pub async fn create(
     params(("ws" = String, Path, description = "workspace id")),
     responses((status = 200, body = ApiKeyList), (status = 404, body = ErrorBody)),
     security(("admin_token" = [])))]
-pub async fn list(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let workspace = existing_workspace(&state, &path).await?;
     let now = now();
     let keys = state.store.list_api_keys(&workspace.id).await?;
-    Ok(HttpResponse::Ok().json(ApiKeyList { data: keys.iter().map(|k| ApiKeyView::new(k, now)).collect() }))
+    Ok(HttpResponse::Ok().json(ApiKeyList {
+        data: keys.iter().map(|k| ApiKeyView::new(k, now)).collect(),
+    }))
 }
 
 /// Reads one key (hint only).
@@ -133,7 +146,10 @@ pub async fn list(state: web::Data<AppState>, path: web::Path<String>) -> Result
     params(("ws" = String, Path, description = "workspace id"), ("id" = String, Path, description = "key id")),
     responses((status = 200, body = ApiKeyView), (status = 404, body = ErrorBody)),
     security(("admin_token" = [])))]
-pub async fn get(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (workspace_id, key_id) = path.into_inner();
     let record = existing_key(&state, &workspace_id, &key_id).await?;
     Ok(HttpResponse::Ok().json(ApiKeyView::new(&record, now())))
@@ -144,11 +160,17 @@ pub async fn get(state: web::Data<AppState>, path: web::Path<(String, String)>) 
     params(("ws" = String, Path, description = "workspace id"), ("id" = String, Path, description = "key id")),
     responses((status = 200, body = ApiKeyView), (status = 404, body = ErrorBody)),
     security(("admin_token" = [])))]
-pub async fn revoke(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub async fn revoke(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (workspace_id, key_id) = path.into_inner();
     existing_key(&state, &workspace_id, &key_id).await?;
     let now = now();
-    let record = state.store.revoke_api_key(&workspace_id, &key_id, now).await?;
+    let record = state
+        .store
+        .revoke_api_key(&workspace_id, &key_id, now)
+        .await?;
     state.registry.key_changed(&record);
     tracing::info!(workspace_id = %workspace_id, key_id = %key_id, "api key revoked");
     Ok(HttpResponse::Ok().json(ApiKeyView::new(&record, now)))
@@ -173,7 +195,13 @@ pub async fn rotate(
         RotateApiKey::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request("invalid_body", format!("Invalid JSON body: {}", crate::http::extractors::describe(&e)))
+            ApiError::bad_request(
+                "invalid_body",
+                format!(
+                    "Invalid JSON body: {}",
+                    crate::http::extractors::describe(&e)
+                ),
+            )
         })?
     };
     let grace_seconds = options.grace_seconds.unwrap_or(0);
@@ -185,8 +213,14 @@ pub async fn rotate(
     }
     let old = existing_key(&state, &workspace_id, &key_id).await?;
     let now = now();
-    let (replacement, secret) =
-        new_key(&state, &workspace_id, old.label.clone(), old.environment, old.scopes, now);
+    let (replacement, secret) = new_key(
+        &state,
+        &workspace_id,
+        old.label.clone(),
+        old.environment,
+        old.scopes,
+        now,
+    );
     let old = state
         .store
         .rotate_api_key(
@@ -211,15 +245,26 @@ pub async fn rotate(
 
 fn parse_scopes(names: &[String]) -> Result<ScopeSet, ApiError> {
     if names.is_empty() {
-        return Err(ApiError::unprocessable("invalid_scopes", "scopes must name at least one scope."));
+        return Err(ApiError::unprocessable(
+            "invalid_scopes",
+            "scopes must name at least one scope.",
+        ));
     }
     if names.len() > 64 {
-        return Err(ApiError::unprocessable("invalid_scopes", "scopes lists at most 64 names."));
+        return Err(ApiError::unprocessable(
+            "invalid_scopes",
+            "scopes lists at most 64 names.",
+        ));
     }
     ScopeSet::parse(names.iter().map(String::as_str)).map_err(|unknown| {
         ApiError::unprocessable(
             "invalid_scopes",
-            format!("{unknown}; known scopes: {}", crate::domain::scope::ALL_SCOPES.map(|s| s.as_str()).join(" ")),
+            format!(
+                "{unknown}; known scopes: {}",
+                crate::domain::scope::ALL_SCOPES
+                    .map(|s| s.as_str())
+                    .join(" ")
+            ),
         )
     })
 }
@@ -232,7 +277,9 @@ fn new_key(
     scopes: ScopeSet,
     now: DateTime<Utc>,
 ) -> (NewApiKey, String) {
-    let generated = generate_key(environment, &mut rand::thread_rng(), |k| state.hasher.hash(k));
+    let generated = generate_key(environment, &mut rand::thread_rng(), |k| {
+        state.hasher.hash(k)
+    });
     let key = NewApiKey {
         id: ids::new_id(ids::API_KEY),
         workspace_id: workspace_id.to_owned(),
@@ -247,13 +294,22 @@ fn new_key(
     (key, generated.secret.expose_secret().to_owned())
 }
 
-async fn existing_key(state: &AppState, workspace_id: &str, key_id: &str) -> Result<ApiKeyRecord, ApiError> {
+async fn existing_key(
+    state: &AppState,
+    workspace_id: &str,
+    key_id: &str,
+) -> Result<ApiKeyRecord, ApiError> {
     existing_workspace(state, workspace_id).await?;
-    let not_found = || ApiError::not_found("api_key_not_found", "No such API key in this workspace.");
+    let not_found =
+        || ApiError::not_found("api_key_not_found", "No such API key in this workspace.");
     if !ids::looks_like_id(key_id, ids::API_KEY) {
         return Err(not_found());
     }
-    state.store.get_api_key(workspace_id, key_id).await?.ok_or_else(not_found)
+    state
+        .store
+        .get_api_key(workspace_id, key_id)
+        .await?
+        .ok_or_else(not_found)
 }
 
 fn now() -> DateTime<Utc> {

@@ -63,17 +63,32 @@ pub async fn list(
             .parse::<u32>()
             .ok()
             .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::bad_request("invalid_limit", format!("limit must be from 1 to {MAX_LIMIT}.")))?,
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit must be from 1 to {MAX_LIMIT}."),
+                )
+            })?,
     };
     if let Some(scope) = &params.scope {
         if Scope::parse(scope).is_none() {
-            return Err(ApiError::bad_request("invalid_scope", "scope must be one of the eleven scope names."));
+            return Err(ApiError::bad_request(
+                "invalid_scope",
+                "scope must be one of the eleven scope names.",
+            ));
         }
     }
     let before = params
         .cursor
         .as_deref()
-        .map(|c| Uuid::parse_str(c).map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not a cursor this API returned.")))
+        .map(|c| {
+            Uuid::parse_str(c).map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_cursor",
+                    "cursor is not a cursor this API returned.",
+                )
+            })
+        })
         .transpose()?;
     let query = AuditQuery {
         key_label: params.key_label,
@@ -87,18 +102,38 @@ pub async fn list(
         limit: limit + 1,
     };
     let workspace = existing_workspace(&state, &path).await?;
-    let mut events = state.store.query_audit_events(&workspace.id, &query).await?;
+    let mut events = state
+        .store
+        .query_audit_events(&workspace.id, &query)
+        .await?;
     let has_more = events.len() > limit as usize;
     events.truncate(limit as usize);
-    let next_cursor = if has_more { events.last().map(|e| e.id.hyphenated().to_string()) } else { None };
-    Ok(HttpResponse::Ok().json(AuditLogPage { data: events, has_more, next_cursor }))
+    let next_cursor = if has_more {
+        events.last().map(|e| e.id.hyphenated().to_string())
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(AuditLogPage {
+        data: events,
+        has_more,
+        next_cursor,
+    }))
 }
 
-fn parse_time(text: Option<&str>, code: &'static str, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+fn parse_time(
+    text: Option<&str>,
+    code: &'static str,
+    name: &str,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
     text.map(|t| {
         DateTime::parse_from_rfc3339(t)
             .map(|d| d.with_timezone(&Utc))
-            .map_err(|_| ApiError::bad_request(code, format!("{name} must be an RFC 3339 time, like 2026-01-31T12:00:00Z.")))
+            .map_err(|_| {
+                ApiError::bad_request(
+                    code,
+                    format!("{name} must be an RFC 3339 time, like 2026-01-31T12:00:00Z."),
+                )
+            })
     })
     .transpose()
 }

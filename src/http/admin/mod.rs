@@ -6,7 +6,7 @@ pub mod audit_log;
 pub mod users;
 pub mod workspaces;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::middleware::{from_fn, Next};
@@ -23,13 +23,28 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .wrap(from_fn(require_admin_token))
                 .route("/workspaces", web::post().to(workspaces::create))
                 .route("/workspaces/{ws}", web::get().to(workspaces::get))
-                .route("/workspaces/{ws}/api-keys", web::post().to(api_keys::create))
+                .route(
+                    "/workspaces/{ws}/api-keys",
+                    web::post().to(api_keys::create),
+                )
                 .route("/workspaces/{ws}/api-keys", web::get().to(api_keys::list))
-                .route("/workspaces/{ws}/api-keys/{id}", web::get().to(api_keys::get))
-                .route("/workspaces/{ws}/api-keys/{id}", web::delete().to(api_keys::revoke))
-                .route("/workspaces/{ws}/api-keys/{id}/rotate", web::post().to(api_keys::rotate))
+                .route(
+                    "/workspaces/{ws}/api-keys/{id}",
+                    web::get().to(api_keys::get),
+                )
+                .route(
+                    "/workspaces/{ws}/api-keys/{id}",
+                    web::delete().to(api_keys::revoke),
+                )
+                .route(
+                    "/workspaces/{ws}/api-keys/{id}/rotate",
+                    web::post().to(api_keys::rotate),
+                )
                 .route("/users", web::post().to(users::create))
-                .route("/workspaces/{ws}/members", web::post().to(users::add_member))
+                .route(
+                    "/workspaces/{ws}/members",
+                    web::post().to(users::add_member),
+                )
                 .route("/workspaces/{ws}/audit-log", web::get().to(audit_log::list)),
         )
         .route("/metrics", web::get().to(metrics))
@@ -39,10 +54,10 @@ pub fn routes(config: &mut web::ServiceConfig) {
 
 /// Refuses every admin request without the admin token. The presented token is hashed and
 /// compared in constant time with the stored hash.
-async fn require_admin_token(
+async fn require_admin_token<B: MessageBody>(
     request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     let state = request.app_data::<web::Data<AppState>>().cloned();
     let presented = request
         .headers()
@@ -58,9 +73,12 @@ async fn require_admin_token(
         _ => false,
     };
     if !allowed {
-        return Err(ApiError::from(ErrorKind::InvalidCredentials { presented: presented.is_some() }).into());
+        let error = ApiError::from(ErrorKind::InvalidCredentials {
+            presented: presented.is_some(),
+        });
+        return Ok(request.error_response(error).map_into_right_body());
     }
-    next.call(request).await
+    Ok(next.call(request).await?.map_into_left_body())
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
@@ -70,7 +88,9 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(super::openapi::document())
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(super::openapi::document())
 }
 
 /// Checks the shape of a workspace id and that it exists.
@@ -82,7 +102,11 @@ pub(crate) async fn existing_workspace(
     if !ids::looks_like_id(workspace_id, ids::WORKSPACE) {
         return Err(not_found());
     }
-    state.store.get_workspace(workspace_id).await?.ok_or_else(not_found)
+    state
+        .store
+        .get_workspace(workspace_id)
+        .await?
+        .ok_or_else(not_found)
 }
 
 /// Trims a required text field and checks its length and characters.
@@ -94,13 +118,22 @@ pub(crate) fn required_text(
 ) -> Result<String, ApiError> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
-        return Err(ApiError::unprocessable(code, format!("{field} must not be empty.")));
+        return Err(ApiError::unprocessable(
+            code,
+            format!("{field} must not be empty."),
+        ));
     }
     if trimmed.chars().count() > max_chars {
-        return Err(ApiError::unprocessable(code, format!("{field} must be at most {max_chars} characters.")));
+        return Err(ApiError::unprocessable(
+            code,
+            format!("{field} must be at most {max_chars} characters."),
+        ));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(ApiError::unprocessable(code, format!("{field} must not contain control characters.")));
+        return Err(ApiError::unprocessable(
+            code,
+            format!("{field} must not contain control characters."),
+        ));
     }
     Ok(trimmed.to_owned())
 }

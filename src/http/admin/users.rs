@@ -37,7 +37,12 @@ pub struct UserView {
 
 impl From<User> for UserView {
     fn from(user: User) -> UserView {
-        UserView { id: user.id, email: user.email, name: user.name, created_at: user.created_at }
+        UserView {
+            id: user.id,
+            email: user.email,
+            name: user.name,
+            created_at: user.created_at,
+        }
     }
 }
 
@@ -76,19 +81,28 @@ impl From<Membership> for MemberView {
     responses((status = 201, body = UserView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody)),
     security(("admin_token" = [])))]
-pub async fn create(state: web::Data<AppState>, body: web::Json<CreateUser>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: web::Data<AppState>,
+    body: web::Json<CreateUser>,
+) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let email = body.email.trim().to_owned();
     if email.len() > 254
         || email.chars().any(|c| c.is_whitespace() || c.is_control())
         || !matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && domain.contains('.'))
     {
-        return Err(ApiError::unprocessable("invalid_email", "email must be an address like name@example.com."));
+        return Err(ApiError::unprocessable(
+            "invalid_email",
+            "email must be an address like name@example.com.",
+        ));
     }
     let name = required_text(&body.name, "invalid_name", "name", 100)?;
     let password_chars = body.password.expose_secret().chars().count();
     if !(8..=256).contains(&password_chars) {
-        return Err(ApiError::unprocessable("invalid_password", "password must be 8 to 256 characters."));
+        return Err(ApiError::unprocessable(
+            "invalid_password",
+            "password must be 8 to 256 characters.",
+        ));
     }
     let password_hash = hash_password(body.password).await?;
     let user = NewUser {
@@ -116,14 +130,20 @@ pub async fn add_member(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let role = Role::parse(&body.role).ok_or_else(|| {
-        ApiError::unprocessable("invalid_role", "role must be viewer, member, admin or owner.")
+        ApiError::unprocessable(
+            "invalid_role",
+            "role must be viewer, member, admin or owner.",
+        )
     })?;
     let workspace = existing_workspace(&state, &path).await?;
     if !ids::looks_like_id(&body.user_id, ids::USER) {
         return Err(ApiError::not_found("user_not_found", "No such user."));
     }
     let now = crate::clock::to_datetime(crate::clock::now_ms());
-    let membership = state.store.add_member(&workspace.id, &body.user_id, role, now).await?;
+    let membership = state
+        .store
+        .add_member(&workspace.id, &body.user_id, role, now)
+        .await?;
     Ok(HttpResponse::Created().json(MemberView::from(membership)))
 }
 

@@ -73,7 +73,10 @@ pub async fn create(
     params(("ws" = String, Path, description = "workspace id")),
     responses((status = 200, body = WorkspaceView), (status = 404, body = ErrorBody)),
     security(("admin_token" = [])))]
-pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let workspace = existing_workspace(&state, &path).await?;
     Ok(HttpResponse::Ok().json(WorkspaceView::from(workspace)))
 }

@@ -1,0 +1,361 @@
+//! The admin API: workspaces, keys, users and members, and what it does with bad input.
+
+use serde_json::json;
+
+use crate::helpers::{spawn_app, ADMIN_TOKEN};
+
+#[actix_web::test]
+async fn admin_api_requires_the_admin_token() {
+    let app = spawn_app().await;
+    let body = br#"{"name":"x"}"#;
+    let json = ("Content-Type", b"application/json".as_slice());
+    let missing = app
+        .raw(
+            &app.admin,
+            "POST",
+            "/admin/v1/workspaces",
+            &[json],
+            Some(body),
+        )
+        .await;
+    missing.assert_error(401, "invalid_credentials");
+    let wrong = app
+        .raw(
+            &app.admin,
+            "POST",
+            "/admin/v1/workspaces",
+            &[json, ("Authorization", b"Bearer not-the-token")],
+            Some(body),
+        )
+        .await;
+    wrong.assert_error(401, "invalid_credentials");
+    // The admin API is not served on the public listener at all.
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let public = app
+        .raw(
+            &app.public,
+            "POST",
+            "/admin/v1/workspaces",
+            &[json, ("Authorization", auth.as_bytes())],
+            Some(body),
+        )
+        .await;
+    public.assert_error(404, "not_found");
+}
+
+#[actix_web::test]
+async fn workspaces_are_created_and_read() {
+    let app = spawn_app().await;
+    let reply = app
+        .admin_call(
+            "POST",
+            "/admin/v1/workspaces",
+            Some(json!({ "name": "  Acme  " })),
+        )
+        .await;
+    assert_eq!(reply.status.as_u16(), 201);
+    let id = reply.body["id"].as_str().unwrap();
+    assert!(id.starts_with("ws_"));
+    assert_eq!(reply.body["name"], "Acme");
+    assert_eq!(
+        reply.body["rate_limits"],
+        json!({ "live": 1200, "test": 120 })
+    );
+    let read = app
+        .admin_call("GET", &format!("/admin/v1/workspaces/{id}"), None)
+        .await;
+    assert_eq!(read.status.as_u16(), 200);
+    assert_eq!(read.body["id"], id);
+    let unknown = app
+        .admin_call(
+            "GET",
+            "/admin/v1/workspaces/ws_0193aaaaaaaa7aaa8aaaaaaaaaaaaaaa",
+            None,
+        )
+        .await;
+    unknown.assert_error(404, "workspace_not_found");
+    let junk = app
+        .admin_call("GET", "/admin/v1/workspaces/..%2F..%2Fetc", None)
+        .await;
+    junk.assert_error(404, "workspace_not_found");
+}
+
+#[actix_web::test]
+async fn malformed_and_hostile_bodies_get_clear_4xx_errors() {
+    let app = spawn_app().await;
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let headers = [
+        ("Authorization", auth.as_bytes()),
+        ("Content-Type", b"application/json".as_slice()),
+    ];
+    let post = |body: &'static [u8]| {
+        app.raw(
+            &app.admin,
+            "POST",
+            "/admin/v1/workspaces",
+            &headers,
+            Some(body),
+        )
+    };
+    post(b"{\"name\":").await.assert_error(400, "invalid_body");
+    post(b"[]").await.assert_error(400, "invalid_body");
+    let unknown_field = post(br#"{"name":"a","plan":"gold"}"#).await;
+    unknown_field.assert_error(400, "invalid_body");
+    assert!(unknown_field.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("plan"));
+    let missing = post(b"{}").await;
+    missing.assert_error(400, "invalid_body");
+    assert!(missing.body["message"].as_str().unwrap().contains("name"));
+    post(br#"{"name":""}"#)
+        .await
+        .assert_error(422, "invalid_name");
+    post(br#"{"name":"a\u0000b"}"#)
+        .await
+        .assert_error(422, "invalid_name");
+    let long = format!(r#"{{"name":"{}"}}"#, "x".repeat(101))
+        .into_bytes()
+        .leak();
+    post(long).await.assert_error(422, "invalid_name");
+    let huge = format!(r#"{{"name":"{}"}}"#, "x".repeat(100_000))
+        .into_bytes()
+        .leak();
+    post(huge).await.assert_error(413, "body_too_large");
+    let not_json = app
+        .raw(
+            &app.admin,
+            "POST",
+            "/admin/v1/workspaces",
+            &[
+                ("Authorization", auth.as_bytes()),
+                ("Content-Type", b"text/plain"),
+            ],
+            Some(b"name=x"),
+        )
+        .await;
+    not_json.assert_error(415, "unsupported_media_type");
+    let wrong_method = app
+        .raw(
+            &app.admin,
+            "PUT",
+            "/admin/v1/workspaces",
+            &[("Authorization", auth.as_bytes())],
+            None,
+        )
+        .await;
+    assert!(wrong_method.status.is_client_error());
+    assert!(wrong_method.body["error"].is_string());
+}
+
+#[actix_web::test]
+async fn keys_are_shown_once_and_listed_by_hint() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let created = app
+        .create_key_raw(&ws, json!({ "label": "deploy-pipeline-prod", "scopes": ["checks:write", "checks:read", "checks:write"] }))
+        .await;
+    assert_eq!(created.status.as_u16(), 201, "{}", created.body);
+    let key = created.body["key"].as_str().unwrap();
+    assert!(
+        key.starts_with("sp_live_"),
+        "live is the default environment"
+    );
+    assert_eq!(created.body["environment"], "live");
+    assert_eq!(
+        created.body["scopes"],
+        json!(["checks:read", "checks:write"])
+    );
+    assert_eq!(created.body["status"], "active");
+    let hint = created.body["key_hint"].as_str().unwrap();
+    assert_eq!(hint, format!("sp_live_...{}", &key[key.len() - 4..]));
+    let created_at =
+        chrono::DateTime::parse_from_rfc3339(created.body["created_at"].as_str().unwrap()).unwrap();
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(created.body["expires_at"].as_str().unwrap()).unwrap();
+    assert_eq!((expires_at - created_at).num_days(), 365);
+
+    let id = created.body["id"].as_str().unwrap();
+    let listed = app
+        .admin_call("GET", &format!("/admin/v1/workspaces/{ws}/api-keys"), None)
+        .await;
+    assert_eq!(listed.status.as_u16(), 200);
+    assert_eq!(listed.body["data"][0]["id"], id);
+    assert_eq!(listed.body["data"][0]["key_hint"], hint);
+    assert!(
+        !listed.body.to_string().contains(key),
+        "a listing never shows the key"
+    );
+    let one = app
+        .admin_call(
+            "GET",
+            &format!("/admin/v1/workspaces/{ws}/api-keys/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(one.status.as_u16(), 200);
+    assert!(one.body.get("key").is_none());
+    let test_key = app
+        .create_key(&ws, "sandbox", "test", &["checks:read"])
+        .await
+        .1;
+    assert!(test_key.starts_with("sp_test_"));
+}
+
+#[actix_web::test]
+async fn key_creation_validates_every_field() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let bad = |body| app.create_key_raw(&ws, body);
+    let unknown_scope =
+        bad(json!({ "label": "a", "scopes": ["checks:read", "billing:write"] })).await;
+    unknown_scope.assert_error(422, "invalid_scopes");
+    assert!(unknown_scope.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("billing:write"));
+    bad(json!({ "label": "a", "scopes": [] }))
+        .await
+        .assert_error(422, "invalid_scopes");
+    bad(json!({ "label": "a", "scopes": "checks:read" }))
+        .await
+        .assert_error(400, "invalid_body");
+    bad(json!({ "label": "", "scopes": ["checks:read"] }))
+        .await
+        .assert_error(422, "invalid_label");
+    bad(json!({ "label": "   ", "scopes": ["checks:read"] }))
+        .await
+        .assert_error(422, "invalid_label");
+    bad(json!({ "label": "x".repeat(101), "scopes": ["checks:read"] }))
+        .await
+        .assert_error(422, "invalid_label");
+    bad(json!({ "label": "a", "environment": "prod", "scopes": ["checks:read"] }))
+        .await
+        .assert_error(422, "invalid_environment");
+    bad(json!({ "scopes": ["checks:read"] }))
+        .await
+        .assert_error(400, "invalid_body");
+    let unknown_ws = app
+        .create_key_raw(
+            "ws_0193aaaaaaaa7aaa8aaaaaaaaaaaaaaa",
+            json!({ "label": "a", "scopes": ["checks:read"] }),
+        )
+        .await;
+    unknown_ws.assert_error(404, "workspace_not_found");
+    let missing_key = app
+        .admin_call(
+            "GET",
+            &format!("/admin/v1/workspaces/{ws}/api-keys/key_nope"),
+            None,
+        )
+        .await;
+    missing_key.assert_error(404, "api_key_not_found");
+}
+
+#[actix_web::test]
+async fn at_most_two_active_keys_per_environment_and_scope_set() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let (first, _) = app
+        .create_key(&ws, "a", "live", &["checks:read", "incidents:read"])
+        .await;
+    app.create_key(&ws, "b", "live", &["incidents:read", "checks:read"])
+        .await;
+    let third = app
+        .create_key_raw(
+            &ws,
+            json!({ "label": "c", "scopes": ["checks:read", "incidents:read"] }),
+        )
+        .await;
+    third.assert_error(409, "too_many_active_keys");
+    // Another scope set or environment is another group.
+    app.create_key(&ws, "c", "live", &["checks:read"]).await;
+    app.create_key(&ws, "c", "test", &["checks:read", "incidents:read"])
+        .await;
+    // Revoking one frees its place.
+    assert_eq!(app.revoke_key(&ws, &first).await.status.as_u16(), 200);
+    app.create_key(&ws, "d", "live", &["checks:read", "incidents:read"])
+        .await;
+}
+
+#[actix_web::test]
+async fn concurrent_creations_cannot_exceed_two_active_keys() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let attempts = (0..6).map(|i| {
+        app.create_key_raw(
+            &ws,
+            json!({ "label": format!("k{i}"), "scopes": ["webhooks:read"] }),
+        )
+    });
+    let replies = futures_util::future::join_all(attempts).await;
+    let created = replies.iter().filter(|r| r.status.as_u16() == 201).count();
+    let refused = replies.iter().filter(|r| r.status.as_u16() == 409).count();
+    assert_eq!((created, refused), (2, 4));
+}
+
+#[actix_web::test]
+async fn users_and_members_with_roles() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let user = app
+        .admin_call("POST", "/admin/v1/users", Some(json!({ "email": "ada@example.com", "password": "correct horse battery", "name": "Ada" })))
+        .await;
+    assert_eq!(user.status.as_u16(), 201, "{}", user.body);
+    assert!(user.body.get("password").is_none() && user.body.get("password_hash").is_none());
+    let user_id = user.body["id"].as_str().unwrap();
+    let duplicate = app
+        .admin_call("POST", "/admin/v1/users", Some(json!({ "email": "ADA@example.com", "password": "another password", "name": "Ada" })))
+        .await;
+    duplicate.assert_error(409, "email_taken");
+    let short = app
+        .admin_call(
+            "POST",
+            "/admin/v1/users",
+            Some(json!({ "email": "bob@example.com", "password": "short", "name": "Bob" })),
+        )
+        .await;
+    short.assert_error(422, "invalid_password");
+    let bad_email = app
+        .admin_call(
+            "POST",
+            "/admin/v1/users",
+            Some(json!({ "email": "bob", "password": "long enough pw", "name": "Bob" })),
+        )
+        .await;
+    bad_email.assert_error(422, "invalid_email");
+
+    let members = format!("/admin/v1/workspaces/{ws}/members");
+    let member = app
+        .admin_call(
+            "POST",
+            &members,
+            Some(json!({ "user_id": user_id, "role": "viewer" })),
+        )
+        .await;
+    assert_eq!(member.status.as_u16(), 201, "{}", member.body);
+    assert_eq!(member.body["role"], "viewer");
+    let scopes = member.body["scopes"].as_array().unwrap();
+    assert!(!scopes.contains(&json!("billing:read")) && scopes.contains(&json!("checks:read")));
+    app.admin_call(
+        "POST",
+        &members,
+        Some(json!({ "user_id": user_id, "role": "admin" })),
+    )
+    .await
+    .assert_error(409, "already_member");
+    app.admin_call(
+        "POST",
+        &members,
+        Some(json!({ "user_id": user_id, "role": "superuser" })),
+    )
+    .await
+    .assert_error(422, "invalid_role");
+    app.admin_call(
+        "POST",
+        &members,
+        Some(json!({ "user_id": "usr_0193aaaaaaaa7aaa8aaaaaaaaaaaaaaa", "role": "owner" })),
+    )
+    .await
+    .assert_error(404, "user_not_found");
+}

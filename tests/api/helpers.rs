@@ -1,0 +1,404 @@
+//! `spawn_app()` and a `TestApp` with one method per endpoint.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use actix_web::rt::task::JoinHandle;
+use awc::http::StatusCode;
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use statuspulse_auth::actors::CacheSettings;
+use statuspulse_auth::config::Settings;
+use statuspulse_auth::domain::hashing::KeyHasher;
+use statuspulse_auth::startup::{Application, ApplicationHandle};
+use statuspulse_auth::store::SharedStore;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// A fixed hashing key, so tests can compute key hashes to seed storage directly.
+pub const HASHING_KEY_HEX: &str =
+    "8f3c1d2e4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+/// Every log line any test server writes, to check that no secret reaches the logs.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| Arc::new(Mutex::new(Vec::new())))
+}
+
+#[derive(Clone)]
+struct BufferWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for BufferWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let buffer = log_buffer().clone();
+        // Debug level, so that the no-secrets check covers more than the default output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug,actix_server=warn,actix_http=info,tokio_postgres=info")
+            .with_writer(move || BufferWriter(buffer.clone()))
+            .try_init();
+    });
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub public: String,
+    pub admin: String,
+    pub backend: Backend,
+    pub store: SharedStore,
+    pub data_dir: PathBuf,
+    /// The PostgreSQL database of this test, when on PostgreSQL.
+    pub database_name: Option<String>,
+    pub hasher: KeyHasher,
+    client: awc::Client,
+    handle: ApplicationHandle,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// A response, read whole.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HashMap<String, String>,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    pub fn error_code(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("<no error code>")
+    }
+
+    /// Checks the contract's error shape: JSON code, message, the request id, `X-Error`.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        assert_eq!(self.error_code(), code, "body: {}", self.body);
+        assert!(
+            self.body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{}",
+            self.body
+        );
+        assert_eq!(
+            self.body["request_id"].as_str(),
+            self.header("x-request-id"),
+            "{}",
+            self.body
+        );
+        assert_eq!(self.header("x-error"), Some(code));
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with_cache(CacheSettings::default()).await
+}
+
+pub async fn spawn_app_with_cache(cache: CacheSettings) -> TestApp {
+    init_logs();
+    let data_dir = std::env::temp_dir().join(format!("statuspulse-test-{}", uuid::Uuid::now_v7()));
+    let mut settings = Settings::for_tests(data_dir.clone(), ADMIN_TOKEN);
+    settings.hashing_key = Some(SecretString::from(HASHING_KEY_HEX.to_owned()));
+    let mut database_name = None;
+    let backend = match std::env::var("STATUSPULSE_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            let name = format!("statuspulse_test_{}", uuid::Uuid::now_v7().simple());
+            create_database(&url, &name).await;
+            settings.database_url = Some(SecretString::from(with_database(&url, &name)));
+            database_name = Some(name);
+            Backend::Postgres
+        }
+        _ => Backend::Sqlite,
+    };
+    let app = Application::build_with_cache(settings, cache)
+        .await
+        .expect("the app builds");
+    let public = format!("http://127.0.0.1:{}", app.public_port());
+    let admin = format!("http://127.0.0.1:{}", app.admin_port());
+    let handle = app.handle();
+    let store = app.store.clone();
+    let server = actix_web::rt::spawn(app.run_until_stopped());
+    let hasher = KeyHasher::new(statuspulse_auth::config::decode_hex_32(HASHING_KEY_HEX).unwrap());
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    TestApp {
+        public,
+        admin,
+        backend,
+        store,
+        data_dir,
+        database_name,
+        hasher,
+        client,
+        handle,
+        server: Some(server),
+    }
+}
+
+/// The admin URL of a PostgreSQL server with another database name.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, _) = url
+        .rsplit_once('/')
+        .expect("a postgres URL with a database path");
+    format!("{base}/{database}")
+}
+
+async fn create_database(url: &str, name: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL reachable");
+    actix_web::rt::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+}
+
+/// Runs SQL as the PostgreSQL superuser (to stage outages).
+pub async fn postgres_admin(sql: &str) {
+    let url =
+        std::env::var("STATUSPULSE_TEST_DATABASE_URL").expect("STATUSPULSE_TEST_DATABASE_URL");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL reachable");
+    actix_web::rt::spawn(connection);
+    client.batch_execute(sql).await.expect("admin SQL");
+}
+
+impl TestApp {
+    async fn read(
+        mut response: awc::ClientResponse<
+            impl futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>
+                + Unpin,
+        >,
+    ) -> Reply {
+        let status = response.status();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let bytes = response
+            .body()
+            .limit(16 * 1024 * 1024)
+            .await
+            .expect("read body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// An admin call with the admin token.
+    pub async fn admin_call(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let request = self
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", self.admin))
+            .insert_header(("Authorization", format!("Bearer {ADMIN_TOKEN}")));
+        let response = match body {
+            Some(body) => request.send_json(&body).await,
+            None => request.send().await,
+        };
+        Self::read(response.expect("admin request")).await
+    }
+
+    /// A raw request to either listener.
+    pub async fn raw(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &[u8])],
+        body: Option<&[u8]>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method.parse().unwrap(), format!("{base}{path}"));
+        for (name, value) in headers {
+            request = request.insert_header((
+                *name,
+                awc::http::header::HeaderValue::from_bytes(value).unwrap(),
+            ));
+        }
+        let response = match body {
+            Some(body) => request.send_body(body.to_vec()).await,
+            None => request.send().await,
+        };
+        Self::read(response.expect("request")).await
+    }
+
+    pub async fn create_workspace(&self, name: &str) -> String {
+        let reply = self
+            .admin_call(
+                "POST",
+                "/admin/v1/workspaces",
+                Some(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(reply.status.as_u16(), 201, "{}", reply.body);
+        reply.body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn create_key_raw(&self, workspace: &str, body: Value) -> Reply {
+        self.admin_call(
+            "POST",
+            &format!("/admin/v1/workspaces/{workspace}/api-keys"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Creates a key and returns (key id, full key).
+    pub async fn create_key(
+        &self,
+        workspace: &str,
+        label: &str,
+        environment: &str,
+        scopes: &[&str],
+    ) -> (String, String) {
+        let reply = self
+            .create_key_raw(
+                workspace,
+                json!({ "label": label, "environment": environment, "scopes": scopes }),
+            )
+            .await;
+        assert_eq!(reply.status.as_u16(), 201, "{}", reply.body);
+        (
+            reply.body["id"].as_str().unwrap().to_owned(),
+            reply.body["key"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn revoke_key(&self, workspace: &str, key_id: &str) -> Reply {
+        self.admin_call(
+            "DELETE",
+            &format!("/admin/v1/workspaces/{workspace}/api-keys/{key_id}"),
+            None,
+        )
+        .await
+    }
+
+    pub async fn rotate_key(&self, workspace: &str, key_id: &str, body: Option<Value>) -> Reply {
+        self.admin_call(
+            "POST",
+            &format!("/admin/v1/workspaces/{workspace}/api-keys/{key_id}/rotate"),
+            body,
+        )
+        .await
+    }
+
+    pub async fn me(&self, key: &str) -> Reply {
+        let auth = format!("Bearer {key}");
+        self.raw(
+            &self.public.clone(),
+            "GET",
+            "/v1/me",
+            &[("Authorization", auth.as_bytes())],
+            None,
+        )
+        .await
+    }
+
+    pub async fn authz(&self, key: &str, method: &str, uri: &str) -> Reply {
+        let auth = format!("Bearer {key}");
+        self.raw(
+            &self.public.clone(),
+            "GET",
+            "/v1/authz",
+            &[
+                ("Authorization", auth.as_bytes()),
+                ("X-Forwarded-Method", method.as_bytes()),
+                ("X-Forwarded-Uri", uri.as_bytes()),
+            ],
+            None,
+        )
+        .await
+    }
+
+    pub async fn audit_log(&self, workspace: &str, query: &str) -> Reply {
+        self.admin_call(
+            "GET",
+            &format!("/admin/v1/workspaces/{workspace}/audit-log{query}"),
+            None,
+        )
+        .await
+    }
+
+    /// Waits (bounded) until the workspace's audit log holds at least `count` events, and
+    /// returns them newest first. Events are batched, so they appear shortly after requests.
+    pub async fn wait_for_audit_events(&self, workspace: &str, count: usize) -> Vec<Value> {
+        for _ in 0..200 {
+            let reply = self.audit_log(workspace, "?limit=1000").await;
+            assert_eq!(reply.status.as_u16(), 200, "{}", reply.body);
+            let events = reply.body["data"].as_array().unwrap().clone();
+            if events.len() >= count {
+                return events;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("fewer than {count} audit events arrived");
+    }
+
+    pub async fn metrics(&self) -> String {
+        let reply = self
+            .raw(&self.admin.clone(), "GET", "/metrics", &[], None)
+            .await;
+        assert_eq!(reply.status.as_u16(), 200);
+        reply.body.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Stops the server gracefully and waits until it has flushed everything.
+    pub async fn stop(&mut self) {
+        self.handle.stop(true).await;
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server result");
+        }
+    }
+}
+
+/// The value of a metric line, e.g. `statuspulse_workspace_actors`.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing"))
+}

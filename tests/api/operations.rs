@@ -1,0 +1,82 @@
+//! Health, readiness, request ids, metrics, OpenAPI.
+
+use crate::helpers::{metric, spawn_app};
+
+#[actix_web::test]
+async fn health_and_readiness() {
+    let app = spawn_app().await;
+    let public = app.public.clone();
+    let health = app.raw(&public, "GET", "/healthz", &[], None).await;
+    assert_eq!(health.status.as_u16(), 200);
+    let ready = app.raw(&public, "GET", "/readyz", &[], None).await;
+    assert_eq!(ready.status.as_u16(), 200, "{}", ready.body);
+}
+
+#[actix_web::test]
+async fn every_answer_carries_a_request_id_and_insane_ones_are_replaced() {
+    let app = spawn_app().await;
+    let public = app.public.clone();
+    let generated = app.raw(&public, "GET", "/healthz", &[], None).await;
+    assert!(uuid::Uuid::parse_str(generated.header("x-request-id").unwrap()).is_ok());
+    let kept = app
+        .raw(
+            &public,
+            "GET",
+            "/nowhere",
+            &[("X-Request-ID", b"abc-123")],
+            None,
+        )
+        .await;
+    kept.assert_error(404, "not_found");
+    assert_eq!(kept.header("x-request-id"), Some("abc-123"));
+    let long = "x".repeat(500);
+    for bad in [
+        long.as_bytes(),
+        b"has space".as_slice(),
+        b"\xff\xfe".as_slice(),
+    ] {
+        let replaced = app
+            .raw(&public, "GET", "/healthz", &[("X-Request-ID", bad)], None)
+            .await;
+        let id = replaced.header("x-request-id").unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    }
+}
+
+#[actix_web::test]
+async fn metrics_count_verifications_and_cache_use() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let (_, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
+    for _ in 0..3 {
+        app.authz(&key, "GET", "/v1/checks").await;
+    }
+    app.authz("sp_live_bad", "GET", "/v1/checks").await;
+    let text = app.metrics().await;
+    assert!(
+        text.contains("statuspulse_verifications_total{route=\"authz\",outcome=\"ok\"} 3"),
+        "{text}"
+    );
+    assert!(text.contains(
+        "statuspulse_verifications_total{route=\"authz\",outcome=\"invalid_credentials\"} 1"
+    ));
+    assert_eq!(metric(&text, "statuspulse_key_cache_misses_total"), 1.0);
+    assert_eq!(metric(&text, "statuspulse_key_cache_hits_total"), 2.0);
+    assert_eq!(metric(&text, "statuspulse_workspace_actors"), 1.0);
+    assert_eq!(
+        metric(&text, "statuspulse_verification_duration_seconds_count"),
+        4.0
+    );
+}
+
+#[actix_web::test]
+async fn openapi_document_describes_both_apis() {
+    let app = spawn_app().await;
+    let reply = app
+        .raw(&app.admin.clone(), "GET", "/openapi.json", &[], None)
+        .await;
+    assert_eq!(reply.status.as_u16(), 200);
+    assert!(reply.body["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert!(reply.body["paths"]["/v1/authz"].is_object());
+    assert!(reply.body["paths"]["/admin/v1/workspaces/{ws}/api-keys"]["post"].is_object());
+}

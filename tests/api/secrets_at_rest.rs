@@ -1,0 +1,80 @@
+//! Keys exist only in the creation answer: not in storage, not in logs, not in errors.
+
+use crate::helpers::{captured_logs, spawn_app, Backend};
+
+#[actix_web::test]
+async fn created_keys_never_reach_storage_or_logs() {
+    let mut app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let (id, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
+    app.me(&key).await;
+    app.authz(&key, "POST", "/v1/checks").await;
+    let rotated = app.rotate_key(&ws, &id, None).await;
+    let rotated_key = rotated.body["key"].as_str().unwrap().to_owned();
+    app.me(&key).await;
+    app.me(&rotated_key).await;
+    app.stop().await;
+
+    let random_part = |k: &str| k["sp_live_".len()..].to_owned();
+    let secrets = [
+        key.clone(),
+        rotated_key.clone(),
+        random_part(&key),
+        random_part(&rotated_key),
+    ];
+    let logs = captured_logs();
+    assert!(logs.contains("api key created"), "the log capture works");
+    for secret in &secrets {
+        assert!(!logs.contains(secret.as_str()), "a key reached the logs");
+    }
+    match app.backend {
+        Backend::Sqlite => {
+            let mut bytes = Vec::new();
+            for entry in std::fs::read_dir(&app.data_dir).unwrap() {
+                bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(text.contains(&id), "the database files were read");
+            for secret in &secrets {
+                assert!(
+                    !text.contains(secret.as_str()),
+                    "a key reached the data directory"
+                );
+            }
+        }
+        Backend::Postgres => {
+            let url = std::env::var("STATUSPULSE_TEST_DATABASE_URL").unwrap();
+            let (base, _) = url.rsplit_once('/').unwrap();
+            let (client, connection) = tokio_postgres::connect(
+                &format!("{base}/{}", app.database_name.as_ref().unwrap()),
+                tokio_postgres::NoTls,
+            )
+            .await
+            .unwrap();
+            actix_web::rt::spawn(connection);
+            let mut dump = String::new();
+            for table in [
+                "workspaces",
+                "api_keys",
+                "users",
+                "workspace_members",
+                "audit_events",
+            ] {
+                for row in client
+                    .query(&format!("SELECT row_to_json(t)::text FROM {table} t"), &[])
+                    .await
+                    .unwrap()
+                {
+                    dump.push_str(row.get::<_, &str>(0));
+                }
+            }
+            assert!(dump.contains(&id), "the tables were read");
+            for secret in &secrets {
+                assert!(
+                    !dump.contains(secret.as_str()),
+                    "a key reached the database"
+                );
+            }
+        }
+    }
+}
