@@ -1,6 +1,7 @@
 //! The hot path: from an `Authorization` header to a decision, with the rate-limit check and
 //! the audit hand-off. Shared by `/v1/me`, `/v1/authz` and the benches.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,7 +10,7 @@ use uuid::Uuid;
 use crate::actors::{CacheLookup, CachedKey, WorkspaceHandle, WorkspaceRegistry};
 use crate::clock;
 use crate::domain::api_key::parse_key;
-use crate::domain::audit::AuditEvent;
+use crate::domain::audit::{AuditEvent, CredentialType};
 use crate::domain::hashing::KeyHasher;
 use crate::domain::key_record::KeyStatus;
 use crate::domain::rate_limit::RateDecision;
@@ -28,7 +29,7 @@ pub struct AccessRequest<'a> {
     pub path: &'a str,
     /// What the route demands, or why it could not be worked out.
     pub requirement: Result<RouteRequirement, RouteError>,
-    pub request_id: &'a str,
+    pub request_id: String,
     pub client_addr: Option<String>,
     pub route: HotRoute,
 }
@@ -123,13 +124,14 @@ impl Verifier {
         let started = Instant::now();
         let now_ms = clock::now_ms();
         let result = self.decide(&request, now_ms).await;
+        let route = request.route;
         let outcome = match &result {
             Ok(_) => Outcome::Ok,
             Err((denied, _)) => denied.reason.outcome(),
         };
         let result = match result {
             Ok((granted, handle)) => {
-                self.audit(&request, now_ms, &handle, &granted.key, granted.scope, None)
+                self.audit(request, now_ms, &handle, &granted.key, granted.scope, None)
                     .await;
                 Ok(granted)
             }
@@ -139,7 +141,7 @@ impl Verifier {
                     (DenyReason::RateLimited, Ok(RouteRequirement::Scope(scope))) => Some(scope),
                     _ => None,
                 };
-                self.audit(&request, now_ms, &handle, &key, scope, Some(denied.reason))
+                self.audit(request, now_ms, &handle, &key, scope, Some(denied.reason))
                     .await;
                 Err(denied)
             }
@@ -148,7 +150,7 @@ impl Verifier {
             Err((denied, None)) => Err(denied),
         };
         self.metrics
-            .record_verification(request.route, outcome, started.elapsed());
+            .record_verification(route, outcome, started.elapsed());
         result
     }
 
@@ -228,7 +230,7 @@ impl Verifier {
 
     async fn audit(
         &self,
-        request: &AccessRequest<'_>,
+        request: AccessRequest<'_>,
         now_ms: u64,
         handle: &WorkspaceHandle,
         key: &CachedKey,
@@ -238,25 +240,25 @@ impl Verifier {
         let (status, error_code) = match denied {
             Some(reason) => {
                 let (status, code) = reason.status_and_code();
-                (status, Some(code.to_owned()))
+                (status, Some(Cow::Borrowed(code)))
             }
             None => (200, None),
         };
         let event = AuditEvent {
             id: Uuid::now_v7(),
             occurred_at: clock::to_datetime(now_ms),
-            workspace_id: handle.state.id.to_string(),
-            credential_type: "api_key".to_owned(),
-            credential_id: key.record.id.clone(),
-            key_label: Some(key.record.label.clone()),
+            workspace_id: Arc::clone(&handle.state.id),
+            credential_type: CredentialType::ApiKey,
+            credential_id: Arc::clone(&key.shared_id),
+            key_label: Some(Arc::clone(&key.shared_label)),
             app_name: None,
             method: truncate(request.method, 16),
             path: truncate(request.path.split('?').next().unwrap_or_default(), 512),
-            scope: scope.map(|s| s.as_str().to_owned()),
+            scope: scope.map(|s| Cow::Borrowed(s.as_str())),
             status,
             error_code,
-            request_id: request.request_id.to_owned(),
-            client_addr: request.client_addr.clone(),
+            request_id: request.request_id,
+            client_addr: request.client_addr,
         };
         self.audit.record(event).await;
     }

@@ -29,6 +29,9 @@ pub struct CachedKey {
     pub scopes_header: String,
     /// `api_key:<id>`, for `X-StatusPulse-Credential`.
     pub credential_header: String,
+    /// The key's id and label, shared by every audit event of the key.
+    pub shared_id: Arc<str>,
+    pub shared_label: Arc<str>,
     /// When this entry was read from storage (ms since the epoch).
     pub fetched_at_ms: u64,
     refresh_pending: AtomicBool,
@@ -39,6 +42,8 @@ impl CachedKey {
         CachedKey {
             scopes_header: record.scopes.effective().to_canonical_string(),
             credential_header: format!("api_key:{}", record.id),
+            shared_id: Arc::from(record.id.as_str()),
+            shared_label: Arc::from(record.label.as_str()),
             record,
             fetched_at_ms,
             refresh_pending: AtomicBool::new(false),

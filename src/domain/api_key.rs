@@ -101,8 +101,8 @@ pub fn generate_key(
     for _ in 0..RANDOM_LEN {
         key.push(BASE62[rng.gen_range(0..BASE62.len())] as char);
     }
-    let checksum = checksum_of(&key);
-    key.push_str(&checksum_chars(checksum));
+    let checksum = checksum_digits(checksum_of(&key));
+    key.extend(checksum.iter().map(|&b| b as char));
     let hint = key_hint(&key);
     GeneratedKey {
         hash: hash(&key),
@@ -126,7 +126,7 @@ pub fn parse_key(key: &str) -> Result<Environment, KeyFormatError> {
         return Err(KeyFormatError::Shape);
     }
     let (body, checksum) = key.split_at(PREFIX_LEN + RANDOM_LEN);
-    if checksum_chars(checksum_of(body)).as_bytes() != checksum.as_bytes() {
+    if checksum_digits(checksum_of(body)) != checksum.as_bytes() {
         return Err(KeyFormatError::Checksum);
     }
     Ok(environment)
@@ -144,13 +144,13 @@ fn checksum_of(body: &str) -> u32 {
 }
 
 /// Six base62 digits, most significant first; 62^6 > 2^32 so every CRC fits.
-fn checksum_chars(mut value: u32) -> String {
+fn checksum_digits(mut value: u32) -> [u8; CHECKSUM_LEN] {
     let mut out = [b'0'; CHECKSUM_LEN];
     for slot in out.iter_mut().rev() {
         *slot = BASE62[(value % 62) as usize];
         value /= 62;
     }
-    out.iter().map(|b| *b as char).collect()
+    out
 }
 
 #[cfg(test)]

@@ -1,29 +1,65 @@
 //! The audit event every credentialed request yields.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// The kind of credential a request presented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialType {
+    ApiKey,
+    Oauth,
+}
+
+impl CredentialType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialType::ApiKey => "api_key",
+            CredentialType::Oauth => "oauth",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<CredentialType> {
+        match text {
+            "api_key" => Some(CredentialType::ApiKey),
+            "oauth" => Some(CredentialType::Oauth),
+            _ => None,
+        }
+    }
+}
+
 /// One request's use of a credential. Serializable because it travels through the job
-/// queue; the field names are the audit-log API's.
+/// queue; the field names are the audit-log API's. Built on every request, so the values
+/// the key cache already holds are shared (`Arc<str>`) and constant ones borrowed (`Cow`)
+/// rather than copied.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// UUIDv7: unique and ordered by time, so it doubles as the pagination cursor and makes
     /// re-delivered events idempotent.
     pub id: Uuid,
     pub occurred_at: DateTime<Utc>,
-    pub workspace_id: String,
-    /// `api_key` or `oauth`.
-    pub credential_type: String,
-    pub credential_id: String,
-    pub key_label: Option<String>,
-    pub app_name: Option<String>,
+    #[schema(value_type = String)]
+    pub workspace_id: Arc<str>,
+    pub credential_type: CredentialType,
+    #[schema(value_type = String)]
+    pub credential_id: Arc<str>,
+    #[schema(value_type = Option<String>)]
+    pub key_label: Option<Arc<str>>,
+    #[schema(value_type = Option<String>)]
+    pub app_name: Option<Arc<str>>,
     pub method: String,
     pub path: String,
-    /// The scope the request consumed; none for `/v1/me` or requests refused before it.
-    pub scope: Option<String>,
+    /// The scope the request consumed (or was refused for); none for `/v1/me` and for
+    /// requests refused before the scope was known.
+    #[schema(value_type = Option<String>)]
+    pub scope: Option<Cow<'static, str>>,
     pub status: u16,
-    pub error_code: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub error_code: Option<Cow<'static, str>>,
     pub request_id: String,
     pub client_addr: Option<String>,
 }

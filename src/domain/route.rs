@@ -46,21 +46,17 @@ pub fn required_scope(method: &str, uri: &str) -> Result<RouteRequirement, Route
     }
     let mut segments = rest.split('/');
     let first = segments.next().unwrap_or_default();
-    let remaining: Vec<&str> = segments.collect();
-    // A trailing slash leaves one empty last segment, which is harmless; any other empty
-    // or dot segment is ambiguous.
-    let inner = match remaining.split_last() {
-        Some((&"", inner)) => inner,
-        _ => &remaining[..],
-    };
-    if first.is_empty()
-        || first == "."
-        || first == ".."
-        || inner
-            .iter()
-            .any(|s| s.is_empty() || *s == "." || *s == "..")
-    {
+    if first.is_empty() || first == "." || first == ".." {
         return Err(RouteError::Ambiguous);
+    }
+    // Every later segment must be a real name; only a trailing slash (one empty last
+    // segment) is harmless.
+    let mut segments = segments.peekable();
+    while let Some(segment) = segments.next() {
+        let is_last = segments.peek().is_none();
+        if (segment.is_empty() && !is_last) || segment == "." || segment == ".." {
+            return Err(RouteError::Ambiguous);
+        }
     }
     if first == "me" {
         return Ok(RouteRequirement::NoScope);

@@ -80,7 +80,7 @@ pub async fn me(
             method: request.method().as_str(),
             path: request.path(),
             requirement: Ok(RouteRequirement::NoScope),
-            request_id: &request_id,
+            request_id,
             client_addr: request.peer_addr().map(|a| a.ip().to_string()),
             route: HotRoute::Me,
         })
@@ -148,7 +148,7 @@ pub async fn authz(
             method: method.unwrap_or("?"),
             path: uri.flatten().unwrap_or(""),
             requirement,
-            request_id: &request_id,
+            request_id,
             client_addr,
             route: HotRoute::Authz,
         })

@@ -2,12 +2,13 @@
 //! so a batch delivered twice is stored once.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use super::{JobContext, JobError};
 use crate::domain::audit::AuditEvent;
 
-pub async fn ingest(events: &[AuditEvent], context: &JobContext) -> Result<(), JobError> {
-    context.store.insert_audit_events(events).await?;
+pub async fn ingest(events: &Arc<[AuditEvent]>, context: &JobContext) -> Result<(), JobError> {
+    context.store.insert_audit_events(Arc::clone(events)).await?;
     let count = events.len() as u64;
     context
         .metrics

@@ -121,9 +121,7 @@ async fn publish(queue: &Arc<dyn JobQueue>, batch: &mut Vec<AuditEvent>) {
     if batch.is_empty() {
         return;
     }
-    let job = Job::IngestAudit {
-        events: std::mem::take(batch),
-    };
+    let job = Job::IngestAudit { events: Arc::from(std::mem::take(batch)) };
     let mut backoff = Duration::from_millis(50);
     loop {
         match queue.publish(job.clone()).await {

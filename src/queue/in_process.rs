@@ -11,8 +11,12 @@ use tokio::task::JoinHandle;
 use super::{Job, JobQueue, QueueError};
 use crate::jobs::JobContext;
 
+/// Jobs waiting to run before publishers wait. Bounded so that when storage falls behind,
+/// the wait reaches the audit batcher and then the hot path, instead of memory growing.
+const CAPACITY: usize = 64;
+
 pub struct InProcessQueue {
-    sender: parking_lot::Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    sender: parking_lot::Mutex<Option<mpsc::Sender<Job>>>,
     runner: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -22,7 +26,7 @@ const SHUTDOWN_RETRY_BUDGET: Duration = Duration::from_secs(10);
 impl InProcessQueue {
     /// Starts the runner task on the current Tokio runtime.
     pub fn start(context: JobContext) -> Arc<InProcessQueue> {
-        let (sender, receiver) = mpsc::unbounded_channel();
+        let (sender, receiver) = mpsc::channel(CAPACITY);
         let runner = tokio::spawn(run_jobs(receiver, context));
         Arc::new(InProcessQueue {
             sender: parking_lot::Mutex::new(Some(sender)),
@@ -46,7 +50,7 @@ impl InProcessQueue {
 impl JobQueue for InProcessQueue {
     async fn publish(&self, job: Job) -> Result<(), QueueError> {
         let sender = self.sender.lock().clone().ok_or(QueueError::Closed)?;
-        sender.send(job).map_err(|_| QueueError::Closed)
+        sender.send(job).await.map_err(|_| QueueError::Closed)
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
@@ -57,7 +61,7 @@ impl JobQueue for InProcessQueue {
     }
 }
 
-async fn run_jobs(mut receiver: mpsc::UnboundedReceiver<Job>, context: JobContext) {
+async fn run_jobs(mut receiver: mpsc::Receiver<Job>, context: JobContext) {
     while let Some(job) = receiver.recv().await {
         run_with_retries(&job, &context).await;
     }

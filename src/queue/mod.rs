@@ -5,6 +5,8 @@
 pub mod audit_sink;
 pub mod in_process;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +17,7 @@ use crate::domain::audit::AuditEvent;
 #[serde(tag = "job", rename_all = "snake_case")]
 pub enum Job {
     /// Write a batch of audit events to the audit log.
-    IngestAudit { events: Vec<AuditEvent> },
+    IngestAudit { events: Arc<[AuditEvent]> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +30,9 @@ pub enum QueueError {
 
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
-    /// Hands a job over. `Ok` means the queue has taken responsibility for it.
+    /// Hands a job over, waiting while the queue is full. `Ok` means the queue has taken
+    /// responsibility for it. Jobs are cheap to clone (their payloads are shared), so a
+    /// caller keeps a copy to retry with.
     async fn publish(&self, job: Job) -> Result<(), QueueError>;
     /// Whether the queue can take jobs, for readiness.
     async fn ping(&self) -> Result<(), QueueError>;

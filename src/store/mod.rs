@@ -160,7 +160,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Membership, StoreError>;
 
     /// Inserts events, ignoring ids already stored (redelivery is expected).
-    async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    async fn insert_audit_events(&self, events: Arc<[AuditEvent]>) -> Result<(), StoreError>;
     /// Events of a workspace, newest first.
     async fn query_audit_events(
         &self,

@@ -2,6 +2,7 @@
 //! per connection.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -16,7 +17,7 @@ use uuid::Uuid;
 use super::migrations::POSTGRES as MIGRATIONS;
 use super::{Conflict, Entity, NewApiKey, NewUser, Store, StoreError};
 use crate::domain::api_key::Environment;
-use crate::domain::audit::{AuditEvent, AuditQuery};
+use crate::domain::audit::{AuditEvent, AuditQuery, CredentialType};
 use crate::domain::hashing::KeyHash;
 use crate::domain::key_record::{ApiKeyRecord, KeyStatus};
 use crate::domain::scope::ScopeSet;
@@ -310,7 +311,7 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+    async fn insert_audit_events(&self, events: Arc<[AuditEvent]>) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -337,16 +338,16 @@ impl Store for PostgresStore {
                     &[
                         &e.id,
                         &e.occurred_at,
-                        &e.workspace_id,
-                        &e.credential_type,
-                        &e.credential_id,
-                        &e.key_label,
-                        &e.app_name,
+                        &&*e.workspace_id,
+                        &e.credential_type.as_str(),
+                        &&*e.credential_id,
+                        &e.key_label.as_deref(),
+                        &e.app_name.as_deref(),
                         &e.method,
                         &e.path,
-                        &e.scope,
+                        &e.scope.as_deref(),
                         &status,
-                        &e.error_code,
+                        &e.error_code.as_deref(),
                         &e.request_id,
                         &e.client_addr,
                     ],
@@ -425,19 +426,23 @@ fn key_from_row(row: &Row) -> Result<ApiKeyRecord, StoreError> {
 
 fn audit_from_row(row: &Row) -> Result<AuditEvent, StoreError> {
     let status: i32 = row.try_get(10).map_err(pg)?;
+    let credential_type: &str = row.try_get(3).map_err(pg)?;
+    let text = |i: usize| row.try_get::<_, String>(i).map_err(pg);
+    let optional = |i: usize| row.try_get::<_, Option<String>>(i).map_err(pg);
     Ok(AuditEvent {
         id: row.try_get::<_, Uuid>(0).map_err(pg)?,
         occurred_at: row.try_get(1).map_err(pg)?,
-        workspace_id: row.try_get(2).map_err(pg)?,
-        credential_type: row.try_get(3).map_err(pg)?,
-        credential_id: row.try_get(4).map_err(pg)?,
-        key_label: row.try_get(5).map_err(pg)?,
-        app_name: row.try_get(6).map_err(pg)?,
-        method: row.try_get(7).map_err(pg)?,
-        path: row.try_get(8).map_err(pg)?,
-        scope: row.try_get(9).map_err(pg)?,
+        workspace_id: text(2)?.into(),
+        credential_type: CredentialType::parse(credential_type)
+            .ok_or_else(|| corrupt("audit credential type"))?,
+        credential_id: text(4)?.into(),
+        key_label: optional(5)?.map(Into::into),
+        app_name: optional(6)?.map(Into::into),
+        method: text(7)?,
+        path: text(8)?,
+        scope: optional(9)?.map(Into::into),
         status: u16::try_from(status).map_err(|_| corrupt("audit status"))?,
-        error_code: row.try_get(11).map_err(pg)?,
+        error_code: optional(11)?.map(Into::into),
         request_id: row.try_get(12).map_err(pg)?,
         client_addr: row.try_get(13).map_err(pg)?,
     })

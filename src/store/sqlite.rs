@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::migrations::SQLITE as MIGRATIONS;
 use super::{Conflict, Entity, NewApiKey, NewUser, Store, StoreError};
 use crate::domain::api_key::Environment;
-use crate::domain::audit::{AuditEvent, AuditQuery};
+use crate::domain::audit::{AuditEvent, AuditQuery, CredentialType};
 use crate::domain::hashing::KeyHash;
 use crate::domain::key_record::ApiKeyRecord;
 use crate::domain::scope::ScopeSet;
@@ -337,8 +337,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        let events = events.to_vec();
+    async fn insert_audit_events(&self, events: Arc<[AuditEvent]>) -> Result<(), StoreError> {
         self.with_conn(move |conn| {
             let tx = conn.transaction().map_err(unavailable)?;
             {
@@ -351,20 +350,20 @@ impl Store for SqliteStore {
                          ON CONFLICT (id) DO NOTHING",
                     )
                     .map_err(internal)?;
-                for e in &events {
+                for e in events.iter() {
                     stmt.execute(params![
                         e.id.hyphenated().to_string(),
                         e.occurred_at.timestamp_millis(),
-                        e.workspace_id,
-                        e.credential_type,
-                        e.credential_id,
-                        e.key_label,
-                        e.app_name,
+                        &*e.workspace_id,
+                        e.credential_type.as_str(),
+                        &*e.credential_id,
+                        e.key_label.as_deref(),
+                        e.app_name.as_deref(),
                         e.method,
                         e.path,
-                        e.scope,
+                        e.scope.as_deref(),
                         e.status,
-                        e.error_code,
+                        e.error_code.as_deref(),
                         e.request_id,
                         e.client_addr,
                     ])
@@ -446,19 +445,21 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
 
 fn audit_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEvent> {
     let id: String = row.get(0)?;
+    let credential_type: String = row.get(3)?;
     Ok(AuditEvent {
         id: Uuid::parse_str(&id).map_err(|_| corrupt(0, "audit id"))?,
         occurred_at: from_millis(row.get(1)?),
-        workspace_id: row.get(2)?,
-        credential_type: row.get(3)?,
-        credential_id: row.get(4)?,
-        key_label: row.get(5)?,
-        app_name: row.get(6)?,
+        workspace_id: row.get::<_, String>(2)?.into(),
+        credential_type: CredentialType::parse(&credential_type)
+            .ok_or_else(|| corrupt(3, "credential type"))?,
+        credential_id: row.get::<_, String>(4)?.into(),
+        key_label: row.get::<_, Option<String>>(5)?.map(Into::into),
+        app_name: row.get::<_, Option<String>>(6)?.map(Into::into),
         method: row.get(7)?,
         path: row.get(8)?,
-        scope: row.get(9)?,
+        scope: row.get::<_, Option<String>>(9)?.map(Into::into),
         status: row.get(10)?,
-        error_code: row.get(11)?,
+        error_code: row.get::<_, Option<String>>(11)?.map(Into::into),
         request_id: row.get(12)?,
         client_addr: row.get(13)?,
     })
