@@ -15,13 +15,13 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use secrecy::ExposeSecret;
 use statuspulse_auth::actors::{CacheSettings, WorkspaceRegistry};
 use statuspulse_auth::domain::api_key::{generate_key, parse_key, Environment};
+use statuspulse_auth::domain::audit::{AuditEvent, CredentialType};
 use statuspulse_auth::domain::hashing::KeyHasher;
 use statuspulse_auth::domain::key_record::expiry_for;
 use statuspulse_auth::domain::rate_limit::RateLimiter;
 use statuspulse_auth::domain::route::{required_scope, RouteRequirement};
 use statuspulse_auth::domain::scope::ScopeSet;
 use statuspulse_auth::domain::workspace::Workspace;
-use statuspulse_auth::domain::audit::{AuditEvent, CredentialType};
 use statuspulse_auth::metrics::{HotRoute, Metrics};
 use statuspulse_auth::queue::audit_sink::AuditBatcher;
 use statuspulse_auth::queue::{Job, JobQueue, QueueError};
@@ -31,10 +31,16 @@ use statuspulse_auth::verify::{AccessRequest, Verifier};
 
 fn pieces(c: &mut Criterion) {
     let hasher = KeyHasher::new([7; 32]);
-    let key = generate_key(Environment::Live, &mut rand::thread_rng(), |k| hasher.hash(k));
+    let key = generate_key(Environment::Live, &mut rand::thread_rng(), |k| {
+        hasher.hash(k)
+    });
     let key = key.secret.expose_secret().to_owned();
-    c.bench_function("key_parse_and_checksum", |b| b.iter(|| parse_key(black_box(&key))));
-    c.bench_function("keyed_blake3_hash", |b| b.iter(|| hasher.hash(black_box(&key))));
+    c.bench_function("key_parse_and_checksum", |b| {
+        b.iter(|| parse_key(black_box(&key)))
+    });
+    c.bench_function("keyed_blake3_hash", |b| {
+        b.iter(|| hasher.hash(black_box(&key)))
+    });
     c.bench_function("route_to_scope", |b| {
         b.iter(|| required_scope(black_box("GET"), black_box("/v1/checks/chk_123?page=2")))
     });
@@ -53,7 +59,14 @@ fn pieces(c: &mut Criterion) {
 /// The whole verification of a cached key, with a real SQLite store and audit pipeline.
 fn whole_verification(c: &mut Criterion) {
     let system = actix_rt::System::new();
-    let (verifier, keys, _batcher) = system.block_on(setup(4_096));
+    // As in the server, the audit batcher runs on its own thread (the server's main
+    // arbiter), not on the thread that verifies.
+    let audit_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (verifier, keys, _batcher) = system.block_on(setup(4_096, &audit_runtime));
     let verifier = Arc::new(verifier);
     let mut group = c.benchmark_group("verify");
     group.bench_function("cached_key_authz", |b| {
@@ -73,7 +86,8 @@ fn whole_verification(c: &mut Criterion) {
                             method: "GET",
                             path: "/v1/checks/chk_1",
                             requirement: Ok(RouteRequirement::Scope(
-                                statuspulse_auth::domain::scope::Scope::parse("checks:read").unwrap(),
+                                statuspulse_auth::domain::scope::Scope::parse("checks:read")
+                                    .unwrap(),
                             )),
                             request_id: "01a21ec3-5252-72e9-a4a8-b808d7aeb367".to_owned(),
                             client_addr: Some("127.0.0.1".to_owned()),
@@ -88,31 +102,60 @@ fn whole_verification(c: &mut Criterion) {
             })
         })
     });
+    // The baseline, measured in the same run so that the ratio survives a noisy machine:
+    // the least a cached-key check can do, one lookup of the presented header in a map.
+    let naive: std::collections::HashMap<String, usize> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.clone(), i))
+        .collect();
+    group.bench_function("baseline_plain_map_lookup", |b| {
+        let mut i = 0_usize;
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(naive.get(black_box(keys[i].as_str())))
+        })
+    });
     group.finish();
 }
 
 /// A verifier with `workspaces` workspaces of one cached live key each; returns the keys as
 /// `Authorization` header values.
-async fn setup(workspaces: usize) -> (Verifier, Vec<String>, AuditBatcher) {
+async fn setup(
+    workspaces: usize,
+    audit_runtime: &tokio::runtime::Runtime,
+) -> (Verifier, Vec<String>, AuditBatcher) {
     let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
     store.migrate().await.unwrap();
     let metrics = Arc::new(Metrics::default());
     // The audit channel and batcher are the real ones; the jobs they publish are dropped, so
     // that this bench measures the hand-off and not the audit log's write rate, which
     // `audit_ingest` measures on its own.
-    let (sink, batcher) = AuditBatcher::start(Arc::new(DroppedJobs), Arc::clone(&metrics));
+    let (sink, batcher) = {
+        let _on_audit_runtime = audit_runtime.enter();
+        AuditBatcher::start(Arc::new(DroppedJobs), Arc::clone(&metrics))
+    };
     let hasher = KeyHasher::new([7; 32]);
     let registry = WorkspaceRegistry::new(
         Arc::clone(&store),
-        CacheSettings { key_ttl: Duration::from_secs(3600), ..Default::default() },
+        CacheSettings {
+            key_ttl: Duration::from_secs(3600),
+            ..Default::default()
+        },
     );
     let verifier = Verifier::new(hasher.clone(), registry, sink, metrics);
     let mut headers = Vec::new();
     let now = Utc::now();
     for i in 0..workspaces {
-        let workspace = Workspace { id: format!("ws_{i:032x}"), name: format!("bench {i}"), created_at: now };
+        let workspace = Workspace {
+            id: format!("ws_{i:032x}"),
+            name: format!("bench {i}"),
+            created_at: now,
+        };
         store.create_workspace(&workspace).await.unwrap();
-        let generated = generate_key(Environment::Live, &mut rand::thread_rng(), |k| hasher.hash(k));
+        let generated = generate_key(Environment::Live, &mut rand::thread_rng(), |k| {
+            hasher.hash(k)
+        });
         let key = NewApiKey {
             id: format!("key_{i:032x}"),
             workspace_id: workspace.id.clone(),
@@ -142,6 +185,8 @@ async fn setup(workspaces: usize) -> (Verifier, Vec<String>, AuditBatcher) {
             .unwrap();
         headers.push(header);
     }
+    // Let the workspace actors run their `started` hook before measuring.
+    actix_rt::time::sleep(Duration::from_millis(20)).await;
     (verifier, headers, batcher)
 }
 
@@ -161,7 +206,10 @@ impl JobQueue for DroppedJobs {
 /// Audit-log write rate: one 500-event batch (the batcher's maximum) into an SQLite file
 /// in WAL mode, as in the embedded default. Reported per batch; divide by 500 per event.
 fn audit_ingest(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = std::env::temp_dir().join(format!("statuspulse-bench-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
     let store: SharedStore = Arc::new(SqliteStore::open(&dir.join("bench.db")).unwrap());
@@ -188,7 +236,10 @@ fn audit_ingest(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let batch: Vec<AuditEvent> = (0..500)
-                    .map(|_| AuditEvent { id: uuid::Uuid::now_v7(), ..template.clone() })
+                    .map(|_| AuditEvent {
+                        id: uuid::Uuid::now_v7(),
+                        ..template.clone()
+                    })
                     .collect();
                 Arc::<[AuditEvent]>::from(batch)
             },

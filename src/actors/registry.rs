@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use actix::{Actor, Addr};
 use dashmap::DashMap;
+use rustc_hash::FxBuildHasher;
 
 use super::workspace::{CachedKey, RefreshKey, WorkspaceActor, WorkspaceState};
-use crate::domain::hashing::KeyHash;
+use crate::domain::hashing::{KeyHash, KeyHashState};
 use crate::domain::key_record::ApiKeyRecord;
 use crate::store::{SharedStore, StoreError};
 
@@ -53,11 +54,12 @@ pub enum CacheLookup {
 }
 
 pub struct WorkspaceRegistry {
-    workspaces: DashMap<Arc<str>, WorkspaceHandle>,
+    /// Workspace ids come from storage, never from callers, so a fast non-keyed hash is safe.
+    workspaces: DashMap<Arc<str>, WorkspaceHandle, FxBuildHasher>,
     /// Which workspace's cache holds a key.
-    key_index: DashMap<KeyHash, Arc<str>>,
+    key_index: DashMap<KeyHash, Arc<str>, KeyHashState>,
     /// Keys storage did not know, with when to forget that (ms since the epoch).
-    unknown_keys: DashMap<KeyHash, u64>,
+    unknown_keys: DashMap<KeyHash, u64, KeyHashState>,
     store: SharedStore,
     settings: CacheSettings,
     this: Weak<WorkspaceRegistry>,
@@ -66,9 +68,9 @@ pub struct WorkspaceRegistry {
 impl WorkspaceRegistry {
     pub fn new(store: SharedStore, settings: CacheSettings) -> Arc<Self> {
         Arc::new_cyclic(|this| WorkspaceRegistry {
-            workspaces: DashMap::new(),
-            key_index: DashMap::new(),
-            unknown_keys: DashMap::new(),
+            workspaces: DashMap::default(),
+            key_index: DashMap::default(),
+            unknown_keys: DashMap::default(),
             store,
             settings,
             this: this.clone(),

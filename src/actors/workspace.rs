@@ -17,7 +17,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::registry::WorkspaceRegistry;
 use crate::domain::api_key::Environment;
-use crate::domain::hashing::KeyHash;
+use crate::domain::hashing::{KeyHash, KeyHashState};
 use crate::domain::key_record::ApiKeyRecord;
 use crate::domain::rate_limit::{RateDecision, RateLimiter};
 
@@ -60,7 +60,7 @@ impl CachedKey {
 /// What a workspace's actor owns; shared with request handlers through an `Arc`.
 pub struct WorkspaceState {
     pub id: Arc<str>,
-    keys: RwLock<HashMap<KeyHash, Arc<CachedKey>>>,
+    keys: RwLock<HashMap<KeyHash, Arc<CachedKey>, KeyHashState>>,
     live_limiter: Mutex<RateLimiter>,
     test_limiter: Mutex<RateLimiter>,
     last_used_ms: AtomicU64,
@@ -70,7 +70,7 @@ impl WorkspaceState {
     pub fn new(id: Arc<str>, now_ms: u64) -> WorkspaceState {
         WorkspaceState {
             id,
-            keys: RwLock::new(HashMap::new()),
+            keys: RwLock::new(HashMap::default()),
             live_limiter: Mutex::new(RateLimiter::new(Environment::Live.requests_per_minute())),
             test_limiter: Mutex::new(RateLimiter::new(Environment::Test.requests_per_minute())),
             last_used_ms: AtomicU64::new(now_ms),

@@ -49,7 +49,7 @@ impl Environment {
     }
 
     /// Requests per minute a workspace may make with credentials of this environment.
-    pub fn requests_per_minute(self) -> u32 {
+    pub fn requests_per_minute(self) -> u16 {
         match self {
             Environment::Live => 1_200,
             Environment::Test => 120,

@@ -3,12 +3,48 @@
 //! to test guesses offline.
 
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use subtle::ConstantTimeEq;
 
 /// A keyed BLAKE3 hash of a credential.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct KeyHash(pub [u8; 32]);
+
+/// A `KeyHash` is already uniformly random and unknowable to callers (they do not have the
+/// hashing key), so hash tables can use its first eight bytes as is: no SipHash on the hot
+/// path, and no way to aim collisions at a bucket.
+impl Hash for KeyHash {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut prefix = [0u8; 8];
+        prefix.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(prefix));
+    }
+}
+
+/// The hasher for tables keyed by [`KeyHash`]: passes the prefix through.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHashHasher(u64);
+
+impl Hasher for KeyHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached if something other than a KeyHash is hashed with it; stay correct.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+/// `BuildHasher` for `HashMap<KeyHash, _>` and `DashMap<KeyHash, _>`.
+pub type KeyHashState = BuildHasherDefault<KeyHashHasher>;
 
 impl KeyHash {
     pub fn as_bytes(&self) -> &[u8; 32] {

@@ -30,7 +30,8 @@ pub struct RateDecision {
 #[derive(Clone, Debug)]
 pub struct RateLimiter {
     limit: u32,
-    counts: [u32; SLOTS],
+    /// u16 keeps the window in two cache lines; a limit above 65,535 per minute would not fit.
+    counts: [u16; SLOTS],
     /// The second (since the epoch) of the newest bucket.
     newest_second: u64,
     /// The sum of `counts`.
@@ -38,9 +39,9 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    pub fn new(limit: u32) -> RateLimiter {
+    pub fn new(limit: u16) -> RateLimiter {
         RateLimiter {
-            limit,
+            limit: u32::from(limit),
             counts: [0; SLOTS],
             newest_second: 0,
             total: 0,
@@ -89,7 +90,7 @@ impl RateLimiter {
         let steps = (now_second - self.newest_second).min(SLOTS as u64);
         for step in 1..=steps {
             let index = slot(self.newest_second + step);
-            self.total -= self.counts[index];
+            self.total -= u32::from(self.counts[index]);
             self.counts[index] = 0;
         }
         self.newest_second = now_second;
@@ -125,7 +126,7 @@ mod tests {
 
     /// Runs `arrivals` (ms offsets) through a limiter and returns the accepted times.
     fn accepted(limit: u32, arrivals: impl IntoIterator<Item = u64>) -> Vec<u64> {
-        let mut limiter = RateLimiter::new(limit);
+        let mut limiter = RateLimiter::new(limit as u16);
         arrivals
             .into_iter()
             .filter(|t| limiter.check(START_MS + t).allowed)

@@ -8,7 +8,10 @@ use super::{JobContext, JobError};
 use crate::domain::audit::AuditEvent;
 
 pub async fn ingest(events: &Arc<[AuditEvent]>, context: &JobContext) -> Result<(), JobError> {
-    context.store.insert_audit_events(Arc::clone(events)).await?;
+    context
+        .store
+        .insert_audit_events(Arc::clone(events))
+        .await?;
     let count = events.len() as u64;
     context
         .metrics

@@ -1,48 +1,73 @@
-//! The hot path's hand-off for audit events: a bounded channel into a batcher task that
-//! publishes `IngestAudit` jobs of up to `MAX_BATCH` events, or whatever arrived within
-//! `FLUSH_INTERVAL`. Requests pay one channel send; storage sees one write per batch.
+//! The hot path's hand-off for audit events.
+//!
+//! Requests push events onto a bounded lock-free queue; a batcher task drains it every
+//! `FLUSH_INTERVAL` (or at once when it fills) and publishes `IngestAudit` jobs of up to
+//! `MAX_BATCH` events. A request pays one compare-and-swap: no lock, no allocation, and no
+//! cross-thread wake-up (a channel would wake the batcher, a system call, for nearly every
+//! event). Storage sees one write per batch.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use crossbeam_queue::ArrayQueue;
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use super::{Job, JobQueue};
+use super::{Job, JobQueue, QueueError};
 use crate::domain::audit::AuditEvent;
 use crate::metrics::Metrics;
 
 const MAX_BATCH: usize = 500;
-const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-/// Events buffered before senders wait: backpressure instead of unbounded memory.
-const CHANNEL_CAPACITY: usize = 65_536;
+const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// Events buffered before requests wait: backpressure instead of unbounded memory.
+const CAPACITY: usize = 65_536;
+
+struct Shared {
+    events: ArrayQueue<AuditEvent>,
+    /// Wakes the batcher early when the queue is full.
+    full: Notify,
+    closed: AtomicBool,
+    metrics: Arc<Metrics>,
+}
 
 /// Where requests drop their audit events. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditSink {
-    sender: mpsc::Sender<AuditEvent>,
-    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
 }
 
 impl AuditSink {
-    /// Hands an event over; waits only if the batcher is `CHANNEL_CAPACITY` events behind.
+    /// Hands an event over; waits only while the batcher is `CAPACITY` events behind.
     pub async fn record(&self, event: AuditEvent) {
-        self.metrics.audit_pending.fetch_add(1, Ordering::Relaxed);
-        let event = match self.sender.try_send(event) {
-            Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(event)) => event,
-            Err(mpsc::error::TrySendError::Closed(_)) => return self.lost(),
-        };
-        if self.sender.send(event).await.is_err() {
-            self.lost();
+        let shared = &self.shared;
+        shared.metrics.audit_pending.fetch_add(1, Ordering::Relaxed);
+        let mut event = event;
+        loop {
+            if shared.closed.load(Ordering::Acquire) {
+                return self.lost();
+            }
+            match shared.events.push(event) {
+                Ok(()) => return,
+                Err(rejected) => {
+                    event = rejected;
+                    shared.full.notify_one();
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
         }
     }
 
     fn lost(&self) {
         // Only possible after shutdown has flushed the batcher, when no request should run.
-        self.metrics.audit_pending.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.audit_lost.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .metrics
+            .audit_pending
+            .fetch_sub(1, Ordering::Relaxed);
+        self.shared
+            .metrics
+            .audit_lost
+            .fetch_add(1, Ordering::Relaxed);
         tracing::error!("audit event arrived after shutdown and was lost");
     }
 }
@@ -56,11 +81,16 @@ pub struct AuditBatcher {
 impl AuditBatcher {
     /// Starts the batcher on the current Tokio runtime.
     pub fn start(queue: Arc<dyn JobQueue>, metrics: Arc<Metrics>) -> (AuditSink, AuditBatcher) {
-        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        let shared = Arc::new(Shared {
+            events: ArrayQueue::new(CAPACITY),
+            full: Notify::new(),
+            closed: AtomicBool::new(false),
+            metrics,
+        });
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run_batcher(receiver, stopped, queue));
+        let task = tokio::spawn(run_batcher(Arc::clone(&shared), stopped, queue));
         (
-            AuditSink { sender, metrics },
+            AuditSink { shared },
             AuditBatcher {
                 stop: Some(stop),
                 task: Some(task),
@@ -68,7 +98,7 @@ impl AuditBatcher {
         )
     }
 
-    /// Publishes every event received so far and stops. Events recorded afterwards are lost
+    /// Publishes every event recorded so far and stops. Events recorded afterwards are lost
     /// (and counted), so call it only once the listeners have stopped.
     pub async fn flush_and_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -83,50 +113,58 @@ impl AuditBatcher {
 }
 
 async fn run_batcher(
-    mut receiver: mpsc::Receiver<AuditEvent>,
+    shared: Arc<Shared>,
     mut stopped: oneshot::Receiver<()>,
     queue: Arc<dyn JobQueue>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // `batch` is below MAX_BATCH here, so the room is never 0 and receiving 0 means closed.
-        let room = MAX_BATCH - batch.len();
         tokio::select! {
-            received = receiver.recv_many(&mut batch, room) => {
-                if received == 0 {
-                    break;
-                }
-                if batch.len() >= MAX_BATCH {
-                    publish(&queue, &mut batch).await;
-                }
-            }
-            _ = ticker.tick() => publish(&queue, &mut batch).await,
+            _ = ticker.tick() => drain(&shared, &queue).await,
+            _ = shared.full.notified() => drain(&shared, &queue).await,
             _ = &mut stopped => {
-                receiver.close();
-                while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                    publish(&queue, &mut batch).await;
-                }
-                break;
+                shared.closed.store(true, Ordering::Release);
+                drain(&shared, &queue).await;
+                return;
             }
         }
     }
-    publish(&queue, &mut batch).await;
 }
 
-/// Publishes the batch, retrying until the queue takes it: an event leaves the batcher only
-/// into a queue that has accepted responsibility for it.
-async fn publish(queue: &Arc<dyn JobQueue>, batch: &mut Vec<AuditEvent>) {
-    if batch.is_empty() {
-        return;
+/// Publishes everything queued, in batches of at most `MAX_BATCH`.
+async fn drain(shared: &Shared, queue: &Arc<dyn JobQueue>) {
+    loop {
+        let mut batch = Vec::with_capacity(MAX_BATCH.min(shared.events.len()));
+        while batch.len() < MAX_BATCH {
+            match shared.events.pop() {
+                Some(event) => batch.push(event),
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let full = batch.len() == MAX_BATCH;
+        publish(queue, batch).await;
+        if !full {
+            return;
+        }
     }
-    let job = Job::IngestAudit { events: Arc::from(std::mem::take(batch)) };
+}
+
+/// Publishes a batch, retrying until the queue takes it: an event leaves the batcher only
+/// into a queue that has accepted responsibility for it.
+async fn publish(queue: &Arc<dyn JobQueue>, batch: Vec<AuditEvent>) {
+    let job = Job::IngestAudit {
+        events: Arc::from(batch),
+    };
     let mut backoff = Duration::from_millis(50);
     loop {
+        // Cloning a job clones an `Arc`, not the events.
         match queue.publish(job.clone()).await {
             Ok(()) => return,
-            Err(super::QueueError::Closed) => {
+            Err(QueueError::Closed) => {
                 tracing::error!("job queue closed before the audit batcher; events lost");
                 return;
             }

@@ -31,8 +31,8 @@ pub struct WorkspaceView {
 /// Requests per minute per environment.
 #[derive(Serialize, ToSchema)]
 pub struct RateLimits {
-    live: u32,
-    test: u32,
+    live: u16,
+    test: u16,
 }
 
 impl From<Workspace> for WorkspaceView {

@@ -1,0 +1,79 @@
+// k6: one workspace's single live key, hammered far past its 1,200 requests/minute.
+//
+// Reports how many requests were accepted (200) and refused (429), the latency of each
+// separately (a refusal should be at least as cheap as an acceptance), and how many were
+// accepted within the run's first 60 seconds, which the limiter's contract caps at 1,200.
+//
+// Env: BASE_URL (default http://127.0.0.1:8080), KEY_FILE (file whose first line is the
+// key), K6_VUS (64), K6_DURATION (20s).
+// Thresholds are informational only (they always pass); they make the per-status
+// submetrics appear in the summary. The runner reads the JSON summary.
+
+import http from 'k6/http';
+import { check } from 'k6';
+import { SharedArray } from 'k6/data';
+import { Counter, Trend } from 'k6/metrics';
+
+const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8080';
+const KEY_FILE = __ENV.KEY_FILE || 'results/flood-key.txt';
+
+const key = new SharedArray('flood-key', function () {
+  const lines = open(KEY_FILE).split('\n').map((l) => l.trim()).filter((l) => l.length > 0);
+  if (lines.length === 0) {
+    throw new Error(`no key in ${KEY_FILE}`);
+  }
+  return [lines[0]];
+})[0];
+
+const latency200 = new Trend('latency_200', true);
+const latency429 = new Trend('latency_429', true);
+const status200 = new Counter('status_200');
+const status429 = new Counter('status_429');
+const statusOther = new Counter('status_other');
+const acceptedFirstMinute = new Counter('accepted_first_minute');
+
+export const options = {
+  // K6_VUS and K6_DURATION are also k6's own option variables, so they win either way.
+  vus: parseInt(__ENV.K6_VUS || '64', 10),
+  duration: __ENV.K6_DURATION || '20s',
+  discardResponseBodies: true,
+  summaryTrendStats: ['avg', 'min', 'med', 'p(50)', 'p(90)', 'p(99)', 'max'],
+  thresholds: {
+    // Informational only: each always passes.
+    'http_req_duration{status:200}': ['max>=0'],
+    'http_req_duration{status:429}': ['max>=0'],
+    'http_reqs{status:200}': ['count>=0'],
+    'http_reqs{status:429}': ['count>=0'],
+    latency_200: ['max>=0'],
+    latency_429: ['max>=0'],
+    accepted_first_minute: ['count>=0'],
+  },
+};
+
+export function setup() {
+  return { startedAt: Date.now() };
+}
+
+export default function (data) {
+  const res = http.get(`${BASE_URL}/v1/authz`, {
+    headers: {
+      Authorization: `Bearer ${key}`,
+      'X-Forwarded-Method': 'GET',
+      'X-Forwarded-Uri': '/v1/checks',
+    },
+    tags: { name: 'authz-flood' },
+  });
+  if (res.status === 200) {
+    status200.add(1);
+    latency200.add(res.timings.duration);
+    if (Date.now() - data.startedAt < 60000) {
+      acceptedFirstMinute.add(1);
+    }
+  } else if (res.status === 429) {
+    status429.add(1);
+    latency429.add(res.timings.duration);
+  } else {
+    statusOther.add(1);
+  }
+  check(res, { 'status is 200 or 429': (r) => r.status === 200 || r.status === 429 });
+}
