@@ -199,7 +199,7 @@ impl Verifier {
                 Some((handle.clone(), Arc::clone(&key))),
             )
         };
-        match key.record.status_at(clock::to_datetime(now_ms)) {
+        match key.status_at(clock::to_datetime(now_ms)) {
             KeyStatus::Active => {}
             KeyStatus::Revoked => return Err(identified(DenyReason::KeyRevoked, None)),
             KeyStatus::Expired => return Err(identified(DenyReason::KeyExpired, None)),
@@ -208,13 +208,13 @@ impl Verifier {
             Ok(requirement) => requirement,
             Err(error) => return Err(identified(DenyReason::InvalidRoute(error), None)),
         };
-        let rate = handle.state.check_rate(key.record.environment, now_ms);
+        let rate = handle.state.check_rate(key.environment, now_ms);
         if !rate.allowed {
             return Err(identified(DenyReason::RateLimited, Some(rate)));
         }
         let scope = match requirement {
             RouteRequirement::NoScope => None,
-            RouteRequirement::Scope(scope) if key.record.scopes.grants(scope) => Some(scope),
+            RouteRequirement::Scope(scope) if key.scopes.grants(scope) => Some(scope),
             RouteRequirement::Scope(scope) => {
                 return Err(identified(
                     DenyReason::InsufficientScope(Some(scope)),
@@ -249,8 +249,8 @@ impl Verifier {
             occurred_at: clock::to_datetime(now_ms),
             workspace_id: Arc::clone(&handle.state.id),
             credential_type: CredentialType::ApiKey,
-            credential_id: Arc::clone(&key.shared_id),
-            key_label: Some(Arc::clone(&key.shared_label)),
+            credential_id: Arc::clone(&key.id),
+            key_label: Some(Arc::clone(&key.label)),
             app_name: None,
             method: truncate(request.method, 16),
             path: truncate(request.path.split('?').next().unwrap_or_default(), 512),

@@ -125,7 +125,7 @@ impl WorkspaceRegistry {
                 self.unknown_keys.remove(hash);
                 let handle = self.workspace(&record.workspace_id, now_ms);
                 let workspace_id = Arc::clone(&handle.state.id);
-                let key = handle.state.put_key(record, now_ms);
+                let key = handle.state.put_key(&record, now_ms);
                 self.key_index.insert(*hash, workspace_id);
                 Ok(Some((handle, key)))
             }

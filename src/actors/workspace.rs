@@ -13,41 +13,64 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
+use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, RwLock};
 
 use super::registry::WorkspaceRegistry;
 use crate::domain::api_key::Environment;
 use crate::domain::hashing::{KeyHash, KeyHashState};
-use crate::domain::key_record::ApiKeyRecord;
+use crate::domain::key_record::{key_status, ApiKeyRecord, KeyStatus};
 use crate::domain::rate_limit::{RateDecision, RateLimiter};
+use crate::domain::scope::ScopeSet;
 
-/// A key in the cache, with the header values the hot path would otherwise build per request.
+/// A key in the cache: only what the hot path needs, with the strings that every audit event
+/// repeats held as shared `Arc<str>`s. Kept small on purpose: 100,000 of these must fit,
+/// with their workspaces, in well under 100 MB.
 #[derive(Debug)]
 pub struct CachedKey {
-    pub record: ApiKeyRecord,
-    /// Effective scopes (implied reads included), space-separated.
-    pub scopes_header: String,
-    /// `api_key:<id>`, for `X-StatusPulse-Credential`.
-    pub credential_header: String,
-    /// The key's id and label, shared by every audit event of the key.
-    pub shared_id: Arc<str>,
-    pub shared_label: Arc<str>,
+    pub id: Arc<str>,
+    pub label: Arc<str>,
+    /// The workspace's own id `Arc`, not a copy.
+    pub workspace_id: Arc<str>,
+    pub environment: Environment,
+    pub scopes: ScopeSet,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
     /// When this entry was read from storage (ms since the epoch).
     pub fetched_at_ms: u64,
     refresh_pending: AtomicBool,
 }
 
 impl CachedKey {
-    pub fn new(record: ApiKeyRecord, fetched_at_ms: u64) -> CachedKey {
+    pub fn new(record: &ApiKeyRecord, workspace_id: Arc<str>, fetched_at_ms: u64) -> CachedKey {
         CachedKey {
-            scopes_header: record.scopes.effective().to_canonical_string(),
-            credential_header: format!("api_key:{}", record.id),
-            shared_id: Arc::from(record.id.as_str()),
-            shared_label: Arc::from(record.label.as_str()),
-            record,
+            id: Arc::from(record.id.as_str()),
+            label: Arc::from(record.label.as_str()),
+            workspace_id,
+            environment: record.environment,
+            scopes: record.scopes,
+            expires_at: record.expires_at,
+            revoked_at: record.revoked_at,
             fetched_at_ms,
             refresh_pending: AtomicBool::new(false),
         }
+    }
+
+    /// The same entry, marked as read from storage at `fetched_at_ms`.
+    fn refreshed(&self, fetched_at_ms: u64) -> CachedKey {
+        CachedKey {
+            id: Arc::clone(&self.id),
+            label: Arc::clone(&self.label),
+            workspace_id: Arc::clone(&self.workspace_id),
+            fetched_at_ms,
+            refresh_pending: AtomicBool::new(false),
+            ..*self
+        }
+    }
+
+    /// Whether the key works at `now`.
+    pub fn status_at(&self, now: DateTime<Utc>) -> KeyStatus {
+        key_status(self.revoked_at, self.expires_at, now)
     }
 
     /// Claims the right to ask for a refresh, so that one stale entry yields one storage read
@@ -82,11 +105,11 @@ impl WorkspaceState {
     }
 
     /// Stores or replaces a key; returns the cached form.
-    pub fn put_key(&self, record: ApiKeyRecord, now_ms: u64) -> Arc<CachedKey> {
-        let cached = Arc::new(CachedKey::new(record, now_ms));
+    pub fn put_key(&self, record: &ApiKeyRecord, now_ms: u64) -> Arc<CachedKey> {
+        let cached = Arc::new(CachedKey::new(record, Arc::clone(&self.id), now_ms));
         self.keys
             .write()
-            .insert(cached.record.key_hash, Arc::clone(&cached));
+            .insert(record.key_hash, Arc::clone(&cached));
         cached
     }
 
@@ -94,7 +117,7 @@ impl WorkspaceState {
     pub fn update_key_if_cached(&self, record: &ApiKeyRecord, now_ms: u64) {
         let mut keys = self.keys.write();
         if let Some(slot) = keys.get_mut(&record.key_hash) {
-            *slot = Arc::new(CachedKey::new(record.clone(), now_ms));
+            *slot = Arc::new(CachedKey::new(record, Arc::clone(&self.id), now_ms));
         }
     }
 
@@ -198,7 +221,7 @@ impl Handler<RefreshKey> for WorkspaceActor {
             };
             match registry.store().find_api_key_by_hash(&msg.0).await {
                 Ok(Some(record)) if record.workspace_id.as_str() == &*state.id => {
-                    state.put_key(record, crate::clock::now_ms());
+                    state.put_key(&record, crate::clock::now_ms());
                 }
                 Ok(_) => {
                     state.remove_key(&msg.0);
@@ -208,7 +231,8 @@ impl Handler<RefreshKey> for WorkspaceActor {
                     tracing::warn!(workspace_id = %state.id, %error, "key refresh failed; serving cached entry");
                     // Keep the entry and try again one TTL later, not on every request.
                     if let Some(cached) = state.cached_key(&msg.0) {
-                        state.put_key(cached.record.clone(), crate::clock::now_ms());
+                        let refreshed = Arc::new(cached.refreshed(crate::clock::now_ms()));
+                        state.keys.write().insert(msg.0, refreshed);
                     }
                 }
             }

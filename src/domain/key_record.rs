@@ -47,11 +47,20 @@ impl KeyStatus {
 impl ApiKeyRecord {
     /// The key's status at `now`. Revocation wins over expiry: it is the more specific fact.
     pub fn status_at(&self, now: DateTime<Utc>) -> KeyStatus {
-        match self.revoked_at {
-            Some(at) if at <= now => KeyStatus::Revoked,
-            _ if self.expires_at <= now => KeyStatus::Expired,
-            _ => KeyStatus::Active,
-        }
+        key_status(self.revoked_at, self.expires_at, now)
+    }
+}
+
+/// The status rule, for anything that holds a key's revocation and expiry times.
+pub fn key_status(
+    revoked_at: Option<DateTime<Utc>>,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> KeyStatus {
+    match revoked_at {
+        Some(at) if at <= now => KeyStatus::Revoked,
+        _ if expires_at <= now => KeyStatus::Expired,
+        _ => KeyStatus::Active,
     }
 }
 

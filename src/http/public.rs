@@ -85,17 +85,17 @@ pub async fn me(
             route: HotRoute::Me,
         })
         .await?;
-    let record = &granted.key.record;
+    let key = &granted.key;
     let body = MeResponse {
-        workspace_id: record.workspace_id.clone(),
+        workspace_id: key.workspace_id.to_string(),
         credential: CredentialView {
             kind: "api_key",
-            id: record.id.clone(),
-            label: record.label.clone(),
-            environment: record.environment.as_str(),
+            id: key.id.to_string(),
+            label: key.label.to_string(),
+            environment: key.environment.as_str(),
         },
-        scopes: record.scopes.names(),
-        expires_at: record.expires_at,
+        scopes: key.scopes.names(),
+        expires_at: key.expires_at,
         rate_limit: RateLimitView {
             limit: granted.rate.limit,
             remaining: granted.rate.remaining,
@@ -157,10 +157,13 @@ pub async fn authz(
     let mut response = HttpResponse::Ok();
     rate_headers::insert(&mut response, &granted.rate);
     response
-        .insert_header((X_WORKSPACE.clone(), key.record.workspace_id.as_str()))
-        .insert_header((X_SCOPES.clone(), key.scopes_header.as_str()))
-        .insert_header((X_CREDENTIAL.clone(), key.credential_header.as_str()))
-        .insert_header((X_ENVIRONMENT.clone(), key.record.environment.as_str()));
+        .insert_header((X_WORKSPACE.clone(), &*key.workspace_id))
+        .insert_header((
+            X_SCOPES.clone(),
+            key.scopes.effective().to_canonical_string(),
+        ))
+        .insert_header((X_CREDENTIAL.clone(), format!("api_key:{}", key.id)))
+        .insert_header((X_ENVIRONMENT.clone(), key.environment.as_str()));
     Ok(response.finish())
 }
 

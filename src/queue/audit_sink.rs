@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 const MAX_BATCH: usize = 500;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// Events buffered before requests wait: backpressure instead of unbounded memory.
-const CAPACITY: usize = 65_536;
+const CAPACITY: usize = 16_384;
 
 struct Shared {
     events: ArrayQueue<AuditEvent>,
