@@ -61,7 +61,7 @@ impl PostgresStore {
         self.pool
             .get()
             .await
-            .map_err(|e| StoreError::Unavailable(anyhow!("{e}")))
+            .map_err(|e| StoreError::Unavailable(e.into()))
     }
 }
 
@@ -70,6 +70,10 @@ impl Store for PostgresStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
+        // Quiet "already exists, skipping" notices of the idempotent statements below.
+        tx.batch_execute("SET LOCAL client_min_messages = warning")
+            .await
+            .map_err(pg)?;
         // Serialises concurrent migrators (several servers starting at once).
         tx.execute("SELECT pg_advisory_xact_lock(7316021)", &[])
             .await
