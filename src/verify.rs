@@ -2,12 +2,13 @@
 //! the audit hand-off. Shared by `/v1/me`, `/v1/authz` and the benches.
 
 use std::borrow::Cow;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
 use uuid::Uuid;
 
-use crate::actors::{CacheLookup, CachedKey, WorkspaceHandle, WorkspaceRegistry};
+use crate::actors::{CacheLookup, CachedKey, WorkspaceHandle, WorkspaceRegistry, WorkspaceState};
 use crate::clock;
 use crate::domain::api_key::parse_key;
 use crate::domain::audit::{AuditEvent, CredentialType};
@@ -123,109 +124,64 @@ impl Verifier {
     pub async fn verify(&self, request: AccessRequest<'_>) -> Result<Granted, Denied> {
         let started = Instant::now();
         let now_ms = clock::now_ms();
-        let result = self.decide(&request, now_ms).await;
         let route = request.route;
-        let outcome = match &result {
-            Ok(_) => Outcome::Ok,
-            Err((denied, _)) => denied.reason.outcome(),
-        };
-        let result = match result {
-            Ok((granted, handle)) => {
-                self.audit(request, now_ms, &handle, &granted.key, granted.scope, None)
-                    .await;
-                Ok(granted)
-            }
-            Err((denied, Some((handle, key)))) => {
-                let scope = match (denied.reason, request.requirement) {
-                    (DenyReason::InsufficientScope(scope), _) => scope,
-                    (DenyReason::RateLimited, Ok(RouteRequirement::Scope(scope))) => Some(scope),
-                    _ => None,
-                };
-                self.audit(request, now_ms, &handle, &key, scope, Some(denied.reason))
-                    .await;
-                Err(denied)
-            }
+        let result = match self.identify(request.authorization, now_ms).await {
             // Credentials that name no key belong to no workspace: there is no audit log to
             // write them to. They are counted in the metrics.
-            Err((denied, None)) => Err(denied),
+            Err(denied) => Err(denied),
+            Ok(Identified { handle, key }) => {
+                let result = authorize(&handle.state, &key, request.requirement, now_ms);
+                let (scope, denied) = match &result {
+                    Ok(granted) => (granted.scope, None),
+                    Err(refusal) => (refusal.scope, Some(refusal.denied.reason)),
+                };
+                self.audit(request, now_ms, &handle, &key, scope, denied)
+                    .await;
+                result.map_err(|refused| refused.denied)
+            }
+        };
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(denied) => denied.reason.outcome(),
         };
         self.metrics
             .record_verification(route, outcome, started.elapsed());
         result
     }
 
-    #[allow(clippy::type_complexity)]
-    async fn decide(
+    /// Finds the key a credential names: shape and checksum first (a forged or mistyped key
+    /// costs no hashing or lookup), then the cache, then storage on a miss.
+    async fn identify(
         &self,
-        request: &AccessRequest<'_>,
+        authorization: Option<&[u8]>,
         now_ms: u64,
-    ) -> Result<(Granted, WorkspaceHandle), (Denied, Option<(WorkspaceHandle, Arc<CachedKey>)>)>
-    {
+    ) -> Result<Identified, Denied> {
         let deny = |reason| Denied { reason, rate: None };
-        let token = bearer_token(request.authorization).map_err(|reason| (deny(reason), None))?;
-        // Shape and checksum first: a forged or mistyped key costs no hashing or lookup.
-        parse_key(token).map_err(|_| (deny(DenyReason::InvalidCredentials), None))?;
+        let token = bearer_token(authorization).map_err(deny)?;
+        parse_key(token).map_err(|_| deny(DenyReason::InvalidCredentials))?;
         let hash = self.hasher.hash(token);
         let (handle, key) = match self.registry.lookup(&hash, now_ms) {
             CacheLookup::Hit(handle, key) => {
-                self.metrics
-                    .cache_hits
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.cache_hits.fetch_add(1, Relaxed);
                 (handle, key)
             }
             CacheLookup::KnownUnknown => {
-                self.metrics
-                    .negative_cache_hits
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Err((deny(DenyReason::InvalidCredentials), None));
+                self.metrics.negative_cache_hits.fetch_add(1, Relaxed);
+                return Err(deny(DenyReason::InvalidCredentials));
             }
             CacheLookup::Miss => {
-                self.metrics
-                    .cache_misses
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.cache_misses.fetch_add(1, Relaxed);
                 match self.registry.load(&hash, now_ms).await {
                     Ok(Some(found)) => found,
-                    Ok(None) => return Err((deny(DenyReason::InvalidCredentials), None)),
+                    Ok(None) => return Err(deny(DenyReason::InvalidCredentials)),
                     Err(error) => {
                         tracing::warn!(%error, "storage unavailable on key cache miss");
-                        return Err((deny(DenyReason::Unavailable), None));
+                        return Err(deny(DenyReason::Unavailable));
                     }
                 }
             }
         };
-        let identified = |reason, rate| {
-            (
-                Denied { reason, rate },
-                Some((handle.clone(), Arc::clone(&key))),
-            )
-        };
-        match key.status_at(clock::to_datetime(now_ms)) {
-            KeyStatus::Active => {}
-            KeyStatus::Revoked => return Err(identified(DenyReason::KeyRevoked, None)),
-            KeyStatus::Expired => return Err(identified(DenyReason::KeyExpired, None)),
-        }
-        let requirement = match request.requirement {
-            Ok(requirement) => requirement,
-            Err(error) => return Err(identified(DenyReason::InvalidRoute(error), None)),
-        };
-        let rate = handle.state.check_rate(key.environment, now_ms);
-        if !rate.allowed {
-            return Err(identified(DenyReason::RateLimited, Some(rate)));
-        }
-        let scope = match requirement {
-            RouteRequirement::NoScope => None,
-            RouteRequirement::Scope(scope) if key.scopes.grants(scope) => Some(scope),
-            RouteRequirement::Scope(scope) => {
-                return Err(identified(
-                    DenyReason::InsufficientScope(Some(scope)),
-                    Some(rate),
-                ))
-            }
-            RouteRequirement::UnknownResource => {
-                return Err(identified(DenyReason::InsufficientScope(None), Some(rate)))
-            }
-        };
-        Ok((Granted { key, rate, scope }, handle))
+        Ok(Identified { handle, key })
     }
 
     async fn audit(
@@ -272,6 +228,70 @@ impl Verifier {
     }
 }
 
+/// A credential that named a key.
+struct Identified {
+    handle: WorkspaceHandle,
+    key: Arc<CachedKey>,
+}
+
+/// A refusal of an identified key, with the scope it concerned (for the audit log).
+struct Refusal {
+    denied: Denied,
+    scope: Option<Scope>,
+}
+
+/// Decides an identified key's request, in the documented order: revoked or expired, an
+/// unreadable route, the workspace's rate limit, the route's scope. Counts the request
+/// against the limit when it gets that far and there is room.
+fn authorize(
+    workspace: &WorkspaceState,
+    key: &Arc<CachedKey>,
+    requirement: Result<RouteRequirement, RouteError>,
+    now_ms: u64,
+) -> Result<Granted, Refusal> {
+    let refuse = |reason, rate, scope| Refusal {
+        denied: Denied { reason, rate },
+        scope,
+    };
+    match key.status_at(clock::to_datetime(now_ms)) {
+        KeyStatus::Active => {}
+        KeyStatus::Revoked => return Err(refuse(DenyReason::KeyRevoked, None, None)),
+        KeyStatus::Expired => return Err(refuse(DenyReason::KeyExpired, None, None)),
+    }
+    let requirement =
+        requirement.map_err(|error| refuse(DenyReason::InvalidRoute(error), None, None))?;
+    let needed = match requirement {
+        RouteRequirement::Scope(scope) => Some(scope),
+        RouteRequirement::NoScope | RouteRequirement::UnknownResource => None,
+    };
+    let rate = workspace.check_rate(key.environment, now_ms);
+    if !rate.allowed {
+        return Err(refuse(DenyReason::RateLimited, Some(rate), needed));
+    }
+    match requirement {
+        RouteRequirement::NoScope => Ok(Granted {
+            key: Arc::clone(key),
+            rate,
+            scope: None,
+        }),
+        RouteRequirement::Scope(scope) if key.scopes.grants(scope) => Ok(Granted {
+            key: Arc::clone(key),
+            rate,
+            scope: Some(scope),
+        }),
+        RouteRequirement::Scope(scope) => Err(refuse(
+            DenyReason::InsufficientScope(Some(scope)),
+            Some(rate),
+            Some(scope),
+        )),
+        RouteRequirement::UnknownResource => Err(refuse(
+            DenyReason::InsufficientScope(None),
+            Some(rate),
+            None,
+        )),
+    }
+}
+
 /// Extracts the token of `Authorization: Bearer <token>`.
 fn bearer_token(header: Option<&[u8]>) -> Result<&str, DenyReason> {
     let header = header.ok_or(DenyReason::MissingCredentials)?;
@@ -303,6 +323,93 @@ fn truncate(text: &str, max_bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::api_key::Environment;
+    use crate::domain::hashing::KeyHash;
+    use crate::domain::key_record::{expiry_for, ApiKeyRecord};
+    use crate::domain::scope::ScopeSet;
+
+    const NOW_MS: u64 = 1_800_000_000_000;
+
+    fn key(
+        environment: Environment,
+        scopes: &[&str],
+        revoked: bool,
+    ) -> (WorkspaceState, Arc<CachedKey>) {
+        let created = clock::to_datetime(NOW_MS - 1_000);
+        let record = ApiKeyRecord {
+            id: "key_1".into(),
+            workspace_id: "ws_1".into(),
+            key_hash: KeyHash([1; 32]),
+            key_hint: "sp_test_...abcd".into(),
+            label: "ci".into(),
+            environment,
+            scopes: ScopeSet::parse(scopes.iter().copied()).unwrap(),
+            created_at: created,
+            expires_at: expiry_for(created),
+            revoked_at: revoked.then_some(created),
+        };
+        let state = WorkspaceState::new(Arc::from("ws_1"), NOW_MS);
+        let cached = state.put_key(&record, NOW_MS);
+        (state, cached)
+    }
+
+    fn read(resource: &str) -> Result<RouteRequirement, RouteError> {
+        crate::domain::route::required_scope("GET", resource)
+    }
+
+    fn reason(result: Result<Granted, Refusal>) -> Option<DenyReason> {
+        result.err().map(|r| r.denied.reason)
+    }
+
+    #[test]
+    fn revocation_is_decided_before_the_route_and_costs_no_budget() {
+        let (state, key) = key(Environment::Test, &["checks:read"], true);
+        let bad_route = Err(RouteError::Ambiguous);
+        assert_eq!(
+            reason(authorize(&state, &key, bad_route, NOW_MS)),
+            Some(DenyReason::KeyRevoked)
+        );
+        assert_eq!(state.peek_rate(Environment::Test, NOW_MS).remaining, 120);
+    }
+
+    #[test]
+    fn an_unreadable_route_costs_no_budget() {
+        let (state, key) = key(Environment::Test, &["checks:read"], false);
+        let result = authorize(&state, &key, Err(RouteError::NotUnderV1), NOW_MS);
+        assert_eq!(
+            reason(result),
+            Some(DenyReason::InvalidRoute(RouteError::NotUnderV1))
+        );
+        assert_eq!(state.peek_rate(Environment::Test, NOW_MS).remaining, 120);
+    }
+
+    #[test]
+    fn scope_refusals_count_against_the_limit_and_the_limit_comes_first() {
+        let (state, key) = key(Environment::Test, &["checks:read"], false);
+        for _ in 0..120 {
+            let refused = authorize(&state, &key, read("/v1/billing"), NOW_MS);
+            assert!(matches!(
+                reason(refused),
+                Some(DenyReason::InsufficientScope(Some(_)))
+            ));
+        }
+        let limited = authorize(&state, &key, read("/v1/checks"), NOW_MS);
+        assert_eq!(reason(limited), Some(DenyReason::RateLimited));
+    }
+
+    #[test]
+    fn granted_requests_report_the_scope_they_consumed() {
+        let (state, key) = key(Environment::Live, &["checks:write"], false);
+        let granted = authorize(&state, &key, read("/v1/checks"), NOW_MS)
+            .ok()
+            .unwrap();
+        assert_eq!(granted.scope.map(Scope::as_str), Some("checks:read"));
+        assert_eq!(granted.rate.remaining, 1_199);
+        let me = authorize(&state, &key, Ok(RouteRequirement::NoScope), NOW_MS)
+            .ok()
+            .unwrap();
+        assert_eq!(me.scope, None);
+    }
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_required() {
