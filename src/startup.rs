@@ -11,8 +11,9 @@ use crate::actors::{CacheSettings, WorkspaceRegistry};
 use crate::config::{ConfigError, Settings};
 use crate::domain::hashing::KeyHasher;
 use crate::http::state::AppState;
+use crate::http::{admin, public};
 use crate::jobs::JobContext;
-use crate::metrics::Metrics;
+use crate::metrics::{Listener, Metrics};
 use crate::queue::audit_sink::AuditBatcher;
 use crate::queue::in_process::InProcessQueue;
 use crate::queue::JobQueue;
@@ -126,8 +127,9 @@ impl Application {
         let public_port = local_port(&public_listener);
         let admin_port = local_port(&admin_listener);
         let public_state = state.clone();
-        let mut public_server =
-            HttpServer::new(move || crate::http::public_app(public_state.clone()));
+        let mut public_server = HttpServer::new(move || {
+            crate::http::listener_app(public_state.clone(), Listener::Public, public::routes)
+        });
         if let Some(workers) = settings.http_workers {
             public_server = public_server.workers(workers);
         }
@@ -135,11 +137,13 @@ impl Application {
             .listen(public_listener)
             .map_err(|e| ConfigError::new("STATUSPULSE_PUBLIC_ADDR", e.to_string()))?
             .run();
-        let admin_server = HttpServer::new(move || crate::http::admin_app(state.clone()))
-            .workers(1)
-            .listen(admin_listener)
-            .map_err(|e| ConfigError::new("STATUSPULSE_ADMIN_ADDR", e.to_string()))?
-            .run();
+        let admin_server = HttpServer::new(move || {
+            crate::http::listener_app(state.clone(), Listener::Admin, admin::routes)
+        })
+        .workers(1)
+        .listen(admin_listener)
+        .map_err(|e| ConfigError::new("STATUSPULSE_ADMIN_ADDR", e.to_string()))?
+        .run();
         Ok(Application {
             public_port,
             admin_port,

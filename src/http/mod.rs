@@ -16,9 +16,12 @@ use actix_web::{web, App};
 use crate::metrics::Listener;
 use state::AppState;
 
-/// The public listener's application.
-pub fn public_app(
+/// The application of one listener: shared state, extractor settings that turn bad input
+/// into our JSON errors, the listener's routes, and the request-context middleware outermost.
+pub fn listener_app(
     state: web::Data<AppState>,
+    listener: Listener,
+    routes: fn(&mut web::ServiceConfig),
 ) -> App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -30,34 +33,11 @@ pub fn public_app(
 > {
     App::new()
         .app_data(state)
-        .app_data(Listener::Public)
+        .app_data(listener)
         .app_data(extractors::json_config())
         .app_data(extractors::query_config())
         .app_data(extractors::path_config())
-        .configure(public::routes)
-        .default_service(web::to(request_context::no_route))
-        .wrap(from_fn(request_context::request_context))
-}
-
-/// The admin listener's application.
-pub fn admin_app(
-    state: web::Data<AppState>,
-) -> App<
-    impl actix_web::dev::ServiceFactory<
-        actix_web::dev::ServiceRequest,
-        Config = (),
-        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
-> {
-    App::new()
-        .app_data(state)
-        .app_data(Listener::Admin)
-        .app_data(extractors::json_config())
-        .app_data(extractors::query_config())
-        .app_data(extractors::path_config())
-        .configure(admin::routes)
+        .configure(routes)
         .default_service(web::to(request_context::no_route))
         .wrap(from_fn(request_context::request_context))
 }
