@@ -4,8 +4,17 @@
 // separately (a refusal should be at least as cheap as an acceptance), and how many were
 // accepted within the run's first 60 seconds, which the limiter's contract caps at 1,200.
 //
+// Two load shapes:
+// - closed loop (default): K6_VUS VUs (64) back to back for K6_DURATION (20s). Saturates the
+//   machine: the counts are the point, the latencies include k6's own queueing.
+// - open loop, when FLOOD_RATE is set: `constant-arrival-rate` at FLOOD_RATE requests a
+//   second for FLOOD_DURATION (20s), FLOOD_PRE_VUS (50) preallocated VUs, at most
+//   FLOOD_MAX_VUS (200). Below saturation, so the 200 and 429 latencies are the server's:
+//   the first 1,200 requests of a fresh workspace are accepted, every later one refused.
+//   Do not set K6_VUS / K6_DURATION in this mode (k6 would replace the scenario with them).
+//
 // Env: BASE_URL (default http://127.0.0.1:8080), KEY_FILE (file whose first line is the
-// key), K6_VUS (64), K6_DURATION (20s).
+// key), and the variables above.
 // Thresholds are informational only (they always pass); they make the per-status
 // submetrics appear in the summary. The runner reads the JSON summary.
 
@@ -32,10 +41,29 @@ const status429 = new Counter('status_429');
 const statusOther = new Counter('status_other');
 const acceptedFirstMinute = new Counter('accepted_first_minute');
 
+const FLOOD_RATE = parseInt(__ENV.FLOOD_RATE || '0', 10);
+
+const loadShape = FLOOD_RATE > 0
+  ? {
+    scenarios: {
+      flood_fixed_rate: {
+        executor: 'constant-arrival-rate',
+        rate: FLOOD_RATE,
+        timeUnit: '1s',
+        duration: __ENV.FLOOD_DURATION || '20s',
+        preAllocatedVUs: parseInt(__ENV.FLOOD_PRE_VUS || '50', 10),
+        maxVUs: parseInt(__ENV.FLOOD_MAX_VUS || '200', 10),
+      },
+    },
+  }
+  : {
+    // K6_VUS and K6_DURATION are also k6's own option variables, so they win either way.
+    vus: parseInt(__ENV.K6_VUS || '64', 10),
+    duration: __ENV.K6_DURATION || '20s',
+  };
+
 export const options = {
-  // K6_VUS and K6_DURATION are also k6's own option variables, so they win either way.
-  vus: parseInt(__ENV.K6_VUS || '64', 10),
-  duration: __ENV.K6_DURATION || '20s',
+  ...loadShape,
   discardResponseBodies: true,
   summaryTrendStats: ['avg', 'min', 'med', 'p(50)', 'p(90)', 'p(99)', 'max'],
   thresholds: {
@@ -47,6 +75,7 @@ export const options = {
     latency_200: ['max>=0'],
     latency_429: ['max>=0'],
     accepted_first_minute: ['count>=0'],
+    dropped_iterations: ['count>=0'],
   },
 };
 
