@@ -40,10 +40,12 @@ CREATE TABLE workspace_members (
 );
 
 -- No foreign key to workspaces: ingestion must never fail on an event's references.
+-- The primary key is (workspace_id, id): every read is one workspace's events in id (time)
+-- order, so one index serves both the reads and the idempotent inserts.
 CREATE TABLE audit_events (
-    id              UUID PRIMARY KEY,
-    occurred_at     TIMESTAMPTZ NOT NULL,
     workspace_id    TEXT NOT NULL,
+    id              UUID NOT NULL,
+    occurred_at     TIMESTAMPTZ NOT NULL,
     credential_type TEXT NOT NULL,
     credential_id   TEXT NOT NULL,
     key_label       TEXT,
@@ -54,6 +56,6 @@ CREATE TABLE audit_events (
     status          INTEGER NOT NULL,
     error_code      TEXT,
     request_id      TEXT NOT NULL,
-    client_addr     TEXT
+    client_addr     TEXT,
+    PRIMARY KEY (workspace_id, id)
 );
-CREATE INDEX audit_events_by_workspace ON audit_events (workspace_id, id DESC);

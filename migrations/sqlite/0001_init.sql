@@ -41,9 +41,12 @@ CREATE TABLE workspace_members (
 );
 
 -- No foreign key to workspaces: ingestion must never fail on an event's references.
--- Ids are lowercase hyphenated UUIDv7 text, which sorts in time order.
+-- Ids are lowercase hyphenated UUIDv7 text, which sorts in time order. Rows are appended in
+-- rowid order; the one unique index on (workspace_id, id) serves every read (one workspace's
+-- events in id order) and makes re-delivered events no-ops. A clustered (WITHOUT ROWID)
+-- table was measured slower: whole rows land at random places instead of index entries.
 CREATE TABLE audit_events (
-    id              TEXT PRIMARY KEY,
+    id              TEXT NOT NULL,
     occurred_at     INTEGER NOT NULL,
     workspace_id    TEXT NOT NULL,
     credential_type TEXT NOT NULL,
@@ -58,4 +61,4 @@ CREATE TABLE audit_events (
     request_id      TEXT NOT NULL,
     client_addr     TEXT
 );
-CREATE INDEX audit_events_by_workspace ON audit_events (workspace_id, id DESC);
+CREATE UNIQUE INDEX audit_events_by_workspace ON audit_events (workspace_id, id);

@@ -13,7 +13,7 @@ use crate::jobs::JobContext;
 
 /// Jobs waiting to run before publishers wait. Bounded so that when storage falls behind,
 /// the wait reaches the audit batcher and then the hot path, instead of memory growing.
-const CAPACITY: usize = 64;
+const CAPACITY: usize = 8;
 
 pub struct InProcessQueue {
     sender: parking_lot::Mutex<Option<mpsc::Sender<Job>>>,

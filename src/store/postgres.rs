@@ -327,7 +327,7 @@ impl Store for PostgresStore {
                     credential_id, key_label, app_name, method, path, scope, status, error_code,
                     request_id, client_addr)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-                 ON CONFLICT (id) DO NOTHING",
+                 ON CONFLICT (workspace_id, id) DO NOTHING",
             )
             .await
             .map_err(pg)?;
