@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{Job, JobQueue, QueueError};
+use crate::domain::audit::AuditEvent;
 use crate::jobs::JobContext;
 
 /// Jobs waiting to run before publishers wait. Bounded so that when storage falls behind,
@@ -63,7 +64,33 @@ impl JobQueue for InProcessQueue {
 
 async fn run_jobs(mut receiver: mpsc::Receiver<Job>, context: JobContext) {
     while let Some(job) = receiver.recv().await {
+        let job = absorb_backlog(job, &mut receiver);
         run_with_retries(&job, &context).await;
+    }
+}
+
+/// Group commit: audit batches that queued up while the previous write ran are merged into
+/// one job, so one transaction writes them all. Storage then writes each index page that
+/// many events touch once instead of once per batch (with 5,000 active workspaces, SQLite
+/// writes roughly one page per event in a 5,000-event commit). At low load there is no
+/// backlog and nothing waits for it.
+fn absorb_backlog(job: Job, receiver: &mut mpsc::Receiver<Job>) -> Job {
+    let Job::IngestAudit { events } = job;
+    let mut merged: Option<Vec<AuditEvent>> = None;
+    while let Ok(queued) = receiver.try_recv() {
+        match queued {
+            Job::IngestAudit { events: more } => {
+                merged
+                    .get_or_insert_with(|| events.to_vec())
+                    .extend(more.iter().cloned());
+            }
+        }
+    }
+    match merged {
+        Some(all) => Job::IngestAudit {
+            events: Arc::from(all),
+        },
+        None => Job::IngestAudit { events },
     }
 }
 
