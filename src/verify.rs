@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use uuid::Uuid;
 
-use crate::actors::{CacheLookup, CachedKey, WorkspaceHandle, WorkspaceRegistry, WorkspaceState};
+use crate::actors::{CacheLookup, CachedKey, WorkspaceRegistry, WorkspaceState};
 use crate::clock;
 use crate::domain::api_key::parse_key;
 use crate::domain::audit::{AuditEvent, CredentialType};
@@ -125,20 +125,28 @@ impl Verifier {
         let started = Instant::now();
         let now_ms = clock::now_ms();
         let route = request.route;
-        let result = match self.identify(request.authorization, now_ms).await {
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
             // Credentials that name no key belong to no workspace: there is no audit log to
             // write them to. They are counted in the metrics.
-            Err(denied) => Err(denied),
-            Ok(Identified { handle, key }) => {
-                let result = authorize(&handle.state, &key, request.requirement, now_ms);
-                let (scope, denied) = match &result {
-                    Ok(granted) => (granted.scope, None),
-                    Err(refusal) => (refusal.scope, Some(refusal.denied.reason)),
+            let Identified { workspace, key } =
+                match self.identify(request.authorization, now_ms).await {
+                    Ok(identified) => identified,
+                    Err(denied) => break Err(denied),
                 };
-                self.audit(request, now_ms, &handle, &key, scope, denied)
-                    .await;
-                result.map_err(|refused| refused.denied)
-            }
+            let decision = authorize(&workspace, &key, request.requirement, now_ms);
+            let (scope, denied) = match &decision {
+                Ok(granted) => (granted.scope, None),
+                Err(Refusal::Denied(denied, scope)) => (*scope, Some(denied.reason)),
+                // The workspace's actor stopped as this request arrived (only after minutes
+                // without traffic): look again, which finds or starts its successor.
+                Err(Refusal::Retired) if attempts < 3 => continue,
+                Err(Refusal::Retired) => (None, Some(DenyReason::Unavailable)),
+            };
+            self.audit(request, now_ms, &workspace, &key, scope, denied)
+                .await;
+            break decision.map_err(Refusal::into_denied);
         };
         let outcome = match &result {
             Ok(_) => Outcome::Ok,
@@ -160,10 +168,10 @@ impl Verifier {
         let token = bearer_token(authorization).map_err(deny)?;
         parse_key(token).map_err(|_| deny(DenyReason::InvalidCredentials))?;
         let hash = self.hasher.hash(token);
-        let (handle, key) = match self.registry.lookup(&hash, now_ms) {
-            CacheLookup::Hit(handle, key) => {
+        let (workspace, key) = match self.registry.lookup(&hash, now_ms) {
+            CacheLookup::Hit(workspace, key) => {
                 self.metrics.cache_hits.fetch_add(1, Relaxed);
-                (handle, key)
+                (workspace, key)
             }
             CacheLookup::KnownUnknown => {
                 self.metrics.negative_cache_hits.fetch_add(1, Relaxed);
@@ -181,14 +189,14 @@ impl Verifier {
                 }
             }
         };
-        Ok(Identified { handle, key })
+        Ok(Identified { workspace, key })
     }
 
     async fn audit(
         &self,
         request: AccessRequest<'_>,
         now_ms: u64,
-        handle: &WorkspaceHandle,
+        workspace: &WorkspaceState,
         key: &CachedKey,
         scope: Option<Scope>,
         denied: Option<DenyReason>,
@@ -203,7 +211,7 @@ impl Verifier {
         let event = AuditEvent {
             id: Uuid::now_v7(),
             occurred_at: clock::to_datetime(now_ms),
-            workspace_id: Arc::clone(&handle.state.id),
+            workspace_id: Arc::clone(&workspace.id),
             credential_type: CredentialType::ApiKey,
             credential_id: Arc::clone(&key.id),
             key_label: Some(Arc::clone(&key.label)),
@@ -230,14 +238,28 @@ impl Verifier {
 
 /// A credential that named a key.
 struct Identified {
-    handle: WorkspaceHandle,
+    workspace: Arc<WorkspaceState>,
     key: Arc<CachedKey>,
 }
 
-/// A refusal of an identified key, with the scope it concerned (for the audit log).
-struct Refusal {
-    denied: Denied,
-    scope: Option<Scope>,
+/// Why an identified key's request did not go through.
+enum Refusal {
+    /// Refused, with the scope it concerned (for the audit log).
+    Denied(Denied, Option<Scope>),
+    /// The workspace state was retired under the request; it must be looked up again.
+    Retired,
+}
+
+impl Refusal {
+    fn into_denied(self) -> Denied {
+        match self {
+            Refusal::Denied(denied, _) => denied,
+            Refusal::Retired => Denied {
+                reason: DenyReason::Unavailable,
+                rate: None,
+            },
+        }
+    }
 }
 
 /// Decides an identified key's request, in the documented order: revoked or expired, an
@@ -249,10 +271,7 @@ fn authorize(
     requirement: Result<RouteRequirement, RouteError>,
     now_ms: u64,
 ) -> Result<Granted, Refusal> {
-    let refuse = |reason, rate, scope| Refusal {
-        denied: Denied { reason, rate },
-        scope,
-    };
+    let refuse = |reason, rate, scope| Refusal::Denied(Denied { reason, rate }, scope);
     match key.status_at(clock::to_datetime(now_ms)) {
         KeyStatus::Active => {}
         KeyStatus::Revoked => return Err(refuse(DenyReason::KeyRevoked, None, None)),
@@ -264,7 +283,9 @@ fn authorize(
         RouteRequirement::Scope(scope) => Some(scope),
         RouteRequirement::NoScope | RouteRequirement::UnknownResource => None,
     };
-    let rate = workspace.check_rate(key.environment, now_ms);
+    let Some(rate) = workspace.check_rate(key.environment, now_ms) else {
+        return Err(Refusal::Retired);
+    };
     if !rate.allowed {
         return Err(refuse(DenyReason::RateLimited, Some(rate), needed));
     }
@@ -358,7 +379,11 @@ mod tests {
     }
 
     fn reason(result: Result<Granted, Refusal>) -> Option<DenyReason> {
-        result.err().map(|r| r.denied.reason)
+        match result {
+            Ok(_) => None,
+            Err(Refusal::Denied(denied, _)) => Some(denied.reason),
+            Err(Refusal::Retired) => panic!("retired"),
+        }
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub struct WorkspaceHandle {
 
 /// What the cache knows about a key hash.
 pub enum CacheLookup {
-    Hit(WorkspaceHandle, Arc<CachedKey>),
+    Hit(Arc<WorkspaceState>, Arc<CachedKey>),
     KnownUnknown,
     Miss,
 }
@@ -56,8 +56,9 @@ pub enum CacheLookup {
 pub struct WorkspaceRegistry {
     /// Workspace ids come from storage, never from callers, so a fast non-keyed hash is safe.
     workspaces: DashMap<Arc<str>, WorkspaceHandle, FxBuildHasher>,
-    /// Which workspace's cache holds a key.
-    key_index: DashMap<KeyHash, Arc<str>, KeyHashState>,
+    /// Which workspace's cache holds a key: its state directly, so that a cached
+    /// verification costs one lookup here and one in that workspace's own cache.
+    key_index: DashMap<KeyHash, Arc<WorkspaceState>, KeyHashState>,
     /// Keys storage did not know, with when to forget that (ms since the epoch).
     unknown_keys: DashMap<KeyHash, u64, KeyHashState>,
     store: SharedStore,
@@ -92,17 +93,17 @@ impl WorkspaceRegistry {
     /// The cache's answer for a key, without touching storage. A stale hit also asks the
     /// workspace actor to refresh the entry in the background.
     pub fn lookup(&self, hash: &KeyHash, now_ms: u64) -> CacheLookup {
-        if let Some(workspace_id) = self.key_index.get(hash) {
-            if let Some(handle) = self.workspaces.get(&**workspace_id) {
-                if let Some(key) = handle.state.cached_key(hash) {
-                    let handle = handle.clone();
-                    if now_ms.saturating_sub(key.fetched_at_ms)
-                        > self.settings.key_ttl.as_millis() as u64
-                        && key.claim_refresh()
-                    {
-                        handle.addr.do_send(RefreshKey(*hash));
+        if let Some(state) = self.key_index.get(hash) {
+            if !state.is_retired() {
+                if let Some(key) = state.cached_key(hash) {
+                    let stale = now_ms.saturating_sub(key.fetched_at_ms)
+                        > self.settings.key_ttl.as_millis() as u64;
+                    if stale && key.claim_refresh() {
+                        if let Some(handle) = self.workspaces.get(&*state.id) {
+                            handle.addr.do_send(RefreshKey(*hash));
+                        }
                     }
-                    return CacheLookup::Hit(handle, key);
+                    return CacheLookup::Hit(Arc::clone(&state), key);
                 }
             }
         }
@@ -119,15 +120,14 @@ impl WorkspaceRegistry {
         &self,
         hash: &KeyHash,
         now_ms: u64,
-    ) -> Result<Option<(WorkspaceHandle, Arc<CachedKey>)>, StoreError> {
+    ) -> Result<Option<(Arc<WorkspaceState>, Arc<CachedKey>)>, StoreError> {
         match self.store.find_api_key_by_hash(hash).await? {
             Some(record) => {
                 self.unknown_keys.remove(hash);
-                let handle = self.workspace(&record.workspace_id, now_ms);
-                let workspace_id = Arc::clone(&handle.state.id);
-                let key = handle.state.put_key(&record, now_ms);
-                self.key_index.insert(*hash, workspace_id);
-                Ok(Some((handle, key)))
+                let state = self.workspace(&record.workspace_id, now_ms).state;
+                let key = state.put_key(&record, now_ms);
+                self.key_index.insert(*hash, Arc::clone(&state));
+                Ok(Some((state, key)))
             }
             None => {
                 self.remember_unknown(*hash, now_ms);
@@ -139,24 +139,34 @@ impl WorkspaceRegistry {
     /// The handle of a workspace, starting its actor if it has none.
     pub fn workspace(&self, workspace_id: &str, now_ms: u64) -> WorkspaceHandle {
         if let Some(handle) = self.workspaces.get(workspace_id) {
-            return handle.clone();
+            if !handle.state.is_retired() {
+                return handle.clone();
+            }
         }
         let id: Arc<str> = Arc::from(workspace_id);
-        self.workspaces
+        let mut entry = self
+            .workspaces
             .entry(Arc::clone(&id))
-            .or_insert_with(|| {
-                let state = Arc::new(WorkspaceState::new(id, now_ms));
-                let actor = WorkspaceActor::new(
-                    Arc::clone(&state),
-                    self.this.clone(),
-                    self.settings.idle_timeout,
-                );
-                WorkspaceHandle {
-                    addr: actor.start(),
-                    state,
-                }
-            })
-            .clone()
+            .or_insert_with(|| self.start(&id, now_ms));
+        // A retired actor that has not yet removed itself is replaced; its own removal
+        // checks identity and so leaves the replacement alone.
+        if entry.state.is_retired() {
+            *entry = self.start(&id, now_ms);
+        }
+        entry.clone()
+    }
+
+    fn start(&self, id: &Arc<str>, now_ms: u64) -> WorkspaceHandle {
+        let state = Arc::new(WorkspaceState::new(Arc::clone(id), now_ms));
+        let actor = WorkspaceActor::new(
+            Arc::clone(&state),
+            self.this.clone(),
+            self.settings.idle_timeout,
+        );
+        WorkspaceHandle {
+            addr: actor.start(),
+            state,
+        }
     }
 
     /// The handle of a workspace whose actor is running, if any.
@@ -193,7 +203,8 @@ impl WorkspaceRegistry {
             .is_some();
         if removed {
             for hash in state.cached_hashes() {
-                self.key_index.remove_if(&hash, |_, ws| *ws == state.id);
+                self.key_index
+                    .remove_if(&hash, |_, indexed| Arc::ptr_eq(indexed, state));
             }
         }
     }

@@ -87,6 +87,10 @@ pub struct WorkspaceState {
     live_limiter: Mutex<RateLimiter>,
     test_limiter: Mutex<RateLimiter>,
     last_used_ms: AtomicU64,
+    /// Set once, when the actor stops: the state is then out of the registry, and a request
+    /// that still holds it must look the workspace up again rather than count against a
+    /// limiter nobody else sees.
+    retired: AtomicBool,
 }
 
 impl WorkspaceState {
@@ -97,6 +101,7 @@ impl WorkspaceState {
             live_limiter: Mutex::new(RateLimiter::new(Environment::Live.requests_per_minute())),
             test_limiter: Mutex::new(RateLimiter::new(Environment::Test.requests_per_minute())),
             last_used_ms: AtomicU64::new(now_ms),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -134,9 +139,32 @@ impl WorkspaceState {
     }
 
     /// Counts one request against the environment's limit, if there is room.
-    pub fn check_rate(&self, environment: Environment, now_ms: u64) -> RateDecision {
+    /// Counts one request against the environment's limit, if there is room. `None` when
+    /// this state has been retired: the caller must find the workspace's current state.
+    pub fn check_rate(&self, environment: Environment, now_ms: u64) -> Option<RateDecision> {
         self.touch(now_ms);
-        self.limiter(environment).lock().check(now_ms)
+        let mut limiter = self.limiter(environment).lock();
+        if self.retired.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(limiter.check(now_ms))
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Retires the state if it has seen no request for `idle_ms`. Decided while holding both
+    /// limiters, so no request can be counted here after the decision: every count lands in
+    /// a state the registry still serves, which keeps the limit exact across actor restarts.
+    fn retire_if_idle(&self, now_ms: u64, idle_ms: u64) -> bool {
+        let _live = self.live_limiter.lock();
+        let _test = self.test_limiter.lock();
+        if self.idle_for_ms(now_ms) < idle_ms {
+            return false;
+        }
+        self.retired.store(true, Ordering::Release);
+        true
     }
 
     /// The limiter state without counting a request.
@@ -182,7 +210,10 @@ impl WorkspaceActor {
 
     fn stop_if_idle(&mut self, ctx: &mut Context<Self>) {
         let now_ms = crate::clock::now_ms();
-        if self.state.idle_for_ms(now_ms) < self.idle_timeout.as_millis() as u64 {
+        if !self
+            .state
+            .retire_if_idle(now_ms, self.idle_timeout.as_millis() as u64)
+        {
             return;
         }
         if let Some(registry) = self.registry.upgrade() {
@@ -237,5 +268,24 @@ impl Handler<RefreshKey> for WorkspaceActor {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_state_retires_and_then_counts_nothing() {
+        let state = WorkspaceState::new(Arc::from("ws_1"), 0);
+        assert!(state.check_rate(Environment::Live, 1_000).is_some());
+        assert!(
+            !state.retire_if_idle(30_000, 60_000),
+            "used 29 s ago: not idle"
+        );
+        assert!(!state.is_retired());
+        assert!(state.retire_if_idle(61_000, 60_000));
+        assert!(state.is_retired());
+        assert_eq!(state.check_rate(Environment::Live, 61_001), None);
     }
 }

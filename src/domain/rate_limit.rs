@@ -100,7 +100,7 @@ impl RateLimiter {
         if self.total == 0 {
             return 0;
         }
-        let oldest_second = self.newest_second + 1 - SLOTS as u64;
+        let oldest_second = (self.newest_second + 1).saturating_sub(SLOTS as u64);
         for age in 0..SLOTS as u64 {
             let second = oldest_second + age;
             if self.counts[slot(second)] > 0 {
@@ -221,6 +221,14 @@ mod tests {
         assert_eq!(limiter.check(START_MS).remaining, 1);
         assert_eq!(limiter.peek(START_MS + 5 * 60_000).remaining, 3);
         assert_eq!(limiter.peek(START_MS + 5 * 60_000).reset_secs, 0);
+    }
+
+    #[test]
+    fn times_near_the_epoch_do_not_underflow() {
+        let mut limiter = RateLimiter::new(2);
+        assert!(limiter.check(1_000).allowed);
+        assert!(limiter.check(2_000).allowed);
+        assert!(!limiter.check(3_000).allowed);
     }
 
     #[test]
