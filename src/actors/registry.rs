@@ -169,19 +169,15 @@ impl WorkspaceRegistry {
         }
     }
 
-    /// The handle of a workspace whose actor is running, if any.
-    pub fn running_workspace(&self, workspace_id: &str) -> Option<WorkspaceHandle> {
-        self.workspaces.get(workspace_id).map(|h| h.clone())
-    }
-
     /// Applies an admin change (revocation, rotation) to the cache at once, so that it holds
-    /// on the very next request.
+    /// on the very next request. The key is cached even if it was not: a cache miss being
+    /// served right now may have read the key before the change, and the cached revocation
+    /// is what keeps that stale read from being cached over it (see `put_key`).
     pub fn key_changed(&self, record: &ApiKeyRecord) {
-        if let Some(handle) = self.running_workspace(&record.workspace_id) {
-            handle
-                .state
-                .update_key_if_cached(record, crate::clock::now_ms());
-        }
+        let now_ms = crate::clock::now_ms();
+        let state = self.workspace(&record.workspace_id, now_ms).state;
+        state.put_key(record, now_ms);
+        self.key_index.insert(record.key_hash, state);
     }
 
     /// Called when a key is created: a hash remembered as unknown must not stay so.

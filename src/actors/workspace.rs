@@ -109,21 +109,22 @@ impl WorkspaceState {
         self.keys.read().get(hash).cloned()
     }
 
-    /// Stores or replaces a key; returns the cached form.
+    /// Stores or replaces a key; returns the cached form. A revocation already cached is
+    /// never undone: revocations only ever move earlier, so a storage read that started
+    /// before a revocation and finishes after it cannot bring the key back to life.
     pub fn put_key(&self, record: &ApiKeyRecord, now_ms: u64) -> Arc<CachedKey> {
-        let cached = Arc::new(CachedKey::new(record, Arc::clone(&self.id), now_ms));
-        self.keys
-            .write()
-            .insert(record.key_hash, Arc::clone(&cached));
-        cached
-    }
-
-    /// Replaces a key only if it is cached, so an admin change never fills the cache.
-    pub fn update_key_if_cached(&self, record: &ApiKeyRecord, now_ms: u64) {
+        let mut fresh = CachedKey::new(record, Arc::clone(&self.id), now_ms);
         let mut keys = self.keys.write();
-        if let Some(slot) = keys.get_mut(&record.key_hash) {
-            *slot = Arc::new(CachedKey::new(record, Arc::clone(&self.id), now_ms));
+        if let Some(cached_revocation) = keys.get(&record.key_hash).and_then(|k| k.revoked_at) {
+            fresh.revoked_at = Some(
+                fresh
+                    .revoked_at
+                    .map_or(cached_revocation, |at| at.min(cached_revocation)),
+            );
         }
+        let fresh = Arc::new(fresh);
+        keys.insert(record.key_hash, Arc::clone(&fresh));
+        fresh
     }
 
     pub fn remove_key(&self, hash: &KeyHash) {
@@ -274,6 +275,38 @@ impl Handler<RefreshKey> for WorkspaceActor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(revoked_at: Option<DateTime<Utc>>) -> ApiKeyRecord {
+        let created = crate::clock::to_datetime(1_800_000_000_000);
+        ApiKeyRecord {
+            id: "key_1".into(),
+            workspace_id: "ws_1".into(),
+            key_hash: KeyHash([5; 32]),
+            key_hint: "sp_live_...abcd".into(),
+            label: "ci".into(),
+            environment: Environment::Live,
+            scopes: ScopeSet::EMPTY,
+            created_at: created,
+            expires_at: crate::domain::key_record::expiry_for(created),
+            revoked_at,
+        }
+    }
+
+    #[test]
+    fn a_stale_read_cannot_undo_a_cached_revocation() {
+        let state = WorkspaceState::new(Arc::from("ws_1"), 0);
+        let revoked_at = crate::clock::to_datetime(1_800_000_100_000);
+        state.put_key(&record(Some(revoked_at)), 1);
+        // A storage read that began before the revocation lands afterwards.
+        let cached = state.put_key(&record(None), 2);
+        assert_eq!(cached.revoked_at, Some(revoked_at));
+        // An earlier revocation (a rotation's grace cut short) still wins.
+        let earlier = crate::clock::to_datetime(1_800_000_050_000);
+        assert_eq!(
+            state.put_key(&record(Some(earlier)), 3).revoked_at,
+            Some(earlier)
+        );
+    }
 
     #[test]
     fn an_idle_state_retires_and_then_counts_nothing() {
