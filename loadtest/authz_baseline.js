@@ -5,51 +5,25 @@
 //
 // Env: BASE_URL (default http://127.0.0.1:8090), K6_VUS (64), K6_DURATION (30s).
 // Thresholds are informational only (they always pass); the runner reads the JSON summary.
+// The request, status counters and options come from lib.js, as for authz_many_keys.js.
 
-import http from 'k6/http';
 import { check } from 'k6';
-import { Counter } from 'k6/metrics';
 import exec from 'k6/execution';
+import { closedLoop, getAuthz, statusCounter, summaryOptions } from './lib.js';
 
 const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8090';
 
-const status200 = new Counter('status_200');
-const status401 = new Counter('status_401');
-const status429 = new Counter('status_429');
-const status5xx = new Counter('status_5xx');
-const statusOther = new Counter('status_other');
+const countStatus = statusCounter();
 
 export const options = {
-  // K6_VUS and K6_DURATION are also k6's own option variables, so they win either way.
-  vus: parseInt(__ENV.K6_VUS || '64', 10),
-  duration: __ENV.K6_DURATION || '30s',
-  discardResponseBodies: true,
-  summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(99)', 'max'],
-  thresholds: {
-    http_req_failed: ['rate>=0'],
-    http_req_duration: ['max>=0'],
-  },
+  ...closedLoop('30s'),
+  ...summaryOptions(),
 };
-
-function countStatus(status) {
-  if (status === 200) status200.add(1);
-  else if (status === 401) status401.add(1);
-  else if (status === 429) status429.add(1);
-  else if (status >= 500) status5xx.add(1);
-  else statusOther.add(1);
-}
 
 export default function () {
   // Any bearer value will do; vary it like the engine run does so header sizes match.
   const key = `sp_live_${String(exec.scenario.iterationInTest % 5000).padStart(38, '0')}`;
-  const res = http.get(`${BASE_URL}/v1/authz`, {
-    headers: {
-      Authorization: `Bearer ${key}`,
-      'X-Forwarded-Method': 'GET',
-      'X-Forwarded-Uri': '/v1/checks',
-    },
-    tags: { name: 'authz' },
-  });
+  const res = getAuthz(BASE_URL, key, 'authz');
   countStatus(res.status);
   check(res, { 'status is 200': (r) => r.status === 200 });
 }

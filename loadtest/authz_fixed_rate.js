@@ -17,30 +17,19 @@
 // Do not set K6_VUS / K6_DURATION for this script: k6 reads them as its own options and
 // they would replace the scenario below with a closed-loop one.
 // Thresholds are informational only (they always pass); the runner reads the JSON summary.
+// The keys file, request and status counters come from lib.js, as for authz_many_keys.js.
 
-import http from 'k6/http';
 import { check } from 'k6';
-import { SharedArray } from 'k6/data';
-import { Counter } from 'k6/metrics';
 import exec from 'k6/execution';
+import { getAuthz, loadKeys, statusCounter, summaryOptions } from './lib.js';
 
 const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8080';
 const KEYS_FILE = __ENV.KEYS_FILE || 'results/keys.txt';
 
-const keys = new SharedArray('keys', function () {
-  const lines = open(KEYS_FILE).split('\n').map((l) => l.trim()).filter((l) => l.length > 0);
-  if (lines.length === 0) {
-    throw new Error(`no keys in ${KEYS_FILE}`);
-  }
-  return lines;
-});
+const keys = loadKeys(KEYS_FILE);
 
 // Responses by status class; 0 (in status_other) is a transport error.
-const status200 = new Counter('status_200');
-const status401 = new Counter('status_401');
-const status429 = new Counter('status_429');
-const status5xx = new Counter('status_5xx');
-const statusOther = new Counter('status_other');
+const countStatus = statusCounter();
 
 export const options = {
   scenarios: {
@@ -53,35 +42,16 @@ export const options = {
       maxVUs: parseInt(__ENV.RATE_MAX_VUS || '200', 10),
     },
   },
-  discardResponseBodies: true,
-  summaryTrendStats: ['avg', 'min', 'med', 'p(50)', 'p(90)', 'p(99)', 'p(99.9)', 'max'],
-  thresholds: {
-    // Informational: never fail the run; they make the metrics show in the summary.
-    http_req_failed: ['rate>=0'],
-    http_req_duration: ['max>=0'],
+  // Informational thresholds on http_req_failed and http_req_duration (lib.js), plus these.
+  ...summaryOptions(['avg', 'min', 'med', 'p(50)', 'p(90)', 'p(99)', 'p(99.9)', 'max'], {
     'http_req_duration{status:200}': ['max>=0'],
     dropped_iterations: ['count>=0'],
-  },
+  }),
 };
-
-function countStatus(status) {
-  if (status === 200) status200.add(1);
-  else if (status === 401) status401.add(1);
-  else if (status === 429) status429.add(1);
-  else if (status >= 500) status5xx.add(1);
-  else statusOther.add(1);
-}
 
 export default function () {
   const key = keys[exec.scenario.iterationInTest % keys.length];
-  const res = http.get(`${BASE_URL}/v1/authz`, {
-    headers: {
-      Authorization: `Bearer ${key}`,
-      'X-Forwarded-Method': 'GET',
-      'X-Forwarded-Uri': '/v1/checks',
-    },
-    tags: { name: 'authz-fixed' },
-  });
+  const res = getAuthz(BASE_URL, key, 'authz-fixed');
   countStatus(res.status);
   check(res, { 'status is 200': (r) => r.status === 200 });
 }

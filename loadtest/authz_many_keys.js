@@ -8,62 +8,28 @@
 // Env: BASE_URL (default http://127.0.0.1:8080), KEYS_FILE (one key a line; a path
 // relative to this script or absolute), K6_VUS (64), K6_DURATION (30s).
 // Thresholds are informational only (they always pass); the runner reads the JSON summary.
+// The keys file, request, status counters and options come from lib.js.
 
-import http from 'k6/http';
 import { check } from 'k6';
-import { SharedArray } from 'k6/data';
-import { Counter } from 'k6/metrics';
 import exec from 'k6/execution';
+import { closedLoop, getAuthz, loadKeys, statusCounter, summaryOptions } from './lib.js';
 
 const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8080';
 const KEYS_FILE = __ENV.KEYS_FILE || 'results/keys.txt';
 
-const keys = new SharedArray('keys', function () {
-  const lines = open(KEYS_FILE).split('\n').map((l) => l.trim()).filter((l) => l.length > 0);
-  if (lines.length === 0) {
-    throw new Error(`no keys in ${KEYS_FILE}`);
-  }
-  return lines;
-});
+const keys = loadKeys(KEYS_FILE);
 
-// Responses by status class; 0 is a transport error (refused, reset, timeout).
-const status200 = new Counter('status_200');
-const status401 = new Counter('status_401');
-const status429 = new Counter('status_429');
-const status5xx = new Counter('status_5xx');
-const statusOther = new Counter('status_other');
+// Responses by status class: status_200, status_401, status_429, status_5xx, status_other.
+const countStatus = statusCounter();
 
 export const options = {
-  // K6_VUS and K6_DURATION are also k6's own option variables, so they win either way.
-  vus: parseInt(__ENV.K6_VUS || '64', 10),
-  duration: __ENV.K6_DURATION || '30s',
-  discardResponseBodies: true,
-  summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(99)', 'max'],
-  thresholds: {
-    // Informational: never fail the run; they make the metrics show in the summary.
-    http_req_failed: ['rate>=0'],
-    http_req_duration: ['max>=0'],
-  },
+  ...closedLoop('30s'),
+  ...summaryOptions(),
 };
-
-function countStatus(status) {
-  if (status === 200) status200.add(1);
-  else if (status === 401) status401.add(1);
-  else if (status === 429) status429.add(1);
-  else if (status >= 500) status5xx.add(1);
-  else statusOther.add(1);
-}
 
 export default function () {
   const key = keys[exec.scenario.iterationInTest % keys.length];
-  const res = http.get(`${BASE_URL}/v1/authz`, {
-    headers: {
-      Authorization: `Bearer ${key}`,
-      'X-Forwarded-Method': 'GET',
-      'X-Forwarded-Uri': '/v1/checks',
-    },
-    tags: { name: 'authz' },
-  });
+  const res = getAuthz(BASE_URL, key, 'authz');
   countStatus(res.status);
   check(res, { 'status is 200': (r) => r.status === 200 });
 }
