@@ -19,6 +19,10 @@ use statuspulse_auth::domain::workspace::Workspace;
 use statuspulse_auth::store::sqlite::SqliteStore;
 use statuspulse_auth::store::{NewApiKey, SharedStore};
 
+/// The server's allocator (see `src/main.rs`), so the bench measures what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const WORKSPACES: usize = 10_000;
 const KEYS_PER_WORKSPACE: usize = 10;
 
