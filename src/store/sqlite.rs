@@ -22,23 +22,41 @@ use crate::domain::key_record::ApiKeyRecord;
 use crate::domain::scope::ScopeSet;
 use crate::domain::workspace::{Membership, Role, User, Workspace};
 
+/// Two connections: one writes, one reads. In WAL mode a reader never waits for the writer,
+/// so a key-cache miss or an audit-log query is not stuck behind a large audit-log commit.
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    writer: Arc<Mutex<Connection>>,
+    /// Opened with `query_only`: it cannot write even by mistake.
+    reader: Arc<Mutex<Connection>>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open(path).map_err(unavailable)?;
-        SqliteStore::configure(conn)
+        let writer = SqliteStore::configure(Connection::open(path).map_err(unavailable)?)?;
+        let reader = SqliteStore::configure(Connection::open(path).map_err(unavailable)?)?;
+        reader
+            .execute_batch("PRAGMA query_only = ON;")
+            .map_err(internal)?;
+        Ok(SqliteStore {
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+        })
     }
 
-    /// A private in-memory database, for tests and benches.
+    /// A private in-memory database, for tests and benches. One connection serves both roles:
+    /// a second connection to `:memory:` would be another database.
     pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
-        SqliteStore::configure(Connection::open_in_memory().map_err(unavailable)?)
+        let conn = Arc::new(Mutex::new(SqliteStore::configure(
+            Connection::open_in_memory().map_err(unavailable)?,
+        )?));
+        Ok(SqliteStore {
+            writer: Arc::clone(&conn),
+            reader: conn,
+        })
     }
 
-    fn configure(conn: Connection) -> Result<SqliteStore, StoreError> {
+    fn configure(conn: Connection) -> Result<Connection, StoreError> {
         conn.execute_batch(
             // WAL: readers never wait for the writer. NORMAL: fsync at checkpoints, not per
             // commit: a process crash loses nothing, a power cut the last commits. A 16 MiB page cache
@@ -51,21 +69,36 @@ impl SqliteStore {
         .map_err(internal)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(internal)?;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(conn)
     }
 
+    /// Runs `work` on the writing connection, on the blocking pool.
     async fn with_conn<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || work(&mut conn.lock()))
-            .await
-            .map_err(|e| StoreError::Internal(anyhow!("sqlite task failed: {e}")))?
+        run_blocking(Arc::clone(&self.writer), work).await
     }
+
+    /// Runs `work` on the reading connection, on the blocking pool.
+    async fn with_reader<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        run_blocking(Arc::clone(&self.reader), work).await
+    }
+}
+
+async fn run_blocking<T, F>(conn: Arc<Mutex<Connection>>, work: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || work(&mut conn.lock()))
+        .await
+        .map_err(|e| StoreError::Internal(anyhow!("sqlite task failed: {e}")))?
 }
 
 #[async_trait]
@@ -113,7 +146,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with_conn(|conn| {
+        self.with_reader(|conn| {
             conn.query_row("SELECT 1", [], |_| Ok(()))
                 .map_err(unavailable)
         })
@@ -135,7 +168,7 @@ impl Store for SqliteStore {
 
     async fn get_workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError> {
         let id = id.to_owned();
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             conn.query_row(
                 "SELECT id, name, created_at FROM workspaces WHERE id = ?1",
                 [&id],
@@ -214,7 +247,7 @@ impl Store for SqliteStore {
 
     async fn list_api_keys(&self, workspace_id: &str) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let ws = workspace_id.to_owned();
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = ?1 ORDER BY id"
@@ -232,7 +265,8 @@ impl Store for SqliteStore {
         id: &str,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         let (ws, id) = (workspace_id.to_owned(), id.to_owned());
-        self.with_conn(move |conn| select_key(conn, &ws, &id)).await
+        self.with_reader(move |conn| select_key(conn, &ws, &id))
+            .await
     }
 
     async fn revoke_api_key(
@@ -259,7 +293,7 @@ impl Store for SqliteStore {
         hash: &KeyHash,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         let hash = *hash;
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?1"
@@ -417,7 +451,7 @@ impl Store for SqliteStore {
             add("id <", Value::Text(before.hyphenated().to_string()));
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", query.limit));
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let mut stmt = conn.prepare(&sql).map_err(internal)?;
             let rows = stmt
                 .query_map(rusqlite::params_from_iter(values), audit_from_row)
