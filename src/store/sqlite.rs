@@ -1,6 +1,7 @@
-//! The embedded store: SQLite through rusqlite, one connection behind a mutex, every call
-//! on the blocking pool. SQLite serialises writers anyway, and the hot path only reaches
-//! storage on a cache miss, so one connection is enough for the embedded default.
+//! The embedded store: SQLite through rusqlite, a writing and a reading connection, each
+//! behind a mutex, every call on the blocking pool. SQLite serialises writers anyway, and
+//! the hot path only reaches storage on a cache miss, so two connections are enough for the
+//! embedded default.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,8 +36,10 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let writer = SqliteStore::configure(Connection::open(path).map_err(unavailable)?)?;
         let reader = SqliteStore::configure(Connection::open(path).map_err(unavailable)?)?;
+        // Point lookups and paged queries: a small page cache is enough, and every MiB here
+        // counts against the process's memory next to the key cache.
         reader
-            .execute_batch("PRAGMA query_only = ON;")
+            .execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -2048;")
             .map_err(internal)?;
         Ok(SqliteStore {
             writer: Arc::new(Mutex::new(writer)),
