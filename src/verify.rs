@@ -216,7 +216,7 @@ impl Verifier {
             credential_id: Arc::clone(&key.id),
             key_label: Some(Arc::clone(&key.label)),
             app_name: None,
-            method: truncate(request.method, 16),
+            method: audit_method(request.method),
             path: truncate(request.path.split('?').next().unwrap_or_default(), 512),
             scope: scope.map(|s| Cow::Borrowed(s.as_str())),
             status,
@@ -310,6 +310,19 @@ fn authorize(
             Some(rate),
             None,
         )),
+    }
+}
+
+/// The method for the audit log: the standard ones borrowed (no allocation per request),
+/// anything else copied and capped.
+fn audit_method(method: &str) -> Cow<'static, str> {
+    const STANDARD: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+    match STANDARD
+        .iter()
+        .find(|known| known.eq_ignore_ascii_case(method))
+    {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(truncate(method, 16)),
     }
 }
 
@@ -453,6 +466,14 @@ mod tests {
             Err(DenyReason::InvalidCredentials)
         );
         assert_eq!(bearer_token(None), Err(DenyReason::MissingCredentials));
+    }
+
+    #[test]
+    fn standard_methods_are_borrowed_and_others_capped() {
+        assert!(matches!(audit_method("get"), Cow::Borrowed("GET")));
+        assert!(matches!(audit_method("DELETE"), Cow::Borrowed("DELETE")));
+        assert_eq!(audit_method("PROPFIND"), "PROPFIND");
+        assert_eq!(audit_method(&"X".repeat(40)).len(), 16);
     }
 
     #[test]

@@ -51,7 +51,8 @@ pub struct AuditEvent {
     pub key_label: Option<Arc<str>>,
     #[schema(value_type = Option<String>)]
     pub app_name: Option<Arc<str>>,
-    pub method: String,
+    #[schema(value_type = String)]
+    pub method: Cow<'static, str>,
     pub path: String,
     /// The scope the request consumed (or was refused for); none for `/v1/me` and for
     /// requests refused before the scope was known.
