@@ -226,14 +226,6 @@ impl Verifier {
         };
         self.audit.record(event).await;
     }
-
-    pub fn registry(&self) -> &Arc<WorkspaceRegistry> {
-        &self.registry
-    }
-
-    pub fn hasher(&self) -> &KeyHasher {
-        &self.hasher
-    }
 }
 
 /// A credential that named a key.

@@ -135,11 +135,6 @@ impl WorkspaceState {
         self.keys.read().keys().copied().collect()
     }
 
-    pub fn cached_key_count(&self) -> usize {
-        self.keys.read().len()
-    }
-
-    /// Counts one request against the environment's limit, if there is room.
     /// Counts one request against the environment's limit, if there is room. `None` when
     /// this state has been retired: the caller must find the workspace's current state.
     pub fn check_rate(&self, environment: Environment, now_ms: u64) -> Option<RateDecision> {

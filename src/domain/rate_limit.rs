@@ -48,10 +48,6 @@ impl RateLimiter {
         }
     }
 
-    pub fn limit(&self) -> u32 {
-        self.limit
-    }
-
     /// Decides one request arriving at `now_ms` (milliseconds since the Unix epoch) and,
     /// when it is allowed, counts it.
     pub fn check(&mut self, now_ms: u64) -> RateDecision {

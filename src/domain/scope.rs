@@ -106,38 +106,6 @@ impl Scope {
             (Resource::Teams, Access::Write) => "teams:write",
         }
     }
-
-    /// A human sentence for consent screens and listings.
-    pub fn describe(self) -> &'static str {
-        match (self.resource, self.access) {
-            (Resource::Checks, Access::Read) => {
-                "List and view uptime checks, response times, and historical data."
-            }
-            (Resource::Checks, Access::Write) => "Create, update, pause, and delete checks.",
-            (Resource::Incidents, Access::Read) => {
-                "Retrieve incident timelines, root-cause notes, and resolution timestamps."
-            }
-            (Resource::Incidents, Access::Write) => {
-                "Acknowledge incidents, add annotations, and close resolved events."
-            }
-            (Resource::Webhooks, Access::Read) => {
-                "View configured webhook endpoints and delivery logs."
-            }
-            (Resource::Webhooks, Access::Write) => "Add, modify, and remove webhook subscriptions.",
-            (Resource::StatusPages, Access::Read) => {
-                "Read public status page content and incident summaries."
-            }
-            (Resource::StatusPages, Access::Write) => {
-                "Publish maintenance windows and edit page branding."
-            }
-            (Resource::Billing, Access::Read) => {
-                "View plan details, usage metrics, and invoice history."
-            }
-            (Resource::Billing, Access::Write) => "Change billing (not grantable).",
-            (Resource::Teams, Access::Read) => "List workspace members and their roles.",
-            (Resource::Teams, Access::Write) => "Invite, remove, and reassign member roles.",
-        }
-    }
 }
 
 impl fmt::Display for Scope {
@@ -204,11 +172,6 @@ impl ScopeSet {
             }
         }
         out
-    }
-
-    /// Whether every scope of `self` is granted by `holder` (implication included).
-    pub fn is_granted_by(self, holder: ScopeSet) -> bool {
-        self.iter().all(|scope| holder.grants(scope))
     }
 
     /// The scopes in canonical order.

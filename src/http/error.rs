@@ -100,14 +100,6 @@ impl ApiError {
         .into()
     }
 
-    pub fn kind(&self) -> &ErrorKind {
-        &self.kind
-    }
-
-    pub fn rate(&self) -> Option<RateDecision> {
-        self.rate
-    }
-
     /// The stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match &self.kind {

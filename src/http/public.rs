@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::rate_headers;
-use super::request_context::request_id;
+use super::request_context::take_request_id;
 use super::state::AppState;
 use crate::domain::route::{required_scope, RouteError, RouteRequirement};
 use crate::metrics::HotRoute;
@@ -69,7 +69,7 @@ pub async fn me(
     request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let request_id = request_id(&request);
+    let request_id = take_request_id(&request);
     let granted = state
         .verifier
         .verify(AccessRequest {
@@ -122,7 +122,7 @@ pub async fn authz(
     request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let request_id = request_id(&request);
+    let request_id = take_request_id(&request);
     let headers = request.headers();
     let method = headers
         .get(&X_FORWARDED_METHOD)
