@@ -10,14 +10,15 @@ use anyhow::anyhow;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use rusqlite::types::Value;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
-use uuid::Uuid;
 
+mod audit_log;
+
+use self::audit_log::AuditInbox;
 use super::migrations::SQLITE as MIGRATIONS;
 use super::{Conflict, Entity, NewApiKey, NewUser, Store, StoreError};
 use crate::domain::api_key::Environment;
-use crate::domain::audit::{AuditEvent, AuditQuery, CredentialType};
+use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::hashing::KeyHash;
 use crate::domain::key_record::ApiKeyRecord;
 use crate::domain::scope::ScopeSet;
@@ -29,6 +30,8 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     /// Opened with `query_only`: it cannot write even by mistake.
     reader: Arc<Mutex<Connection>>,
+    /// Used only by the writer, under the writer's lock.
+    audit_inbox: Arc<Mutex<AuditInbox>>,
 }
 
 impl SqliteStore {
@@ -44,6 +47,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
+            audit_inbox: Arc::new(Mutex::new(AuditInbox::new())),
         })
     }
 
@@ -56,6 +60,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Arc::clone(&conn),
             reader: conn,
+            audit_inbox: Arc::new(Mutex::new(AuditInbox::new())),
         })
     }
 
@@ -381,41 +386,9 @@ impl Store for SqliteStore {
     }
 
     async fn insert_audit_events(&self, events: Arc<[AuditEvent]>) -> Result<(), StoreError> {
-        self.with_conn(move |conn| {
-            let tx = conn.transaction().map_err(unavailable)?;
-            {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO audit_events (id, occurred_at, workspace_id, credential_type,
-                            credential_id, key_label, app_name, method, path, scope, status,
-                            error_code, request_id, client_addr)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-                         ON CONFLICT (workspace_id, id) DO NOTHING",
-                    )
-                    .map_err(internal)?;
-                for e in events.iter() {
-                    stmt.execute(params![
-                        e.id.hyphenated().to_string(),
-                        e.occurred_at.timestamp_millis(),
-                        &*e.workspace_id,
-                        e.credential_type.as_str(),
-                        &*e.credential_id,
-                        e.key_label.as_deref(),
-                        e.app_name.as_deref(),
-                        e.method.as_ref(),
-                        e.path,
-                        e.scope.as_deref(),
-                        e.status,
-                        e.error_code.as_deref(),
-                        e.request_id,
-                        e.client_addr,
-                    ])
-                    .map_err(unavailable)?;
-                }
-            }
-            tx.commit().map_err(unavailable)
-        })
-        .await
+        let inbox = Arc::clone(&self.audit_inbox);
+        self.with_conn(move |conn| inbox.lock().append(conn, &events))
+            .await
     }
 
     async fn query_audit_events(
@@ -423,45 +396,9 @@ impl Store for SqliteStore {
         workspace_id: &str,
         query: &AuditQuery,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let mut sql = String::from(
-            "SELECT id, occurred_at, workspace_id, credential_type, credential_id, key_label,
-                    app_name, method, path, scope, status, error_code, request_id, client_addr
-             FROM audit_events WHERE workspace_id = ?1",
-        );
-        let mut values: Vec<Value> = vec![Value::Text(workspace_id.to_owned())];
-        let mut add = |clause: &str, value: Value| {
-            values.push(value);
-            sql.push_str(&format!(" AND {clause} ?{}", values.len()));
-        };
-        let text_filters = [
-            ("key_label =", &query.key_label),
-            ("app_name =", &query.app),
-            ("scope =", &query.scope),
-            ("request_id =", &query.request_id),
-        ];
-        for (clause, filter) in text_filters {
-            if let Some(value) = filter {
-                add(clause, Value::Text(value.clone()));
-            }
-        }
-        if let Some(since) = query.since {
-            add("occurred_at >=", Value::Integer(since.timestamp_millis()));
-        }
-        if let Some(until) = query.until {
-            add("occurred_at <", Value::Integer(until.timestamp_millis()));
-        }
-        if let Some(before) = query.before {
-            add("id <", Value::Text(before.hyphenated().to_string()));
-        }
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", query.limit));
-        self.with_reader(move |conn| {
-            let mut stmt = conn.prepare(&sql).map_err(internal)?;
-            let rows = stmt
-                .query_map(rusqlite::params_from_iter(values), audit_from_row)
-                .map_err(internal)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(internal)
-        })
-        .await
+        let (workspace_id, query) = (workspace_id.to_owned(), query.clone());
+        self.with_reader(move |conn| audit_log::query(conn, &workspace_id, &query))
+            .await
     }
 }
 
@@ -483,28 +420,6 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
         created_at: from_millis(row.get(7)?),
         expires_at: from_millis(row.get(8)?),
         revoked_at: row.get::<_, Option<i64>>(9)?.map(from_millis),
-    })
-}
-
-fn audit_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEvent> {
-    let id: String = row.get(0)?;
-    let credential_type: String = row.get(3)?;
-    Ok(AuditEvent {
-        id: Uuid::parse_str(&id).map_err(|_| corrupt(0, "audit id"))?,
-        occurred_at: from_millis(row.get(1)?),
-        workspace_id: row.get::<_, String>(2)?.into(),
-        credential_type: CredentialType::parse(&credential_type)
-            .ok_or_else(|| corrupt(3, "credential type"))?,
-        credential_id: row.get::<_, String>(4)?.into(),
-        key_label: row.get::<_, Option<String>>(5)?.map(Into::into),
-        app_name: row.get::<_, Option<String>>(6)?.map(Into::into),
-        method: row.get::<_, String>(7)?.into(),
-        path: row.get(8)?,
-        scope: row.get::<_, Option<String>>(9)?.map(Into::into),
-        status: row.get(10)?,
-        error_code: row.get::<_, Option<String>>(11)?.map(Into::into),
-        request_id: row.get(12)?,
-        client_addr: row.get(13)?,
     })
 }
 
