@@ -28,6 +28,7 @@ use statuspulse_auth::domain::scope::ScopeSet;
 use statuspulse_auth::domain::workspace::Workspace;
 use statuspulse_auth::metrics::{HotRoute, Metrics};
 use statuspulse_auth::queue::audit_sink::AuditBatcher;
+use statuspulse_auth::queue::audit_spool::AuditSpool;
 use statuspulse_auth::queue::{Job, JobQueue, QueueError};
 use statuspulse_auth::store::sqlite::SqliteStore;
 use statuspulse_auth::store::{NewApiKey, SharedStore};
@@ -132,12 +133,21 @@ async fn setup(
     let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
     store.migrate().await.unwrap();
     let metrics = Arc::new(Metrics::default());
-    // The audit channel and batcher are the real ones; the jobs they publish are dropped, so
-    // that this bench measures the hand-off and not the audit log's write rate, which
-    // `audit_ingest` measures on its own.
+    // The audit spool, channel and batcher are the real ones (the spool in a temporary
+    // directory: one write(2) per event); the jobs they publish are dropped, so that this
+    // bench measures the hand-off and not the audit log's write rate, which `audit_ingest`
+    // measures on its own.
+    let spool_dir =
+        std::env::temp_dir().join(format!("statuspulse-bench-spool-{}", uuid::Uuid::now_v7()));
+    let (spool, leftovers) = AuditSpool::open(&spool_dir).unwrap();
     let (sink, batcher) = {
         let _on_audit_runtime = audit_runtime.enter();
-        AuditBatcher::start(Arc::new(DroppedJobs), Arc::clone(&metrics))
+        AuditBatcher::start(
+            Arc::new(DroppedJobs),
+            Arc::clone(&metrics),
+            Arc::new(spool),
+            leftovers,
+        )
     };
     let hasher = KeyHasher::new([7; 32]);
     let registry = WorkspaceRegistry::new(

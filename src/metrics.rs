@@ -59,6 +59,8 @@ pub struct Metrics {
     pub audit_pending: AtomicI64,
     pub audit_ingested: AtomicU64,
     pub audit_lost: AtomicU64,
+    /// Events that could not be written to the audit spool (held in memory only).
+    pub audit_spool_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -163,6 +165,11 @@ impl Metrics {
                 "statuspulse_audit_events_lost_total",
                 "Audit events that could not be delivered (should stay 0).",
                 self.audit_lost.load(Relaxed),
+            ),
+            (
+                "statuspulse_audit_spool_failures_total",
+                "Audit events that could not be written to the crash spool (should stay 0).",
+                self.audit_spool_failures.load(Relaxed),
             ),
         ];
         for (name, help, value) in counters {

@@ -15,6 +15,7 @@ use crate::http::{admin, public};
 use crate::jobs::JobContext;
 use crate::metrics::{Listener, Metrics};
 use crate::queue::audit_sink::AuditBatcher;
+use crate::queue::audit_spool::AuditSpool;
 use crate::queue::in_process::InProcessQueue;
 use crate::queue::JobQueue;
 use crate::secrets;
@@ -22,6 +23,9 @@ use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{SharedStore, Store};
 use crate::verify::Verifier;
+
+/// Under the data dir: the audit events not yet stored (see `queue::audit_spool`).
+const AUDIT_SPOOL_DIR: &str = "audit-spool";
 
 /// The SQLite file of the embedded default, inside the data directory.
 pub const SQLITE_FILE: &str = "statuspulse.db";
@@ -101,9 +105,18 @@ impl Application {
         let metrics = Arc::new(Metrics::default());
         let jobs = JobContext::new(Arc::clone(&store), Arc::clone(&metrics));
         let queue = InProcessQueue::start(jobs.clone());
+        let (spool, leftovers) = AuditSpool::open(&settings.data_dir.join(AUDIT_SPOOL_DIR))
+            .map_err(|e| {
+                ConfigError::new(
+                    "STATUSPULSE_DATA_DIR",
+                    format!("cannot open the audit spool: {e}"),
+                )
+            })?;
         let (audit_sink, batcher) = AuditBatcher::start(
             Arc::clone(&queue) as Arc<dyn JobQueue>,
             Arc::clone(&metrics),
+            Arc::new(spool),
+            leftovers,
         );
         let hasher = KeyHasher::new(hashing_key);
         let registry = WorkspaceRegistry::new(Arc::clone(&store), cache);

@@ -1,19 +1,23 @@
 //! The hot path's hand-off for audit events.
 //!
-//! Requests push events onto a bounded lock-free queue; a batcher task drains it every
-//! `FLUSH_INTERVAL` (or at once when it fills) and publishes `IngestAudit` jobs of up to
-//! `MAX_BATCH` events. A request pays one compare-and-swap: no lock, no allocation, and no
-//! cross-thread wake-up (a channel would wake the batcher, a system call, for nearly every
-//! event). Storage sees one write per batch.
+//! A request first appends its event to the audit spool (one `write(2)`: from then on a
+//! crash cannot lose it), then pushes it onto a bounded lock-free queue: one
+//! compare-and-swap, no cross-thread wake-up (a channel would wake the batcher, a system
+//! call, for nearly every event). A batcher task drains the queue every `FLUSH_INTERVAL` (or
+//! at once when it fills) and publishes `IngestAudit` jobs of up to `MAX_BATCH` events, up to
+//! `IN_FLIGHT` at a time; when the job queue has taken a batch for good, its events are
+//! released from the spool. Storage sees one write per batch.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
-use tokio::sync::{oneshot, Notify};
-use tokio::task::JoinHandle;
+use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 
+use super::audit_spool::{AuditSpool, Leftovers, Segment};
 use super::{Job, JobQueue, QueueError};
 use crate::domain::audit::AuditEvent;
 use crate::metrics::Metrics;
@@ -24,9 +28,21 @@ const MAX_BATCH: usize = 5_000;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// Events buffered before requests wait: backpressure instead of unbounded memory.
 const CAPACITY: usize = 16_384;
+/// Batches handed to the job queue and not yet taken for good. With the in-process queue a
+/// batch is taken once written, so this lets batches queue up behind a long write.
+const IN_FLIGHT: usize = 8;
+
+/// An event and the spool segment it was written to (`None`: the spool write failed).
+struct Spooled {
+    event: AuditEvent,
+    segment: Option<Segment>,
+}
 
 struct Shared {
-    events: ArrayQueue<AuditEvent>,
+    events: ArrayQueue<Spooled>,
+    spool: Arc<AuditSpool>,
+    /// Spool writes that failed (disk full?): logged once per run of failures.
+    spool_failures: AtomicU64,
     /// Wakes the batcher early when the queue is full.
     full: Notify,
     /// Wakes requests waiting for room once the batcher has drained.
@@ -43,10 +59,12 @@ pub struct AuditSink {
 
 impl AuditSink {
     /// Hands an event over; waits only while the batcher is `CAPACITY` events behind.
+    /// Returns once the event is in the spool, so a crash after the answer cannot lose it.
     pub async fn record(&self, event: AuditEvent) {
         let shared = &self.shared;
         shared.metrics.audit_pending.fetch_add(1, Ordering::Relaxed);
-        let mut event = match shared.events.push(event) {
+        let segment = self.spool(&event);
+        let mut event = match shared.events.push(Spooled { event, segment }) {
             Ok(()) => return,
             Err(rejected) => rejected,
         };
@@ -65,6 +83,29 @@ impl AuditSink {
             }
             shared.full.notify_one();
             drained.await;
+        }
+    }
+
+    /// Writes the event to the spool. If that fails the request still goes on (an audit
+    /// disk that is full must not take authentication down); the event then lives only in
+    /// memory until it is stored, and the failure is logged and counted.
+    fn spool(&self, event: &AuditEvent) -> Option<Segment> {
+        let shared = &self.shared;
+        match shared.spool.append(event) {
+            Ok(segment) => {
+                shared.spool_failures.store(0, Ordering::Relaxed);
+                Some(segment)
+            }
+            Err(error) => {
+                if shared.spool_failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::error!(%error, "cannot write to the audit spool; events are held in memory only until stored");
+                }
+                shared
+                    .metrics
+                    .audit_spool_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                None
+            }
         }
     }
 
@@ -89,26 +130,36 @@ pub struct AuditBatcher {
 }
 
 impl AuditBatcher {
-    /// Starts the batcher on the current Tokio runtime.
-    pub fn start(queue: Arc<dyn JobQueue>, metrics: Arc<Metrics>) -> (AuditSink, AuditBatcher) {
-        AuditBatcher::start_with_capacity(queue, metrics, CAPACITY)
+    /// Starts the batcher on the current Tokio runtime. It first hands `leftovers` (the
+    /// spool's events from a run that crashed) to the queue again.
+    pub fn start(
+        queue: Arc<dyn JobQueue>,
+        metrics: Arc<Metrics>,
+        spool: Arc<AuditSpool>,
+        leftovers: Leftovers,
+    ) -> (AuditSink, AuditBatcher) {
+        AuditBatcher::start_with_capacity(queue, metrics, spool, leftovers, CAPACITY)
     }
 
     /// As [`AuditBatcher::start`], with room for `capacity` events before requests wait.
     pub fn start_with_capacity(
         queue: Arc<dyn JobQueue>,
         metrics: Arc<Metrics>,
+        spool: Arc<AuditSpool>,
+        leftovers: Leftovers,
         capacity: usize,
     ) -> (AuditSink, AuditBatcher) {
         let shared = Arc::new(Shared {
             events: ArrayQueue::new(capacity),
+            spool,
+            spool_failures: AtomicU64::new(0),
             full: Notify::new(),
             drained: Notify::new(),
             closed: AtomicBool::new(false),
             metrics,
         });
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run_batcher(Arc::clone(&shared), stopped, queue));
+        let task = tokio::spawn(run_batcher(Arc::clone(&shared), stopped, queue, leftovers));
         (
             AuditSink { shared },
             AuditBatcher {
@@ -118,8 +169,9 @@ impl AuditBatcher {
         )
     }
 
-    /// Publishes every event recorded so far and stops. Events recorded afterwards are lost
-    /// (and counted), so call it only once the listeners have stopped.
+    /// Publishes every event recorded so far, waits until the queue has taken them for good,
+    /// and stops. Events recorded afterwards are lost (and counted), so call it only once the
+    /// listeners have stopped.
     pub async fn flush_and_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -136,17 +188,29 @@ async fn run_batcher(
     shared: Arc<Shared>,
     mut stopped: oneshot::Receiver<()>,
     queue: Arc<dyn JobQueue>,
+    leftovers: Leftovers,
 ) {
+    let mut publisher = Publisher {
+        queue,
+        spool: Arc::clone(&shared.spool),
+        in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+        tasks: JoinSet::new(),
+    };
+    publisher.republish(leftovers).await;
     let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticker.tick() => drain(&shared, &queue).await,
-            _ = shared.full.notified() => drain(&shared, &queue).await,
+            _ = ticker.tick() => drain(&shared, &mut publisher).await,
+            _ = shared.full.notified() => drain(&shared, &mut publisher).await,
             _ = &mut stopped => {
                 shared.closed.store(true, Ordering::Release);
-                drain(&shared, &queue).await;
+                drain(&shared, &mut publisher).await;
                 shared.drained.notify_waiters();
+                publisher.finish().await;
+                if shared.spool.outstanding() == 0 {
+                    shared.spool.close();
+                }
                 return;
             }
         }
@@ -154,12 +218,18 @@ async fn run_batcher(
 }
 
 /// Publishes everything queued, in batches of at most `MAX_BATCH`.
-async fn drain(shared: &Shared, queue: &Arc<dyn JobQueue>) {
+async fn drain(shared: &Shared, publisher: &mut Publisher) {
     loop {
         let mut batch = Vec::with_capacity(MAX_BATCH.min(shared.events.len()));
+        let mut segments: BTreeMap<Segment, u64> = BTreeMap::new();
         while batch.len() < MAX_BATCH {
             match shared.events.pop() {
-                Some(event) => batch.push(event),
+                Some(spooled) => {
+                    if let Some(segment) = spooled.segment {
+                        *segments.entry(segment).or_insert(0) += 1;
+                    }
+                    batch.push(spooled.event);
+                }
                 None => break,
             }
         }
@@ -168,16 +238,86 @@ async fn drain(shared: &Shared, queue: &Arc<dyn JobQueue>) {
         }
         let full = batch.len() == MAX_BATCH;
         shared.drained.notify_waiters();
-        publish(queue, batch).await;
+        publisher
+            .publish(batch, segments.into_iter().collect())
+            .await;
         if !full {
             return;
         }
     }
 }
 
+/// Hands batches to the job queue, `IN_FLIGHT` at a time, and releases each batch's events
+/// from the spool once the queue has taken it.
+struct Publisher {
+    queue: Arc<dyn JobQueue>,
+    spool: Arc<AuditSpool>,
+    in_flight: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+}
+
+impl Publisher {
+    /// Waits only while `IN_FLIGHT` batches are outstanding: then the event queue fills and
+    /// requests wait, instead of memory growing.
+    async fn publish(&mut self, batch: Vec<AuditEvent>, segments: Vec<(Segment, u64)>) {
+        let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
+            return; // never closed
+        };
+        // Reap finished tasks so the set does not grow.
+        while self.tasks.try_join_next().is_some() {}
+        let queue = Arc::clone(&self.queue);
+        let spool = Arc::clone(&self.spool);
+        self.tasks.spawn(async move {
+            if publish(&queue, batch).await {
+                spool.release(&segments);
+            }
+            drop(permit);
+        });
+    }
+
+    /// The events a crashed run left in the spool, in batches, released like any other.
+    async fn republish(&mut self, leftovers: Leftovers) {
+        if leftovers.events.is_empty() {
+            return;
+        }
+        tracing::info!(
+            events = leftovers.events.len(),
+            "handing audit events left in the spool by an earlier run to the queue again"
+        );
+        let mut events = leftovers.events;
+        // Each chunk is released as a whole once all chunks are taken: the counts are per
+        // segment, and a segment's events may span chunks.
+        let chunks: Vec<Vec<AuditEvent>> = {
+            let mut chunks = Vec::new();
+            while !events.is_empty() {
+                let rest = events.split_off(events.len().min(MAX_BATCH));
+                chunks.push(std::mem::replace(&mut events, rest));
+            }
+            chunks
+        };
+        let mut all_taken = true;
+        for chunk in chunks {
+            all_taken &= publish(&self.queue, chunk).await;
+        }
+        if all_taken {
+            self.spool.release(&leftovers.segments);
+        }
+    }
+
+    /// Waits for every batch handed over so far.
+    async fn finish(&mut self) {
+        while let Some(result) = self.tasks.join_next().await {
+            if let Err(error) = result {
+                tracing::error!(%error, "audit publishing task failed");
+            }
+        }
+    }
+}
+
 /// Publishes a batch, retrying until the queue takes it: an event leaves the batcher only
-/// into a queue that has accepted responsibility for it.
-async fn publish(queue: &Arc<dyn JobQueue>, batch: Vec<AuditEvent>) {
+/// into a queue that has accepted responsibility for it. `false` if the queue closed first
+/// (the events stay in the spool for the next start).
+async fn publish(queue: &Arc<dyn JobQueue>, batch: Vec<AuditEvent>) -> bool {
     let job = Job::IngestAudit {
         events: Arc::from(batch),
     };
@@ -185,10 +325,12 @@ async fn publish(queue: &Arc<dyn JobQueue>, batch: Vec<AuditEvent>) {
     loop {
         // Cloning a job clones an `Arc`, not the events.
         match queue.publish(job.clone()).await {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(QueueError::Closed) => {
-                tracing::error!("job queue closed before the audit batcher; events lost");
-                return;
+                tracing::error!(
+                    "job queue closed before the audit batcher; the events stay in the spool for the next start"
+                );
+                return false;
             }
             Err(error) => {
                 tracing::warn!(%error, "publishing audit events failed; retrying");
@@ -204,6 +346,7 @@ mod tests {
     use super::*;
     use crate::domain::audit::{AuditQuery, CredentialType};
     use crate::jobs::JobContext;
+    use crate::queue::audit_spool::AuditSpool;
     use crate::queue::in_process::InProcessQueue;
     use crate::store::sqlite::SqliteStore;
     use crate::store::SharedStore;
@@ -236,9 +379,14 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let queue =
             InProcessQueue::start(JobContext::new(Arc::clone(&store), Arc::clone(&metrics)));
+        let dir = spool_dir();
+        let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
+        let spool = Arc::new(spool);
         let (sink, mut batcher) = AuditBatcher::start_with_capacity(
             Arc::clone(&queue) as Arc<dyn JobQueue>,
             Arc::clone(&metrics),
+            Arc::clone(&spool),
+            leftovers,
             4,
         );
         let workspace: Arc<str> = Arc::from("ws_1");
@@ -262,5 +410,79 @@ mod tests {
         assert_eq!(stored.len(), 300);
         assert_eq!(metrics.audit_lost.load(Ordering::Relaxed), 0);
         assert_eq!(metrics.audit_pending.load(Ordering::Relaxed), 0);
+        assert_eq!(spool.outstanding(), 0);
+        assert_eq!(
+            spool_files(&dir),
+            0,
+            "a clean stop leaves nothing to replay"
+        );
+    }
+
+    /// A queue that takes jobs and never finishes them: the process "crashes" before any
+    /// batch is stored.
+    struct NeverStored;
+
+    #[async_trait::async_trait]
+    impl JobQueue for NeverStored {
+        async fn publish(&self, _job: Job) -> Result<(), QueueError> {
+            std::future::pending().await
+        }
+        async fn ping(&self) -> Result<(), QueueError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_recorded_before_a_crash_are_stored_at_the_next_start() {
+        let dir = spool_dir();
+        let workspace: Arc<str> = Arc::from("ws_1");
+        {
+            let metrics = Arc::new(Metrics::default());
+            let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
+            let (sink, _batcher) =
+                AuditBatcher::start(Arc::new(NeverStored), metrics, Arc::new(spool), leftovers);
+            for _ in 0..25 {
+                sink.record(event(&workspace)).await;
+            }
+            // Dropped without a flush: the batcher's memory is gone, as in a crash.
+        }
+        let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
+        store.migrate().await.unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let queue =
+            InProcessQueue::start(JobContext::new(Arc::clone(&store), Arc::clone(&metrics)));
+        let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
+        assert_eq!(leftovers.events.len(), 25);
+        let spool = Arc::new(spool);
+        let (_sink, mut batcher) = AuditBatcher::start(
+            Arc::clone(&queue) as Arc<dyn JobQueue>,
+            Arc::clone(&metrics),
+            Arc::clone(&spool),
+            leftovers,
+        );
+        batcher.flush_and_stop().await;
+        queue.shutdown().await;
+        let query = AuditQuery {
+            limit: 1_000,
+            ..Default::default()
+        };
+        assert_eq!(
+            store
+                .query_audit_events("ws_1", &query)
+                .await
+                .unwrap()
+                .len(),
+            25
+        );
+        assert_eq!(spool.outstanding(), 0);
+        assert_eq!(spool_files(&dir), 0);
+    }
+
+    fn spool_dir() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("statuspulse-spool-{}", uuid::Uuid::now_v7()))
+    }
+
+    fn spool_files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |entries| entries.count())
     }
 }

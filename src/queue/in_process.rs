@@ -1,11 +1,15 @@
 //! The embedded job queue: a channel and a task that runs each job against the store.
 //! Jobs that fail (storage down) are retried with backoff rather than dropped.
+//!
+//! Nothing here survives the process, so a job counts as taken for good only once it has
+//! run: `publish` returns then (a broker's `publish` returns once the broker has the job
+//! on disk). Until then its events stay in the audit spool.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{Job, JobQueue, QueueError};
@@ -16,8 +20,11 @@ use crate::jobs::JobContext;
 /// the wait reaches the audit batcher and then the hot path, instead of memory growing.
 const CAPACITY: usize = 8;
 
+/// A job and whom to tell once it has run.
+type Delivery = (Job, oneshot::Sender<()>);
+
 pub struct InProcessQueue {
-    sender: parking_lot::Mutex<Option<mpsc::Sender<Job>>>,
+    sender: parking_lot::Mutex<Option<mpsc::Sender<Delivery>>>,
     runner: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -49,9 +56,16 @@ impl InProcessQueue {
 
 #[async_trait]
 impl JobQueue for InProcessQueue {
+    /// Returns once the job has run. `Closed` if the queue shut down first (or gave up on
+    /// the job at shutdown).
     async fn publish(&self, job: Job) -> Result<(), QueueError> {
         let sender = self.sender.lock().clone().ok_or(QueueError::Closed)?;
-        sender.send(job).await.map_err(|_| QueueError::Closed)
+        let (ran, done) = oneshot::channel();
+        sender
+            .send((job, ran))
+            .await
+            .map_err(|_| QueueError::Closed)?;
+        done.await.map_err(|_| QueueError::Closed)
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
@@ -62,10 +76,15 @@ impl JobQueue for InProcessQueue {
     }
 }
 
-async fn run_jobs(mut receiver: mpsc::Receiver<Job>, context: JobContext) {
-    while let Some(job) = receiver.recv().await {
-        let job = absorb_backlog(job, &mut receiver);
-        run_with_retries(&job, &context).await;
+async fn run_jobs(mut receiver: mpsc::Receiver<Delivery>, context: JobContext) {
+    while let Some(first) = receiver.recv().await {
+        let (job, publishers) = absorb_backlog(first, &mut receiver);
+        if run_with_retries(&job, &context).await {
+            for publisher in publishers {
+                // A publisher that stopped waiting needs no answer.
+                let _ = publisher.send(());
+            }
+        }
     }
 }
 
@@ -74,10 +93,15 @@ async fn run_jobs(mut receiver: mpsc::Receiver<Job>, context: JobContext) {
 /// many events touch once instead of once per batch (with 5,000 active workspaces, SQLite
 /// writes roughly one page per event in a 5,000-event commit). At low load there is no
 /// backlog and nothing waits for it.
-fn absorb_backlog(job: Job, receiver: &mut mpsc::Receiver<Job>) -> Job {
+fn absorb_backlog(
+    (job, publisher): Delivery,
+    receiver: &mut mpsc::Receiver<Delivery>,
+) -> (Job, Vec<oneshot::Sender<()>>) {
     let Job::IngestAudit { events } = job;
+    let mut publishers = vec![publisher];
     let mut merged: Option<Vec<AuditEvent>> = None;
-    while let Ok(queued) = receiver.try_recv() {
+    while let Ok((queued, publisher)) = receiver.try_recv() {
+        publishers.push(publisher);
         match queued {
             Job::IngestAudit { events: more } => {
                 merged
@@ -86,23 +110,24 @@ fn absorb_backlog(job: Job, receiver: &mut mpsc::Receiver<Job>) -> Job {
             }
         }
     }
-    match merged {
+    let job = match merged {
         Some(all) => Job::IngestAudit {
             events: Arc::from(all),
         },
         None => Job::IngestAudit { events },
-    }
+    };
+    (job, publishers)
 }
 
-/// Runs a job until it succeeds. Dropping a failed job would lose audit events, so it is
-/// retried with backoff for as long as the server runs, and for a bounded time once
-/// shutdown has begun (after which the loss is counted and logged).
-async fn run_with_retries(job: &Job, context: &JobContext) {
+/// Runs a job until it succeeds (`true`). Dropping a failed job would lose audit events, so
+/// it is retried with backoff for as long as the server runs, and for a bounded time once
+/// shutdown has begun (then `false`: the events stay in the spool for the next start).
+async fn run_with_retries(job: &Job, context: &JobContext) -> bool {
     let mut backoff = Duration::from_millis(50);
     let mut give_up_at = None;
     loop {
         let Err(error) = crate::jobs::run(job, context).await else {
-            return;
+            return true;
         };
         if context.is_shutting_down() {
             let deadline = *give_up_at
@@ -110,7 +135,7 @@ async fn run_with_retries(job: &Job, context: &JobContext) {
             if tokio::time::Instant::now() >= deadline {
                 tracing::error!(%error, "giving up on a job at shutdown");
                 context.job_abandoned(job);
-                return;
+                return false;
             }
         }
         tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "job failed; retrying");

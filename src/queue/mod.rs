@@ -3,6 +3,7 @@
 //! so that `statuspulse-worker` processes run them.
 
 pub mod audit_sink;
+pub mod audit_spool;
 pub mod in_process;
 
 use std::sync::Arc;
@@ -31,7 +32,8 @@ pub enum QueueError {
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
     /// Hands a job over, waiting while the queue is full. `Ok` means the queue has taken
-    /// responsibility for it. Jobs are cheap to clone (their payloads are shared), so a
+    /// responsibility for it for good: a crash of this process can no longer lose it (a
+    /// broker has it on disk; the in-process queue has run it). Jobs are cheap to clone (their payloads are shared), so a
     /// caller keeps a copy to retry with.
     async fn publish(&self, job: Job) -> Result<(), QueueError>;
     /// Whether the queue can take jobs, for readiness.

@@ -29,9 +29,19 @@ async fn created_keys_never_reach_storage_or_logs() {
     }
     match app.backend {
         Backend::Sqlite => {
+            // Every file under the data dir: the database, its WAL, the secrets, and what is
+            // left in the audit spool.
             let mut bytes = Vec::new();
-            for entry in std::fs::read_dir(&app.data_dir).unwrap() {
-                bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+            let mut dirs = vec![app.data_dir.clone()];
+            while let Some(dir) = dirs.pop() {
+                for entry in std::fs::read_dir(&dir).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.is_dir() {
+                        dirs.push(path);
+                    } else {
+                        bytes.extend(std::fs::read(path).unwrap());
+                    }
+                }
             }
             let text = String::from_utf8_lossy(&bytes);
             assert!(text.contains(&id), "the database files were read");

@@ -1,0 +1,326 @@
+//! The audit spool: where an audit event is written before its request is answered, so that
+//! a crash of the server (`kill -9`, OOM, power to the process) loses no event.
+//!
+//! The batcher holds events in memory for up to 50 ms before handing them to the job queue;
+//! without the spool, a crash loses those. With it, each event is appended to the current
+//! segment file with one `write(2)` before the request is answered (once `write` returns, the
+//! bytes belong to the kernel and survive the process). A segment is deleted once it is
+//! closed and every event in it has been *released*: taken over by the job queue for good
+//! (the in-process queue: written to the audit log; a broker: confirmed). At start, the events
+//! of segments a crash left behind are handed to the queue again; ingestion ignores ids it
+//! already has, so an event written both before the crash and again now is stored once.
+//!
+//! Format: one JSON object per line (JSON escapes newlines inside strings). A crash in the
+//! middle of a `write` can leave a torn last line; it is skipped at replay, and its request
+//! was never answered.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+
+use crate::domain::audit::AuditEvent;
+
+/// A segment is closed and a new one started past this size, so that released segments are
+/// deleted while the server keeps running.
+const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+const SUFFIX: &str = "spool";
+
+/// Which segment an event went to; handed back to [`AuditSpool::release`].
+pub type Segment = u64;
+
+pub struct AuditSpool {
+    dir: PathBuf,
+    state: Mutex<SpoolState>,
+    segment_bytes: u64,
+}
+
+struct SpoolState {
+    current: File,
+    current_segment: Segment,
+    current_bytes: u64,
+    /// Events written and not yet released, by segment (the current one included).
+    outstanding: BTreeMap<Segment, u64>,
+}
+
+/// Events found in segments that a previous run left behind.
+pub struct Leftovers {
+    pub events: Vec<AuditEvent>,
+    /// How many of `events` each leftover segment holds, for [`AuditSpool::release`].
+    pub segments: Vec<(Segment, u64)>,
+}
+
+impl AuditSpool {
+    /// Opens the spool in `dir` (created if missing) and reads what a previous run left.
+    /// Leftover segments stay on disk until their events are released.
+    pub fn open(dir: &Path) -> io::Result<(AuditSpool, Leftovers)> {
+        AuditSpool::open_with_segment_size(dir, SEGMENT_BYTES)
+    }
+
+    fn open_with_segment_size(
+        dir: &Path,
+        segment_bytes: u64,
+    ) -> io::Result<(AuditSpool, Leftovers)> {
+        std::fs::create_dir_all(dir)?;
+        let mut existing = segments_in(dir)?;
+        existing.sort_unstable();
+        let mut leftovers = Leftovers {
+            events: Vec::new(),
+            segments: Vec::new(),
+        };
+        let mut outstanding = BTreeMap::new();
+        for &segment in &existing {
+            let events = read_segment(&segment_path(dir, segment))?;
+            if events.is_empty() {
+                std::fs::remove_file(segment_path(dir, segment))?;
+                continue;
+            }
+            outstanding.insert(segment, events.len() as u64);
+            leftovers.segments.push((segment, events.len() as u64));
+            leftovers.events.extend(events);
+        }
+        let current_segment = existing.last().map_or(1, |last| last + 1);
+        let current = create_segment(dir, current_segment)?;
+        outstanding.insert(current_segment, 0);
+        let spool = AuditSpool {
+            dir: dir.to_owned(),
+            state: Mutex::new(SpoolState {
+                current,
+                current_segment,
+                current_bytes: 0,
+                outstanding,
+            }),
+            segment_bytes,
+        };
+        Ok((spool, leftovers))
+    }
+
+    /// Appends `event`; once this returns, the event survives a crash of this process.
+    pub fn append(&self, event: &AuditEvent) -> io::Result<Segment> {
+        let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let mut state = self.state.lock();
+        if state.current_bytes >= self.segment_bytes {
+            self.rotate(&mut state)?;
+        }
+        // One write of the whole line: concurrent appends never interleave inside a line.
+        state.current.write_all(&line)?;
+        state.current_bytes += line.len() as u64;
+        let segment = state.current_segment;
+        *state.outstanding.entry(segment).or_insert(0) += 1;
+        Ok(segment)
+    }
+
+    /// `counts` events of each segment are in the job queue's hands for good. Closed segments
+    /// with nothing outstanding are deleted.
+    pub fn release(&self, counts: &[(Segment, u64)]) {
+        let mut state = self.state.lock();
+        for &(segment, count) in counts {
+            if let Some(left) = state.outstanding.get_mut(&segment) {
+                *left = left.saturating_sub(count);
+            }
+        }
+        let current = state.current_segment;
+        let done: Vec<Segment> = state
+            .outstanding
+            .iter()
+            .filter(|&(&segment, &left)| left == 0 && segment != current)
+            .map(|(&segment, _)| segment)
+            .collect();
+        for segment in done {
+            state.outstanding.remove(&segment);
+            self.delete(segment);
+        }
+    }
+
+    /// At a clean stop, once everything is released: deletes the current segment too, so
+    /// that the next start has nothing to replay. Appends after this go nowhere durable.
+    pub fn close(&self) {
+        let state = self.state.lock();
+        if state.outstanding.values().all(|&left| left == 0) {
+            self.delete(state.current_segment);
+        }
+    }
+
+    /// Events written and not yet released (for tests and shutdown checks).
+    pub fn outstanding(&self) -> u64 {
+        self.state.lock().outstanding.values().sum()
+    }
+
+    fn rotate(&self, state: &mut SpoolState) -> io::Result<()> {
+        let next = state.current_segment + 1;
+        state.current = create_segment(&self.dir, next)?;
+        let closed = std::mem::replace(&mut state.current_segment, next);
+        state.current_bytes = 0;
+        state.outstanding.insert(next, 0);
+        if state.outstanding.get(&closed) == Some(&0) {
+            state.outstanding.remove(&closed);
+            self.delete(closed);
+        }
+        Ok(())
+    }
+
+    fn delete(&self, segment: Segment) {
+        if let Err(error) = std::fs::remove_file(segment_path(&self.dir, segment)) {
+            // Harmless: its events are stored; a later start replays and ignores them.
+            tracing::warn!(%error, segment, "could not delete a released audit spool segment");
+        }
+    }
+}
+
+fn segment_path(dir: &Path, segment: Segment) -> PathBuf {
+    dir.join(format!("{segment:020}.{SUFFIX}"))
+}
+
+fn create_segment(dir: &Path, segment: Segment) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Audit events name keys and clients: readable by the server's user only.
+        options.mode(0o600);
+    }
+    options.open(segment_path(dir, segment))
+}
+
+fn segments_in(dir: &Path) -> io::Result<Vec<Segment>> {
+    let mut segments = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(number) = name.strip_suffix(&format!(".{SUFFIX}")) {
+            if let Ok(segment) = number.parse() {
+                segments.push(segment);
+            }
+        }
+    }
+    Ok(segments)
+}
+
+fn read_segment(path: &Path) -> io::Result<Vec<AuditEvent>> {
+    let mut events = Vec::new();
+    for (number, line) in BufReader::new(File::open(path)?).split(b'\n').enumerate() {
+        let line = line?;
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice(&line) {
+            Ok(event) => events.push(event),
+            // A torn write at a crash: that request was never answered.
+            Err(error) => tracing::warn!(
+                path = %path.display(),
+                line = number + 1,
+                %error,
+                "skipping an unreadable audit spool line"
+            ),
+        }
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::audit::CredentialType;
+    use std::sync::Arc;
+
+    fn event(request: &str) -> AuditEvent {
+        AuditEvent {
+            id: uuid::Uuid::now_v7(),
+            occurred_at: chrono::Utc::now(),
+            workspace_id: Arc::from("ws_1"),
+            credential_type: CredentialType::ApiKey,
+            credential_id: Arc::from("key_1"),
+            key_label: Some(Arc::from("deploy\nline two")),
+            app_name: None,
+            method: "GET".into(),
+            path: "/v1/checks".into(),
+            scope: Some("checks:read".into()),
+            status: 200,
+            error_code: None,
+            request_id: request.to_owned(),
+            client_addr: None,
+        }
+    }
+
+    fn temp_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("statuspulse-spool-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn files(dir: &Path) -> usize {
+        segments_in(dir).unwrap().len()
+    }
+
+    #[test]
+    fn unreleased_events_come_back_after_a_crash_and_released_ones_do_not() {
+        let dir = temp_dir();
+        let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
+        assert!(leftovers.events.is_empty());
+        let kept = event("kept");
+        let segment = spool.append(&event("released")).unwrap();
+        spool.append(&kept).unwrap();
+        spool.release(&[(segment, 1)]);
+        drop(spool); // a crash: nothing is flushed or cleaned up
+
+        let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
+        // The current segment of the crashed run holds both; only ids tell them apart, and
+        // ingestion ignores ids it has, so replaying both is correct.
+        let requests: Vec<_> = leftovers
+            .events
+            .iter()
+            .map(|e| e.request_id.as_str())
+            .collect();
+        assert_eq!(requests, ["released", "kept"]);
+        assert_eq!(leftovers.events[1], kept, "newlines inside fields survive");
+        assert_eq!(
+            files(&dir),
+            2,
+            "the leftover segment and the new current one"
+        );
+        spool.release(&leftovers.segments);
+        assert_eq!(files(&dir), 1, "released leftovers are deleted");
+        assert_eq!(spool.outstanding(), 0);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_skipped() {
+        let dir = temp_dir();
+        let (spool, _) = AuditSpool::open(&dir).unwrap();
+        spool.append(&event("whole")).unwrap();
+        drop(spool);
+        let path = segment_path(&dir, 1);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(br#"{"id":"0193"#).unwrap();
+        let (_, leftovers) = AuditSpool::open(&dir).unwrap();
+        assert_eq!(leftovers.events.len(), 1);
+        assert_eq!(leftovers.events[0].request_id, "whole");
+    }
+
+    #[test]
+    fn closed_segments_are_deleted_once_every_event_is_released() {
+        let dir = temp_dir();
+        // Tiny segments: every append after the first starts a new one.
+        let (spool, _) = AuditSpool::open_with_segment_size(&dir, 1).unwrap();
+        let first = spool.append(&event("a")).unwrap();
+        let second = spool.append(&event("b")).unwrap();
+        let third = spool.append(&event("c")).unwrap();
+        assert_eq!((first + 1, second + 1), (second, third));
+        assert_eq!(files(&dir), 3);
+        spool.release(&[(second, 1)]);
+        assert_eq!(files(&dir), 2, "the second segment is closed and released");
+        spool.release(&[(first, 1), (third, 1)]);
+        assert_eq!(files(&dir), 1, "the current segment stays, empty or not");
+        assert_eq!(spool.outstanding(), 0);
+        // A clean stop leaves nothing to replay.
+        spool.close();
+        drop(spool);
+        let (_, leftovers) = AuditSpool::open(&dir).unwrap();
+        assert!(leftovers.events.is_empty());
+        assert_eq!(files(&dir), 1, "the new run's current segment");
+    }
+}
