@@ -2,30 +2,43 @@
 //! a crash of the server (`kill -9`, OOM, power to the process) loses no event.
 //!
 //! The batcher holds events in memory for up to 50 ms before handing them to the job queue;
-//! without the spool, a crash loses those. With it, each event is appended to the current
-//! segment file with one `write(2)` before the request is answered (once `write` returns, the
-//! bytes belong to the kernel and survive the process). A segment is deleted once it is
-//! closed and every event in it has been *released*: taken over by the job queue for good
-//! (the in-process queue: written to the audit log; a broker: confirmed). At start, the events
-//! of segments a crash left behind are handed to the queue again; ingestion ignores ids it
-//! already has, so an event written both before the crash and again now is stored once.
+//! without the spool, a crash loses those. With it, each event is copied into the current
+//! segment file before the request is answered. Segments are memory-mapped (`MAP_SHARED`):
+//! the copy lands in the kernel's page cache, which outlives the process, so a crash of the
+//! server loses nothing, at the cost of a `memcpy` instead of a `write(2)` per request
+//! (measured: the whole verification took 2.7 µs with a `write` per event, 0.67 µs without a
+//! spool). A power cut can still lose what the kernel had not written back, as with
+//! `synchronous = NORMAL` in SQLite.
 //!
-//! Format: one JSON object per line (JSON escapes newlines inside strings). A crash in the
-//! middle of a `write` can leave a torn last line; it is skipped at replay, and its request
-//! was never answered.
+//! A segment is deleted once it is closed and every event in it has been *released*: taken
+//! over by the job queue for good (the in-process queue: written to the audit log; a broker:
+//! confirmed). At start, the events of segments a crash left behind are handed to the queue
+//! again; ingestion ignores ids it already has, so an event written both before the crash and
+//! again now is stored once.
+//!
+//! Format: records `[length: u32 LE][CRC-32 of the payload: u32 LE][payload: the event, see
+//! `record`]`, one after the other, written under a lock; the zero-filled rest of a segment ends
+//! it. A crash in the middle of a copy can leave a torn last record: its checksum fails, it is
+//! skipped at replay, and its request was never answered.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
+use memmap2::MmapMut;
 use parking_lot::Mutex;
+
+mod record;
 
 use crate::domain::audit::AuditEvent;
 
-/// A segment is closed and a new one started past this size, so that released segments are
+/// Size of a segment file (sparse: only written pages take disk). When the next record does
+/// not fit, the segment is closed and a new one started, so that released segments are
 /// deleted while the server keeps running.
 const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// Length and checksum before each record's payload.
+const RECORD_HEADER: usize = 8;
 const SUFFIX: &str = "spool";
 
 /// Which segment an event went to; handed back to [`AuditSpool::release`].
@@ -38,9 +51,10 @@ pub struct AuditSpool {
 }
 
 struct SpoolState {
-    current: File,
+    current: MmapMut,
     current_segment: Segment,
-    current_bytes: u64,
+    /// Where the next record goes in `current`.
+    current_bytes: usize,
     /// Events written and not yet released, by segment (the current one included).
     outstanding: BTreeMap<Segment, u64>,
 }
@@ -82,7 +96,7 @@ impl AuditSpool {
             leftovers.events.extend(events);
         }
         let current_segment = existing.last().map_or(1, |last| last + 1);
-        let current = create_segment(dir, current_segment)?;
+        let current = create_segment(dir, current_segment, segment_bytes)?;
         outstanding.insert(current_segment, 0);
         let spool = AuditSpool {
             dir: dir.to_owned(),
@@ -99,15 +113,23 @@ impl AuditSpool {
 
     /// Appends `event`; once this returns, the event survives a crash of this process.
     pub fn append(&self, event: &AuditEvent) -> io::Result<Segment> {
-        let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
-        line.push(b'\n');
+        let payload_len = record::encoded_len(event);
+        let length = u32::try_from(payload_len)
+            .ok()
+            .filter(|_| (RECORD_HEADER + payload_len) as u64 <= self.segment_bytes)
+            .ok_or_else(|| io::Error::other("audit event larger than a spool segment"))?;
         let mut state = self.state.lock();
-        if state.current_bytes >= self.segment_bytes {
+        if state.current_bytes + RECORD_HEADER + payload_len > state.current.len() {
             self.rotate(&mut state)?;
         }
-        // One write of the whole line: concurrent appends never interleave inside a line.
-        state.current.write_all(&line)?;
-        state.current_bytes += line.len() as u64;
+        // Encoded straight into the mapping: no allocation, no system call.
+        let start = state.current_bytes;
+        let (header, payload) =
+            state.current[start..start + RECORD_HEADER + payload_len].split_at_mut(RECORD_HEADER);
+        record::encode(event, payload);
+        header[..4].copy_from_slice(&length.to_le_bytes());
+        header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        state.current_bytes += RECORD_HEADER + payload_len;
         let segment = state.current_segment;
         *state.outstanding.entry(segment).or_insert(0) += 1;
         Ok(segment)
@@ -151,7 +173,7 @@ impl AuditSpool {
 
     fn rotate(&self, state: &mut SpoolState) -> io::Result<()> {
         let next = state.current_segment + 1;
-        state.current = create_segment(&self.dir, next)?;
+        state.current = create_segment(&self.dir, next, self.segment_bytes)?;
         let closed = std::mem::replace(&mut state.current_segment, next);
         state.current_bytes = 0;
         state.outstanding.insert(next, 0);
@@ -174,16 +196,30 @@ fn segment_path(dir: &Path, segment: Segment) -> PathBuf {
     dir.join(format!("{segment:020}.{SUFFIX}"))
 }
 
-fn create_segment(dir: &Path, segment: Segment) -> io::Result<File> {
+/// Creates a segment file of `bytes` (sparse) and maps it.
+fn create_segment(dir: &Path, segment: Segment, bytes: u64) -> io::Result<MmapMut> {
     let mut options = OpenOptions::new();
-    options.create(true).append(true);
+    options.read(true).write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         // Audit events name keys and clients: readable by the server's user only.
         options.mode(0o600);
     }
-    options.open(segment_path(dir, segment))
+    let file = options.open(segment_path(dir, segment))?;
+    file.set_len(bytes)?;
+    map(&file)
+}
+
+/// Maps a whole segment file for writing.
+#[allow(unsafe_code)]
+fn map(file: &File) -> io::Result<MmapMut> {
+    // SAFETY: the mapping's memory stays valid as long as the file is not shrunk. The file
+    // was just created by this process (`create_new`, mode 0600) in its own data dir, is
+    // never resized while mapped, and is deleted only after it is unmapped or no longer
+    // written. Another process truncating it would be two servers sharing one data dir,
+    // which the embedded SQLite database does not support either.
+    unsafe { MmapMut::map_mut(file) }
 }
 
 fn segments_in(dir: &Path) -> io::Result<Vec<Segment>> {
@@ -201,22 +237,35 @@ fn segments_in(dir: &Path) -> io::Result<Vec<Segment>> {
 }
 
 fn read_segment(path: &Path) -> io::Result<Vec<AuditEvent>> {
+    let bytes = std::fs::read(path)?;
     let mut events = Vec::new();
-    for (number, line) in BufReader::new(File::open(path)?).split(b'\n').enumerate() {
-        let line = line?;
-        if line.is_empty() {
-            continue;
+    let mut at = 0;
+    while at + RECORD_HEADER <= bytes.len() {
+        let length = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        if length == 0 {
+            break; // the zero-filled rest of the segment
         }
-        match serde_json::from_slice(&line) {
-            Ok(event) => events.push(event),
-            // A torn write at a crash: that request was never answered.
-            Err(error) => tracing::warn!(
-                path = %path.display(),
-                line = number + 1,
-                %error,
-                "skipping an unreadable audit spool line"
-            ),
+        let checksum =
+            u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
+        let payload = bytes.get(at + RECORD_HEADER..at + RECORD_HEADER + length as usize);
+        match payload {
+            Some(payload) if crc32fast::hash(payload) == checksum => {
+                match record::decode(payload) {
+                    Some(event) => events.push(event),
+                    None => tracing::warn!(
+                        path = %path.display(), offset = at,
+                        "skipping an unreadable audit spool record"
+                    ),
+                }
+            }
+            // Records are written one after the other under a lock, so only the last one
+            // can be torn (a crash in the middle of its copy): its request was never answered.
+            _ => {
+                tracing::warn!(path = %path.display(), offset = at, "audit spool ends in a torn record");
+                break;
+            }
         }
+        at += RECORD_HEADER + length as usize;
     }
     Ok(events)
 }
@@ -288,24 +337,38 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_last_line_is_skipped() {
+    fn a_torn_last_record_is_skipped() {
         let dir = temp_dir();
         let (spool, _) = AuditSpool::open(&dir).unwrap();
         spool.append(&event("whole")).unwrap();
+        spool.append(&event("torn")).unwrap();
         drop(spool);
+        // Cut the second record's payload short, as a crash in the middle of its copy would.
         let path = segment_path(&dir, 1);
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(br#"{"id":"0193"#).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let first = RECORD_HEADER + u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+        let second = RECORD_HEADER
+            + u32::from_le_bytes(bytes[first..first + 4].try_into().unwrap()) as usize;
+        for byte in &mut bytes[first + second / 2..first + second] {
+            *byte = 0;
+        }
+        std::fs::write(&path, &bytes).unwrap();
         let (_, leftovers) = AuditSpool::open(&dir).unwrap();
-        assert_eq!(leftovers.events.len(), 1);
-        assert_eq!(leftovers.events[0].request_id, "whole");
+        let requests: Vec<_> = leftovers
+            .events
+            .iter()
+            .map(|e| e.request_id.as_str())
+            .collect();
+        assert_eq!(requests, ["whole"]);
     }
 
     #[test]
     fn closed_segments_are_deleted_once_every_event_is_released() {
         let dir = temp_dir();
-        // Tiny segments: every append after the first starts a new one.
-        let (spool, _) = AuditSpool::open_with_segment_size(&dir, 1).unwrap();
+        // Segments with room for one event, not two: every append after the first starts a
+        // new one.
+        let one_event = (RECORD_HEADER + record::encoded_len(&event("a"))) as u64;
+        let (spool, _) = AuditSpool::open_with_segment_size(&dir, one_event * 3 / 2).unwrap();
         let first = spool.append(&event("a")).unwrap();
         let second = spool.append(&event("b")).unwrap();
         let third = spool.append(&event("c")).unwrap();
