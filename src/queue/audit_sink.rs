@@ -72,7 +72,7 @@ impl AuditSink {
         // interest before retrying so that a drain in between is not missed.
         loop {
             if shared.closed.load(Ordering::Acquire) {
-                return self.lost();
+                return self.lost(event.segment.is_some());
             }
             let drained = shared.drained.notified();
             tokio::pin!(drained);
@@ -93,7 +93,10 @@ impl AuditSink {
         let shared = &self.shared;
         match shared.spool.append(event) {
             Ok(segment) => {
-                shared.spool_failures.store(0, Ordering::Relaxed);
+                // Read first: a store on every request would bounce the cache line between cores.
+                if shared.spool_failures.load(Ordering::Relaxed) != 0 {
+                    shared.spool_failures.store(0, Ordering::Relaxed);
+                }
                 Some(segment)
             }
             Err(error) => {
@@ -109,17 +112,23 @@ impl AuditSink {
         }
     }
 
-    fn lost(&self) {
+    fn lost(&self, spooled: bool) {
         // Only possible after shutdown has flushed the batcher, when no request should run.
         self.shared
             .metrics
             .audit_pending
             .fetch_sub(1, Ordering::Relaxed);
-        self.shared
-            .metrics
-            .audit_lost
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::error!("audit event arrived after shutdown and was lost");
+        if spooled {
+            tracing::warn!(
+                "audit event arrived after shutdown; it stays in the spool for the next start"
+            );
+        } else {
+            self.shared
+                .metrics
+                .audit_lost
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!("audit event arrived after shutdown and was lost");
+        }
     }
 }
 
@@ -196,18 +205,30 @@ async fn run_batcher(
         in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
         tasks: JoinSet::new(),
     };
-    publisher.republish(leftovers).await;
+    publisher.republish(leftovers);
     let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut maintenance: Option<JoinHandle<()>> = None;
     loop {
         tokio::select! {
-            _ = ticker.tick() => drain(&shared, &mut publisher).await,
+            _ = ticker.tick() => {
+                drain(&shared, &mut publisher).await;
+                // The spool's file work, on the blocking pool, one run at a time: a delete
+                // can wait on the disk, and neither requests nor draining should.
+                if maintenance.as_ref().is_none_or(JoinHandle::is_finished) {
+                    let spool = Arc::clone(&shared.spool);
+                    maintenance = Some(tokio::task::spawn_blocking(move || spool.maintain()));
+                }
+            }
             _ = shared.full.notified() => drain(&shared, &mut publisher).await,
             _ = &mut stopped => {
                 shared.closed.store(true, Ordering::Release);
                 drain(&shared, &mut publisher).await;
                 shared.drained.notify_waiters();
                 publisher.finish().await;
+                if let Some(maintenance) = maintenance {
+                    let _ = maintenance.await;
+                }
                 if shared.spool.outstanding() == 0 {
                     shared.spool.close();
                 }
@@ -275,8 +296,10 @@ impl Publisher {
         });
     }
 
-    /// The events a crashed run left in the spool, in batches, released like any other.
-    async fn republish(&mut self, leftovers: Leftovers) {
+    /// The events a crashed run left in the spool, handed over in batches in the background
+    /// (new events do not wait for them), and released once all are taken: the counts are
+    /// per segment, and a segment's events may span batches.
+    fn republish(&mut self, leftovers: Leftovers) {
         if leftovers.events.is_empty() {
             return;
         }
@@ -284,24 +307,23 @@ impl Publisher {
             events = leftovers.events.len(),
             "handing audit events left in the spool by an earlier run to the queue again"
         );
-        let mut events = leftovers.events;
-        // Each chunk is released as a whole once all chunks are taken: the counts are per
-        // segment, and a segment's events may span chunks.
-        let chunks: Vec<Vec<AuditEvent>> = {
-            let mut chunks = Vec::new();
+        let queue = Arc::clone(&self.queue);
+        let spool = Arc::clone(&self.spool);
+        self.tasks.spawn(async move {
+            let Leftovers {
+                mut events,
+                segments,
+            } = leftovers;
+            let mut all_taken = true;
             while !events.is_empty() {
                 let rest = events.split_off(events.len().min(MAX_BATCH));
-                chunks.push(std::mem::replace(&mut events, rest));
+                let batch = std::mem::replace(&mut events, rest);
+                all_taken &= publish(&queue, batch).await;
             }
-            chunks
-        };
-        let mut all_taken = true;
-        for chunk in chunks {
-            all_taken &= publish(&self.queue, chunk).await;
-        }
-        if all_taken {
-            self.spool.release(&leftovers.segments);
-        }
+            if all_taken {
+                spool.release(&segments);
+            }
+        });
     }
 
     /// Waits for every batch handed over so far.
