@@ -1,14 +1,15 @@
 //! The audit spool: where an audit event is written before its request is answered, so that
-//! a crash of the server (`kill -9`, OOM, power to the process) loses no event.
+//! a crash of the server process (`kill -9`, the OOM killer, an abort) loses no event.
 //!
 //! The batcher holds events in memory for up to 50 ms before handing them to the job queue;
 //! without the spool, a crash loses those. With it, each event is copied into the current
 //! segment file before the request is answered. Segments are memory-mapped (`MAP_SHARED`):
 //! the copy lands in the kernel's page cache, which outlives the process, so a crash of the
 //! server loses nothing, at the cost of a `memcpy` instead of a `write(2)` per request
-//! (measured: the whole verification took 2.7 µs with a `write` per event, 0.67 µs without a
-//! spool). A power cut can still lose what the kernel had not written back, as with
-//! `synchronous = NORMAL` in SQLite.
+//! (measured, the whole verification of a cached key: 0.67 µs without a spool, 2.7 µs with a
+//! JSON line and a `write` per event, 0.85 µs as it is now). `maintain` does the file system
+//! work (new segments, prefaulting, deletes) on the blocking pool. A power cut can still lose
+//! what the kernel had not written back, as with `synchronous = NORMAL` in SQLite.
 //!
 //! A segment is deleted once it is closed and every event in it has been *released*: taken
 //! over by the job queue for good (the in-process queue: written to the audit log; a broker:
@@ -25,7 +26,6 @@ use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
 
 use memmap2::{Advice, MmapRaw};
