@@ -182,8 +182,9 @@ impl AuditBatcher {
     }
 
     /// Publishes every event recorded so far, waits until the queue has taken them for good,
-    /// and stops. Events recorded afterwards are lost (and counted), so call it only once the
-    /// listeners have stopped.
+    /// and stops, leaving the spool empty. Call it once the listeners have stopped: an event
+    /// recorded afterwards is not stored by this run (it stays in the spool for the next
+    /// start, or is counted as lost if the spool could not take it).
     pub async fn flush_and_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
