@@ -13,7 +13,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{Job, JobQueue, QueueError};
-use crate::domain::audit::AuditEvent;
 use crate::jobs::JobContext;
 
 /// Jobs waiting to run before publishers wait. Bounded so that when storage falls behind,
@@ -77,47 +76,16 @@ impl JobQueue for InProcessQueue {
     }
 }
 
+/// One job at a time, in order. (Batches that queued up behind a long write used to be
+/// merged into one transaction, by copying their events: with the SQLite audit inbox a
+/// batch's commit touches a few pages, so there is nothing left to save by merging.)
 async fn run_jobs(mut receiver: mpsc::Receiver<Delivery>, context: JobContext) {
-    while let Some(first) = receiver.recv().await {
-        let (job, publishers) = absorb_backlog(first, &mut receiver);
+    while let Some((job, publisher)) = receiver.recv().await {
         if run_with_retries(&job, &context).await {
-            for publisher in publishers {
-                // A publisher that stopped waiting needs no answer.
-                let _ = publisher.send(());
-            }
+            // A publisher that stopped waiting needs no answer.
+            let _ = publisher.send(());
         }
     }
-}
-
-/// Group commit: audit batches that queued up while the previous write ran are merged into
-/// one job, so one transaction writes them all. Storage then writes each index page that
-/// many events touch once instead of once per batch (with 5,000 active workspaces, SQLite
-/// writes roughly one page per event in a 5,000-event commit). At low load there is no
-/// backlog and nothing waits for it.
-fn absorb_backlog(
-    (job, publisher): Delivery,
-    receiver: &mut mpsc::Receiver<Delivery>,
-) -> (Job, Vec<oneshot::Sender<()>>) {
-    let Job::IngestAudit { events } = job;
-    let mut publishers = vec![publisher];
-    let mut merged: Option<Vec<AuditEvent>> = None;
-    while let Ok((queued, publisher)) = receiver.try_recv() {
-        publishers.push(publisher);
-        match queued {
-            Job::IngestAudit { events: more } => {
-                merged
-                    .get_or_insert_with(|| events.to_vec())
-                    .extend(more.iter().cloned());
-            }
-        }
-    }
-    let job = match merged {
-        Some(all) => Job::IngestAudit {
-            events: Arc::from(all),
-        },
-        None => Job::IngestAudit { events },
-    };
-    (job, publishers)
 }
 
 /// Runs a job until it succeeds (`true`). Dropping a failed job would lose audit events, so
