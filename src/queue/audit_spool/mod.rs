@@ -110,8 +110,15 @@ impl AuditSpool {
             leftovers.segments.push((segment, events.len() as u64));
             leftovers.events.extend(events);
         }
-        let current_segment = existing.last().map_or(1, |last| last + 1);
-        let current = create_segment(dir, current_segment, segment_bytes)?;
+        // Past every existing segment. A file appearing under our feet means another spool
+        // is still running in this directory (a test's abandoned one): step past it.
+        let mut current_segment = existing.last().map_or(1, |last| last + 1);
+        let current = loop {
+            match create_segment(dir, current_segment, segment_bytes) {
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => current_segment += 1,
+                result => break result?,
+            }
+        };
         outstanding.insert(current_segment, 0);
         let spool = AuditSpool {
             dir: dir.to_owned(),
