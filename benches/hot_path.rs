@@ -134,7 +134,7 @@ async fn setup(
     store.migrate().await.unwrap();
     let metrics = Arc::new(Metrics::default());
     // The audit spool, channel and batcher are the real ones (the spool in a temporary
-    // directory: one write(2) per event); the jobs they publish are dropped, so that this
+    // directory: one copy into a mapped file per event); the jobs they publish are dropped, so that this
     // bench measures the hand-off and not the audit log's write rate, which `audit_ingest`
     // measures on its own.
     let spool_dir =

@@ -1,6 +1,6 @@
 -- The audit log's inbox (see src/store/sqlite/audit_log.rs). Batches of events are appended
 -- here, keyed by their time-ordered id, and moved into audit_events sorted by
--- (workspace_id, id) tens of thousands at a time, so that the log's index is written page
+-- (workspace_id, id) up to 200,000 at a time, so that the log's index is written page
 -- by page instead of event by event. Queries read both tables.
 CREATE TABLE audit_inbox (
     id              TEXT NOT NULL PRIMARY KEY,

@@ -1,21 +1,29 @@
-//! What each background job does. Called by the in-process queue in embedded mode, and by
-//! `statuspulse-worker` when jobs arrive through RabbitMQ.
+//! What each background job does. Called by the in-process queue in embedded mode; once the
+//! RabbitMQ transport exists, by `statuspulse-worker` too.
 
 pub mod audit_ingest;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::queue::Job;
 use crate::store::{SharedStore, StoreError};
+
+/// How long, in all, failing jobs keep being retried once shutdown has begun.
+const SHUTDOWN_RETRY_BUDGET: Duration = Duration::from_secs(10);
 
 /// What jobs need to run.
 #[derive(Clone)]
 pub struct JobContext {
     pub store: SharedStore,
     pub metrics: Arc<Metrics>,
-    shutting_down: Arc<AtomicBool>,
+    /// Set when shutdown begins: one deadline for every job, so that a backlog of failing
+    /// jobs cannot stretch shutdown to a multiple of the budget.
+    give_up_at: Arc<OnceLock<Instant>>,
 }
 
 impl JobContext {
@@ -23,26 +31,29 @@ impl JobContext {
         JobContext {
             store,
             metrics,
-            shutting_down: Arc::new(AtomicBool::new(false)),
+            give_up_at: Arc::new(OnceLock::new()),
         }
     }
 
-    /// Marks the start of shutdown: failing jobs stop retrying after a bounded time.
+    /// Marks the start of shutdown: failing jobs stop retrying `SHUTDOWN_RETRY_BUDGET` from
+    /// now.
     pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::Release);
+        let _ = self.give_up_at.set(Instant::now() + SHUTDOWN_RETRY_BUDGET);
     }
 
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
+    /// Whether a failing job should stop being retried.
+    pub fn should_give_up(&self) -> bool {
+        self.give_up_at
+            .get()
+            .is_some_and(|deadline| Instant::now() >= *deadline)
     }
 
-    /// Records a job that could not be run at all (only at shutdown with storage down).
+    /// Records a job that could not be run (only at shutdown with storage down). Its audit
+    /// events are no longer pending in this run; the batcher knows which of them are in the
+    /// spool for the next start and counts the others as lost.
     pub fn job_abandoned(&self, job: &Job) {
         match job {
             Job::IngestAudit { events } => {
-                self.metrics
-                    .audit_lost
-                    .fetch_add(events.len() as u64, Ordering::Relaxed);
                 self.metrics
                     .audit_pending
                     .fetch_sub(events.len() as i64, Ordering::Relaxed);

@@ -1,7 +1,7 @@
 //! The hot path's hand-off for audit events.
 //!
-//! A request first appends its event to the audit spool (one `write(2)`: from then on a
-//! crash cannot lose it), then pushes it onto a bounded lock-free queue: one
+//! A request first copies its event into the audit spool (a memory-mapped file: from then
+//! on a crash cannot lose it), then pushes it onto a bounded lock-free queue: one
 //! compare-and-swap, no cross-thread wake-up (a channel would wake the batcher, a system
 //! call, for nearly every event). A batcher task drains the queue every `FLUSH_INTERVAL` (or
 //! at once when it fills) and publishes `IngestAudit` jobs of up to `MAX_BATCH` events, up to
@@ -66,6 +66,9 @@ impl AuditSink {
     /// Returns once the event is in the spool, so a crash after the answer cannot lose it.
     pub async fn record(&self, event: AuditEvent) {
         let shared = &self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return self.lost();
+        }
         shared.metrics.audit_pending.fetch_add(1, Ordering::Relaxed);
         let segment = self.spool(&event);
         let mut event = match shared.events.push(Spooled { event, segment }) {
@@ -76,7 +79,8 @@ impl AuditSink {
         // interest before retrying so that a drain in between is not missed.
         loop {
             if shared.closed.load(Ordering::Acquire) {
-                return self.lost(event.segment.is_some());
+                shared.metrics.audit_pending.fetch_sub(1, Ordering::Relaxed);
+                return self.lost();
             }
             let drained = shared.drained.notified();
             tokio::pin!(drained);
@@ -116,23 +120,14 @@ impl AuditSink {
         }
     }
 
-    fn lost(&self, spooled: bool) {
-        // Only possible after shutdown has flushed the batcher, when no request should run.
+    /// An event that arrived after the batcher stopped (the listeners stop first, so this
+    /// should not happen).
+    fn lost(&self) {
         self.shared
             .metrics
-            .audit_pending
-            .fetch_sub(1, Ordering::Relaxed);
-        if spooled {
-            tracing::warn!(
-                "audit event arrived after shutdown; it stays in the spool for the next start"
-            );
-        } else {
-            self.shared
-                .metrics
-                .audit_lost
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::error!("audit event arrived after shutdown and was lost");
-        }
+            .audit_lost
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::error!("audit event arrived after shutdown and was lost");
     }
 }
 
@@ -194,8 +189,7 @@ impl AuditBatcher {
 
     /// Publishes every event recorded so far, waits until the queue has taken them for good,
     /// and stops, leaving the spool empty. Call it once the listeners have stopped: an event
-    /// recorded afterwards is not stored by this run (it stays in the spool for the next
-    /// start, or is counted as lost if the spool could not take it).
+    /// recorded afterwards is counted as lost.
     pub async fn flush_and_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -217,6 +211,7 @@ async fn run_batcher(
     let mut publisher = Publisher {
         queue,
         spool: Arc::clone(&shared.spool),
+        metrics: Arc::clone(&shared.metrics),
         in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
         tasks: JoinSet::new(),
     };
@@ -288,6 +283,7 @@ async fn drain(shared: &Shared, publisher: &mut Publisher) {
 struct Publisher {
     queue: Arc<dyn JobQueue>,
     spool: Arc<AuditSpool>,
+    metrics: Arc<Metrics>,
     in_flight: Arc<Semaphore>,
     tasks: JoinSet<()>,
 }
@@ -301,11 +297,19 @@ impl Publisher {
         };
         // Reap finished tasks so the set does not grow.
         while self.tasks.try_join_next().is_some() {}
-        let queue = Arc::clone(&self.queue);
-        let spool = Arc::clone(&self.spool);
+        let (queue, spool) = (Arc::clone(&self.queue), Arc::clone(&self.spool));
+        let metrics = Arc::clone(&self.metrics);
         self.tasks.spawn(async move {
+            let events = batch.len() as u64;
             if publish(&queue, batch).await {
                 spool.release(&segments);
+            } else {
+                // Not taken (shutdown with storage down): the spooled ones wait in the spool
+                // for the next start; the rest (spool writes that failed) are lost.
+                let spooled: u64 = segments.iter().map(|&(_, count)| count).sum();
+                metrics
+                    .audit_lost
+                    .fetch_add(events - spooled, Ordering::Relaxed);
             }
             drop(permit);
         });
@@ -322,6 +326,10 @@ impl Publisher {
             events = leftovers.events.len(),
             "handing audit events left in the spool by an earlier run to the queue again"
         );
+        // Pending like any recorded event, so that ingestion's count balances.
+        self.metrics
+            .audit_pending
+            .fetch_add(leftovers.events.len() as i64, Ordering::Relaxed);
         let queue = Arc::clone(&self.queue);
         let spool = Arc::clone(&self.spool);
         self.tasks.spawn(async move {

@@ -28,9 +28,6 @@ pub struct InProcessQueue {
     runner: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
 
-/// How long the runner keeps retrying a failing job once shutdown has begun.
-const SHUTDOWN_RETRY_BUDGET: Duration = Duration::from_secs(10);
-
 impl InProcessQueue {
     /// Starts the runner task on the current Tokio runtime.
     pub fn start(context: JobContext) -> Arc<InProcessQueue> {
@@ -93,19 +90,14 @@ async fn run_jobs(mut receiver: mpsc::Receiver<Delivery>, context: JobContext) {
 /// shutdown has begun (then `false`: the events stay in the spool for the next start).
 async fn run_with_retries(job: &Job, context: &JobContext) -> bool {
     let mut backoff = Duration::from_millis(50);
-    let mut give_up_at = None;
     loop {
         let Err(error) = crate::jobs::run(job, context).await else {
             return true;
         };
-        if context.is_shutting_down() {
-            let deadline = *give_up_at
-                .get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_RETRY_BUDGET);
-            if tokio::time::Instant::now() >= deadline {
-                tracing::error!(%error, "giving up on a job at shutdown");
-                context.job_abandoned(job);
-                return false;
-            }
+        if context.should_give_up() {
+            tracing::error!(%error, "giving up on a job at shutdown");
+            context.job_abandoned(job);
+            return false;
         }
         tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "job failed; retrying");
         tokio::time::sleep(backoff).await;

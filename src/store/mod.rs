@@ -121,7 +121,8 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
     /// Stores `replacement` and schedules the old key's revocation at `old_revoked_at`, in
-    /// one transaction. The old key does not count toward `max_active`.
+    /// one transaction. The old key counts toward `max_active` unless it ends now; a key
+    /// already in a grace period keeps the earlier end.
     async fn rotate_api_key(
         &self,
         workspace_id: &str,

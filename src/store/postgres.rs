@@ -178,12 +178,18 @@ impl Store for PostgresStore {
         if old.status_at(now) != KeyStatus::Active {
             return Err(StoreError::Conflict(Conflict::KeyNotActive));
         }
-        if count_active(&tx, replacement, Some(old_id), now).await? >= i64::from(max_active) {
+        // The old key counts while its grace period lasts: with a grace period the
+        // replacement needs room beside it.
+        let ending_now = (old_revoked_at <= now).then_some(old_id);
+        if count_active(&tx, replacement, ending_now, now).await? >= i64::from(max_active) {
             return Err(StoreError::Conflict(Conflict::TooManyActiveKeys));
         }
         insert_key(&tx, replacement).await?;
         tx.execute(
-            "UPDATE api_keys SET revoked_at = $3 WHERE workspace_id = $1 AND id = $2",
+            // A key already in a grace period keeps the earlier end: rotating again may
+            // shorten its life, never extend it.
+            "UPDATE api_keys SET revoked_at = LEAST(COALESCE(revoked_at, $3), $3)
+             WHERE workspace_id = $1 AND id = $2",
             &[&workspace_id, &old_id, &old_revoked_at],
         )
         .await
@@ -537,12 +543,24 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Internal(anyhow!("corrupt {what} in api_keys"))
 }
 
-/// A database error (constraint, syntax) is ours to fix; anything else (closed connection,
-/// I/O) means PostgreSQL is unreachable.
+/// No answer (closed connection, I/O) or an answer that says "not now" means PostgreSQL is
+/// unavailable: callers answer 503 and jobs retry. Any other database error (constraint,
+/// syntax, bad data) is ours to fix.
 fn pg(error: tokio_postgres::Error) -> StoreError {
-    if error.as_db_error().is_some() {
-        StoreError::Internal(error.into())
-    } else {
-        StoreError::Unavailable(error.into())
+    match error.as_db_error().map(|db| db.code().code()) {
+        Some(code) if is_transient(code) => StoreError::Unavailable(error.into()),
+        Some(_) => StoreError::Internal(error.into()),
+        None => StoreError::Unavailable(error.into()),
     }
+}
+
+/// SQLSTATEs that go away by themselves: connection exceptions (08), insufficient resources
+/// (53: too many connections, disk full), operator intervention (57: shutdown, restart,
+/// statement timeout), serialization failure and deadlock (40001, 40P01), and a read-only
+/// server during a failover (25006).
+fn is_transient(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57")
+        || matches!(code, "40001" | "40P01" | "25006")
 }

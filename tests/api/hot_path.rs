@@ -292,6 +292,55 @@ async fn rotation_replaces_a_key_with_an_optional_grace_period() {
         .assert_error(400, "invalid_body");
 }
 
+/// A grace period keeps the old key active, so it counts toward the two active keys; and
+/// rotating a key again never moves its end later.
+#[actix_web::test]
+async fn grace_periods_count_toward_the_limit_and_are_never_extended() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let (old_id, old_key) = app
+        .create_key(&ws, "deploy", "live", &["checks:read"])
+        .await;
+    let first = app
+        .rotate_key(&ws, &old_id, Some(json!({ "grace_seconds": 3600 })))
+        .await;
+    assert_eq!(first.status.as_u16(), 201, "{}", first.body);
+    let ends = first.body["replaces"]["revoked_at"].clone();
+    assert!(ends.is_string(), "{}", first.body);
+
+    // The old key (in its grace period) and its replacement are the two active keys.
+    app.rotate_key(&ws, &old_id, Some(json!({ "grace_seconds": 604800 })))
+        .await
+        .assert_error(409, "too_many_active_keys");
+    let second_id = first.body["id"].as_str().unwrap().to_owned();
+    app.rotate_key(&ws, &second_id, Some(json!({ "grace_seconds": 60 })))
+        .await
+        .assert_error(409, "too_many_active_keys");
+    let listed = app
+        .admin_call("GET", &format!("/admin/v1/workspaces/{ws}/api-keys"), None)
+        .await;
+    let active = listed.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["status"] == "active")
+        .count();
+    assert_eq!(active, 2);
+
+    // With room (the replacement revoked), rotating again keeps the earlier end.
+    app.revoke_key(&ws, &second_id).await;
+    let longer = app
+        .rotate_key(&ws, &old_id, Some(json!({ "grace_seconds": 604800 })))
+        .await;
+    assert_eq!(longer.status.as_u16(), 201, "{}", longer.body);
+    assert_eq!(longer.body["replaces"]["revoked_at"], ends, "not extended");
+
+    // Ending it now is allowed, replacement or not.
+    let now = app.rotate_key(&ws, &old_id, None).await;
+    assert_eq!(now.status.as_u16(), 201, "{}", now.body);
+    app.me(&old_key).await.assert_error(403, "key_revoked");
+}
+
 #[actix_web::test]
 async fn keys_stop_working_365_days_after_creation() {
     let app = spawn_app().await;

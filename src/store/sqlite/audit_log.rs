@@ -19,7 +19,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection, Row};
 use uuid::Uuid;
 
-use super::{corrupt, from_millis, internal, unavailable};
+use super::{corrupt, from_millis, sqlite_error};
 use crate::domain::audit::{AuditEvent, AuditQuery, CredentialType};
 use crate::store::StoreError;
 
@@ -68,7 +68,7 @@ impl AuditInbox {
         conn: &mut Connection,
         events: &[AuditEvent],
     ) -> Result<(), StoreError> {
-        let tx = conn.transaction().map_err(unavailable)?;
+        let tx = conn.transaction().map_err(sqlite_error)?;
         let mut appended = 0;
         {
             let mut stmt = tx
@@ -77,7 +77,7 @@ impl AuditInbox {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                      ON CONFLICT (id) DO NOTHING"
                 ))
-                .map_err(internal)?;
+                .map_err(sqlite_error)?;
             for e in events {
                 appended += stmt
                     .execute(params![
@@ -96,10 +96,10 @@ impl AuditInbox {
                         e.request_id,
                         e.client_addr,
                     ])
-                    .map_err(unavailable)?;
+                    .map_err(sqlite_error)?;
             }
         }
-        tx.commit().map_err(unavailable)?;
+        tx.commit().map_err(sqlite_error)?;
         self.pending += appended;
         if self.pending >= self.merge_rows || self.last_merge.elapsed() >= self.merge_interval {
             // The events are committed; a merge that fails is retried next time, so its
@@ -124,15 +124,15 @@ impl AuditInbox {
 /// Moves every inbox row into the log, in index order, in one transaction. Rows already in
 /// the log (a re-delivery after an earlier merge) are dropped.
 fn merge(conn: &mut Connection) -> Result<(), StoreError> {
-    let tx = conn.transaction().map_err(unavailable)?;
+    let tx = conn.transaction().map_err(sqlite_error)?;
     tx.execute_batch(&format!(
         "INSERT INTO audit_events ({COLUMNS})
              SELECT {COLUMNS} FROM audit_inbox ORDER BY workspace_id, id
              ON CONFLICT (workspace_id, id) DO NOTHING;
          DELETE FROM audit_inbox;"
     ))
-    .map_err(unavailable)?;
-    tx.commit().map_err(unavailable)
+    .map_err(sqlite_error)?;
+    tx.commit().map_err(sqlite_error)
 }
 
 /// One workspace's events, newest first, from the log and the inbox together.
@@ -181,11 +181,11 @@ pub(super) fn query(
          ) ORDER BY id DESC LIMIT {}",
         query.limit
     );
-    let mut stmt = conn.prepare(&sql).map_err(internal)?;
+    let mut stmt = conn.prepare(&sql).map_err(sqlite_error)?;
     let rows = stmt
         .query_map(rusqlite::params_from_iter(values), event_from_row)
-        .map_err(internal)?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(internal)
+        .map_err(sqlite_error)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)
 }
 
 fn event_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEvent> {

@@ -37,13 +37,13 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let writer = SqliteStore::configure(Connection::open(path).map_err(unavailable)?)?;
-        let reader = SqliteStore::configure(Connection::open(path).map_err(unavailable)?)?;
+        let writer = SqliteStore::configure(Connection::open(path).map_err(sqlite_error)?)?;
+        let reader = SqliteStore::configure(Connection::open(path).map_err(sqlite_error)?)?;
         // Point lookups and paged queries: a small page cache is enough, and every MiB here
         // counts against the process's memory next to the key cache.
         reader
             .execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -2048;")
-            .map_err(internal)?;
+            .map_err(sqlite_error)?;
         Ok(SqliteStore {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
@@ -55,7 +55,7 @@ impl SqliteStore {
     /// a second connection to `:memory:` would be another database.
     pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
         let conn = Arc::new(Mutex::new(SqliteStore::configure(
-            Connection::open_in_memory().map_err(unavailable)?,
+            Connection::open_in_memory().map_err(sqlite_error)?,
         )?));
         Ok(SqliteStore {
             writer: Arc::clone(&conn),
@@ -74,9 +74,9 @@ impl SqliteStore {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
              PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 10000;",
         )
-        .map_err(internal)?;
+        .map_err(sqlite_error)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(internal)?;
+            .map_err(sqlite_error)?;
         Ok(conn)
     }
 
@@ -115,12 +115,12 @@ impl Store for SqliteStore {
         self.with_conn(|conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(internal)?;
+                .map_err(sqlite_error)?;
             tx.execute_batch(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (
                     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
             )
-            .map_err(internal)?;
+            .map_err(sqlite_error)?;
             for migration in MIGRATIONS {
                 let applied: bool = tx
                     .query_row(
@@ -128,11 +128,11 @@ impl Store for SqliteStore {
                         [migration.version],
                         |row| row.get(0),
                     )
-                    .map_err(internal)?;
+                    .map_err(sqlite_error)?;
                 if applied {
                     continue;
                 }
-                tx.execute_batch(migration.sql).map_err(internal)?;
+                tx.execute_batch(migration.sql).map_err(sqlite_error)?;
                 tx.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
                     params![
@@ -141,14 +141,14 @@ impl Store for SqliteStore {
                         Utc::now().timestamp_millis()
                     ],
                 )
-                .map_err(internal)?;
+                .map_err(sqlite_error)?;
                 tracing::info!(
                     version = migration.version,
                     name = migration.name,
                     "applied migration"
                 );
             }
-            tx.commit().map_err(internal)
+            tx.commit().map_err(sqlite_error)
         })
         .await
     }
@@ -156,7 +156,7 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.with_reader(|conn| {
             conn.query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(unavailable)
+                .map_err(sqlite_error)
         })
         .await
     }
@@ -168,7 +168,7 @@ impl Store for SqliteStore {
                 "INSERT INTO workspaces (id, name, created_at) VALUES (?1, ?2, ?3)",
                 params![ws.id, ws.name, ws.created_at.timestamp_millis()],
             )
-            .map_err(internal)?;
+            .map_err(sqlite_error)?;
             Ok(())
         })
         .await
@@ -189,7 +189,7 @@ impl Store for SqliteStore {
                 },
             )
             .optional()
-            .map_err(internal)
+            .map_err(sqlite_error)
         })
         .await
     }
@@ -204,13 +204,13 @@ impl Store for SqliteStore {
         self.with_conn(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(internal)?;
+                .map_err(sqlite_error)?;
             ensure_workspace(&tx, &key.workspace_id)?;
             if count_active(&tx, &key, None, now)? >= max_active {
                 return Err(StoreError::Conflict(Conflict::TooManyActiveKeys));
             }
             insert_key(&tx, &key)?;
-            tx.commit().map_err(internal)
+            tx.commit().map_err(sqlite_error)
         })
         .await
     }
@@ -232,22 +232,28 @@ impl Store for SqliteStore {
         self.with_conn(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(internal)?;
+                .map_err(sqlite_error)?;
             let old = select_key(&tx, &ws, &old_id)?.ok_or(StoreError::NotFound(Entity::ApiKey))?;
             if old.status_at(now) != crate::domain::key_record::KeyStatus::Active {
                 return Err(StoreError::Conflict(Conflict::KeyNotActive));
             }
-            if count_active(&tx, &key, Some(&old_id), now)? >= max_active {
+            // The old key counts while its grace period lasts: with a grace period the
+            // replacement needs room beside it.
+            let ending_now = (old_revoked_at <= now).then_some(old_id.as_str());
+            if count_active(&tx, &key, ending_now, now)? >= max_active {
                 return Err(StoreError::Conflict(Conflict::TooManyActiveKeys));
             }
             insert_key(&tx, &key)?;
             tx.execute(
-                "UPDATE api_keys SET revoked_at = ?3 WHERE workspace_id = ?1 AND id = ?2",
+                // A key already in a grace period keeps the earlier end: rotating again may
+                // shorten its life, never extend it.
+                "UPDATE api_keys SET revoked_at = MIN(COALESCE(revoked_at, ?3), ?3)
+                 WHERE workspace_id = ?1 AND id = ?2",
                 params![ws, old_id, old_revoked_at.timestamp_millis()],
             )
-            .map_err(internal)?;
+            .map_err(sqlite_error)?;
             let old = select_key(&tx, &ws, &old_id)?.ok_or(StoreError::NotFound(Entity::ApiKey))?;
-            tx.commit().map_err(internal)?;
+            tx.commit().map_err(sqlite_error)?;
             Ok(old)
         })
         .await
@@ -260,9 +266,9 @@ impl Store for SqliteStore {
                 .prepare_cached(&format!(
                     "SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = ?1 ORDER BY id"
                 ))
-                .map_err(internal)?;
-            let rows = stmt.query_map([&ws], key_from_row).map_err(internal)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(internal)
+                .map_err(sqlite_error)?;
+            let rows = stmt.query_map([&ws], key_from_row).map_err(sqlite_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)
         })
         .await
     }
@@ -290,7 +296,7 @@ impl Store for SqliteStore {
                  WHERE workspace_id = ?1 AND id = ?2 AND (revoked_at IS NULL OR revoked_at > ?3)",
                 params![ws, id, at.timestamp_millis()],
             )
-            .map_err(internal)?;
+            .map_err(sqlite_error)?;
             select_key(conn, &ws, &id)?.ok_or(StoreError::NotFound(Entity::ApiKey))
         })
         .await
@@ -306,10 +312,10 @@ impl Store for SqliteStore {
                 .prepare_cached(&format!(
                     "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?1"
                 ))
-                .map_err(internal)?;
+                .map_err(sqlite_error)?;
             stmt.query_row([&hash.0[..]], key_from_row)
                 .optional()
-                .map_err(unavailable)
+                .map_err(sqlite_error)
         })
         .await
     }
@@ -330,7 +336,7 @@ impl Store for SqliteStore {
             )
             .map_err(|e| match constraint_violation(&e) {
                 true => StoreError::Conflict(Conflict::EmailTaken),
-                false => internal(e),
+                false => sqlite_error(e),
             })?;
             Ok(User {
                 id: user.id,
@@ -353,7 +359,7 @@ impl Store for SqliteStore {
         self.with_conn(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(internal)?;
+                .map_err(sqlite_error)?;
             ensure_workspace(&tx, &ws)?;
             let user_exists: bool = tx
                 .query_row(
@@ -361,7 +367,7 @@ impl Store for SqliteStore {
                     [&user],
                     |r| r.get(0),
                 )
-                .map_err(internal)?;
+                .map_err(sqlite_error)?;
             if !user_exists {
                 return Err(StoreError::NotFound(Entity::User));
             }
@@ -372,9 +378,9 @@ impl Store for SqliteStore {
             )
             .map_err(|e| match constraint_violation(&e) {
                 true => StoreError::Conflict(Conflict::AlreadyMember),
-                false => internal(e),
+                false => sqlite_error(e),
             })?;
-            tx.commit().map_err(internal)?;
+            tx.commit().map_err(sqlite_error)?;
             Ok(Membership {
                 workspace_id: ws,
                 user_id: user,
@@ -428,10 +434,10 @@ fn select_key(conn: &Connection, ws: &str, id: &str) -> Result<Option<ApiKeyReco
         .prepare_cached(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = ?1 AND id = ?2"
         ))
-        .map_err(internal)?;
+        .map_err(sqlite_error)?;
     stmt.query_row([ws, id], key_from_row)
         .optional()
-        .map_err(internal)
+        .map_err(sqlite_error)
 }
 
 fn ensure_workspace(conn: &Connection, ws: &str) -> Result<(), StoreError> {
@@ -441,7 +447,7 @@ fn ensure_workspace(conn: &Connection, ws: &str) -> Result<(), StoreError> {
             [ws],
             |r| r.get(0),
         )
-        .map_err(internal)?;
+        .map_err(sqlite_error)?;
     if exists {
         Ok(())
     } else {
@@ -469,7 +475,7 @@ fn count_active(
         ],
         |row| row.get(0),
     )
-    .map_err(internal)
+    .map_err(sqlite_error)
 }
 
 fn insert_key(conn: &Connection, key: &NewApiKey) -> Result<(), StoreError> {
@@ -489,7 +495,7 @@ fn insert_key(conn: &Connection, key: &NewApiKey) -> Result<(), StoreError> {
             key.expires_at.timestamp_millis(),
         ],
     )
-    .map_err(internal)?;
+    .map_err(sqlite_error)?;
     Ok(())
 }
 
@@ -509,18 +515,12 @@ fn constraint_violation(error: &rusqlite::Error) -> bool {
     error.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
 }
 
-/// Errors that mean "try again later": a locked or unopenable database.
-fn unavailable(error: rusqlite::Error) -> StoreError {
+/// The one mapping of SQLite errors: a busy, locked or unopenable database means "try again
+/// later" (503, jobs retry); anything else, errors without an SQLite code included (a value
+/// that does not convert: corrupt data), is a bug, not an outage.
+fn sqlite_error(error: rusqlite::Error) -> StoreError {
     match error.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen)
-        | None => StoreError::Unavailable(error.into()),
-        _ => StoreError::Internal(error.into()),
-    }
-}
-
-fn internal(error: rusqlite::Error) -> StoreError {
-    match error.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen) => {
             StoreError::Unavailable(error.into())
         }
         _ => StoreError::Internal(error.into()),
