@@ -58,7 +58,8 @@ pub fn required_scope(method: &str, uri: &str) -> Result<RouteRequirement, Route
             return Err(RouteError::Ambiguous);
         }
     }
-    if first == "me" {
+    // Only `/v1/me` itself is free: anything under it is a resource no scope names.
+    if rest == "me" || rest == "me/" {
         return Ok(RouteRequirement::NoScope);
     }
     let Some(resource) = Resource::from_path_segment(first) else {
@@ -86,6 +87,22 @@ fn contains_encoded_separator(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_v1_me_itself_is_free() {
+        assert_eq!(
+            required_scope("GET", "/v1/me"),
+            Ok(RouteRequirement::NoScope)
+        );
+        assert_eq!(
+            required_scope("GET", "/v1/me/"),
+            Ok(RouteRequirement::NoScope)
+        );
+        assert_eq!(
+            required_scope("DELETE", "/v1/me/webhooks/123"),
+            Ok(RouteRequirement::UnknownResource)
+        );
+    }
 
     fn scope_for(method: &str, uri: &str) -> String {
         match required_scope(method, uri) {

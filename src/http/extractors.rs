@@ -2,7 +2,8 @@
 //! problem (serde's messages name the field: "missing field `label`", "unknown field …").
 
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
-use actix_web::web;
+use actix_web::{web, HttpMessage, HttpRequest};
+use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ErrorKind};
 
@@ -33,6 +34,36 @@ pub fn json_config() -> web::JsonConfig {
         })
 }
 
+/// Raw bodies (`web::Bytes`, for optional bodies) get the same size limit as JSON ones.
+pub fn payload_config() -> web::PayloadConfig {
+    web::PayloadConfig::new(MAX_JSON_BODY)
+}
+
+/// An optional JSON body, with the same rules as `web::Json`: an empty body means
+/// `T::default()`; otherwise it must be declared `application/json` and parse.
+pub fn optional_json<T: DeserializeOwned + Default>(
+    request: &HttpRequest,
+    body: &web::Bytes,
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let is_json =
+        matches!(request.mime_type(), Ok(Some(m)) if m.essence_str() == "application/json");
+    if !is_json {
+        return Err(ErrorKind::UnsupportedMediaType {
+            message: "Send a JSON body with Content-Type: application/json.".into(),
+        }
+        .into());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("Invalid JSON body: {}", describe(&e)),
+        )
+    })
+}
+
 pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|error, _request| {
         let message = match &error {
@@ -50,11 +81,12 @@ pub fn path_config() -> web::PathConfig {
 }
 
 /// serde_json's message, kept to its category and position for syntax errors (which could
-/// otherwise quote the input) and whole for data errors (which name the field).
+/// otherwise quote the input), and for data errors whole (they name the field) except for the
+/// offending value: "invalid type: integer `12345678`" could be a password.
 pub fn describe(error: &serde_json::Error) -> String {
     use serde_json::error::Category;
     match error.classify() {
-        Category::Data => error.to_string(),
+        Category::Data => without_value(&error.to_string()),
         Category::Syntax | Category::Eof | Category::Io => {
             format!(
                 "malformed JSON at line {} column {}",
@@ -62,5 +94,52 @@ pub fn describe(error: &serde_json::Error) -> String {
                 error.column()
             )
         }
+    }
+}
+
+/// "invalid type: string \"hunter2\", expected u32" → "invalid type: string, expected u32".
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some((unexpected, rest)) = message
+            .strip_prefix(prefix)
+            .and_then(|m| m.split_once(", expected"))
+        {
+            let kind = unexpected
+                .split(['`', '"'])
+                .next()
+                .unwrap_or_default()
+                .trim();
+            return format!("{prefix}{kind}, expected{rest}");
+        }
+    }
+    message.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message_for(body: &str) -> String {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Body {
+            password: String,
+            count: u32,
+        }
+        describe(&serde_json::from_str::<Body>(body).unwrap_err())
+    }
+
+    #[test]
+    fn data_errors_name_the_field_but_not_the_value() {
+        let wrong_type = message_for(r#"{"password": 12345678, "count": 1}"#);
+        assert!(!wrong_type.contains("12345678"), "{wrong_type}");
+        assert!(
+            wrong_type.starts_with("invalid type: integer, expected a string"),
+            "{wrong_type}"
+        );
+        let wrong_value = message_for(r#"{"password": "x", "count": "hunter2"}"#);
+        assert!(!wrong_value.contains("hunter2"), "{wrong_value}");
+        let missing = message_for(r#"{"count": 1}"#);
+        assert!(missing.contains("missing field `password`"), "{missing}");
     }
 }

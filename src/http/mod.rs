@@ -37,6 +37,7 @@ pub fn listener_app(
         .app_data(extractors::json_config())
         .app_data(extractors::query_config())
         .app_data(extractors::path_config())
+        .app_data(extractors::payload_config())
         .configure(routes)
         .default_service(web::to(request_context::no_route))
         .wrap(from_fn(request_context::request_context))

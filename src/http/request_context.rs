@@ -11,7 +11,7 @@ use actix_web::{web, HttpMessage, HttpRequest};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind, X_ERROR};
 use super::state::AppState;
 use crate::metrics::Listener;
 
@@ -94,57 +94,64 @@ fn with_json_error_body<B: MessageBody + 'static>(
     request_id: &str,
 ) -> ServiceResponse<EitherBody<B>> {
     let status = response.status();
-    let body = match response.response().error() {
+    let (body, framework_code) = match response.response().error() {
         Some(error) => match error.as_error::<ApiError>() {
             Some(api_error) => {
                 if status.is_server_error() {
                     tracing::error!(code = api_error.code(), "request failed");
                 }
-                api_error.body(request_id)
+                (api_error.body(request_id), None)
             }
-            None => generic_body(status, request_id, Some(error)),
+            None => {
+                tracing::debug!(%error, "framework error");
+                let api_error = framework_error(status);
+                (api_error.body(request_id), Some(api_error.code()))
+            }
         },
-        None => generic_body(status, request_id, None),
+        None => {
+            let api_error = framework_error(status);
+            (api_error.body(request_id), Some(api_error.code()))
+        }
     };
     response.map_body(|head, _| {
         head.headers
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // Our own errors carry `X-Error` already; the framework's get it here.
+        if let Some(code) = framework_code {
+            head.headers
+                .insert(X_ERROR.clone(), HeaderValue::from_static(code));
+        }
         EitherBody::right(BoxBody::new(body))
     })
 }
 
-/// The body for errors raised by the framework rather than by our handlers (unmatched
-/// routes, methods, oversized or unreadable requests).
-fn generic_body(status: StatusCode, request_id: &str, error: Option<&actix_web::Error>) -> String {
-    if let Some(error) = error {
-        tracing::debug!(%error, "framework error");
-    }
-    let (code, message) = match status {
-        StatusCode::NOT_FOUND => ("not_found", "No such route."),
-        StatusCode::METHOD_NOT_ALLOWED => (
-            "method_not_allowed",
-            "This method is not allowed on this path.",
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "The request body is too large."),
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
-            ("headers_too_large", "The request headers are too large.")
+/// The error for a status raised by the framework rather than by our handlers (unmatched
+/// routes, methods, oversized or unreadable requests), in the one error vocabulary.
+fn framework_error(status: StatusCode) -> ApiError {
+    match status {
+        StatusCode::NOT_FOUND => ApiError::not_found("not_found", "No such route."),
+        StatusCode::METHOD_NOT_ALLOWED => ErrorKind::MethodNotAllowed.into(),
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::PayloadTooLarge {
+            message: "The request body is too large.".into(),
         }
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "unsupported_media_type",
-            "Send a JSON body with Content-Type: application/json.",
-        ),
-        s if s.is_client_error() => ("bad_request", "The request could not be read."),
-        _ => (
-            "internal_error",
-            "Something went wrong on our side; it has been logged.",
-        ),
-    };
-    serde_json::json!({ "error": code, "message": message, "request_id": request_id }).to_string()
+        .into(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            ApiError::bad_request("headers_too_large", "The request headers are too large.")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorKind::UnsupportedMediaType {
+            message: "Send a JSON body with Content-Type: application/json.".into(),
+        }
+        .into(),
+        s if s.is_client_error() => {
+            ApiError::bad_request("bad_request", "The request could not be read.")
+        }
+        _ => ErrorKind::Internal.into(),
+    }
 }
 
 /// A default service answer for unmatched routes, so they go through the same body writer.
 pub async fn no_route() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::not_found("not_found", "No such route."))
+    Err(framework_error(StatusCode::NOT_FOUND))
 }
 
 #[cfg(test)]

@@ -359,3 +359,41 @@ async fn users_and_members_with_roles() {
     .await
     .assert_error(404, "user_not_found");
 }
+
+/// The optional rotate body follows the rules of every JSON body; a mistyped audit-log filter
+/// is an error, not a silently ignored parameter.
+#[actix_web::test]
+async fn optional_bodies_and_query_filters_are_checked_like_the_rest() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let (id, _) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let rotate = format!("/admin/v1/workspaces/{ws}/api-keys/{id}/rotate");
+    let admin = app.admin.clone();
+    let post = |content_type: &'static [u8], body: Vec<u8>| {
+        let (app, admin, rotate, auth) = (&app, &admin, &rotate, &auth);
+        async move {
+            app.raw(
+                admin,
+                "POST",
+                rotate,
+                &[
+                    ("Authorization", auth.as_bytes()),
+                    ("Content-Type", content_type),
+                ],
+                Some(body.leak()),
+            )
+            .await
+        }
+    };
+    post(b"text/plain", br#"{"grace_seconds":5}"#.to_vec())
+        .await
+        .assert_error(415, "unsupported_media_type");
+    let huge = format!(r#"{{"grace_seconds":5{}}}"#, " ".repeat(100_000)).into_bytes();
+    post(b"application/json", huge)
+        .await
+        .assert_error(413, "body_too_large");
+    app.audit_log(&ws, "?key_lable=ci")
+        .await
+        .assert_error(400, "invalid_query");
+}

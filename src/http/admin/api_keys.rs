@@ -1,6 +1,6 @@
 //! API keys: create (the key is shown once), list, get, revoke, rotate.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -185,25 +185,14 @@ pub async fn revoke(
     security(("admin_token" = [])))]
 pub async fn rotate(
     state: web::Data<AppState>,
+    request: HttpRequest,
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let (workspace_id, key_id) = path.into_inner();
-    // The body is optional, so it is parsed by hand: an absent body means the defaults,
-    // a malformed one is still an error.
-    let options: RotateApiKey = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateApiKey::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(
-                "invalid_body",
-                format!(
-                    "Invalid JSON body: {}",
-                    crate::http::extractors::describe(&e)
-                ),
-            )
-        })?
-    };
+    // The body is optional (absent means the defaults), so it is read as bytes; a present
+    // one follows the rules of every other JSON body.
+    let options: RotateApiKey = crate::http::extractors::optional_json(&request, &body)?;
     let grace_seconds = options.grace_seconds.unwrap_or(0);
     if !(0..=MAX_GRACE_SECONDS).contains(&grace_seconds) {
         return Err(ApiError::unprocessable(

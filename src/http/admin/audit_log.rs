@@ -20,6 +20,8 @@ const MAX_LIMIT: u32 = 1_000;
 /// an error naming its parameter.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+// A mistyped filter must be an error, not silently ignored (returning everything).
+#[serde(deny_unknown_fields)]
 pub struct AuditLogParams {
     /// Exact key label.
     key_label: Option<String>,
