@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-use uuid::Uuid;
+use uuid::{NoContext, Timestamp, Uuid};
 
 use crate::actors::{CacheLookup, CachedKey, WorkspaceRegistry, WorkspaceState};
 use crate::clock;
@@ -209,7 +209,14 @@ impl Verifier {
             None => (200, None),
         };
         let event = AuditEvent {
-            id: Uuid::now_v7(),
+            // From the request's own clock reading: no second reading, and not
+            // `Uuid::now_v7`, whose counter sits behind a process-wide lock. Ids stay unique
+            // (74 random bits) and ordered by millisecond, which is what paging needs.
+            id: Uuid::new_v7(Timestamp::from_unix(
+                NoContext,
+                now_ms / 1000,
+                (now_ms % 1000) as u32 * 1_000_000,
+            )),
             occurred_at: clock::to_datetime(now_ms),
             workspace_id: Arc::clone(&workspace.id),
             credential_type: CredentialType::ApiKey,
@@ -264,13 +271,16 @@ fn authorize(
     now_ms: u64,
 ) -> Result<Granted, Refusal> {
     let refuse = |reason, rate, scope| Refusal::Denied(Denied { reason, rate }, scope);
+    // Refusals before the limit is checked still report it (every public answer carries
+    // `RateLimit-*`), without counting the request.
+    let current_rate = || Some(workspace.peek_rate(key.environment, now_ms));
     match key.status_at(clock::to_datetime(now_ms)) {
         KeyStatus::Active => {}
-        KeyStatus::Revoked => return Err(refuse(DenyReason::KeyRevoked, None, None)),
-        KeyStatus::Expired => return Err(refuse(DenyReason::KeyExpired, None, None)),
+        KeyStatus::Revoked => return Err(refuse(DenyReason::KeyRevoked, current_rate(), None)),
+        KeyStatus::Expired => return Err(refuse(DenyReason::KeyExpired, current_rate(), None)),
     }
-    let requirement =
-        requirement.map_err(|error| refuse(DenyReason::InvalidRoute(error), None, None))?;
+    let requirement = requirement
+        .map_err(|error| refuse(DenyReason::InvalidRoute(error), current_rate(), None))?;
     let needed = match requirement {
         RouteRequirement::Scope(scope) => Some(scope),
         RouteRequirement::NoScope | RouteRequirement::UnknownResource => None,

@@ -163,7 +163,8 @@ impl WorkspaceState {
         true
     }
 
-    /// The limiter state without counting a request.
+    /// The limiter state without counting a request (for refusals that come before the
+    /// limit is checked).
     pub fn peek_rate(&self, environment: Environment, now_ms: u64) -> RateDecision {
         self.limiter(environment).lock().peek(now_ms)
     }

@@ -482,3 +482,23 @@ async fn storage_outage_keeps_cached_keys_working_and_answers_503_otherwise() {
         "service resumes when storage returns"
     );
 }
+
+/// Refusals that come before the limit is checked still report it, without counting.
+#[actix_web::test]
+async fn refusals_before_the_rate_check_carry_the_rate_limit_headers() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let (id, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
+    let bad_route = app.authz(&key, "GET", "/v2/checks").await;
+    assert_eq!(bad_route.status.as_u16(), 400, "{}", bad_route.body);
+    assert_eq!(bad_route.header("ratelimit-limit"), Some("1200"));
+    assert_eq!(
+        bad_route.header("ratelimit-remaining"),
+        Some("1200"),
+        "not counted"
+    );
+    app.revoke_key(&ws, &id).await;
+    let revoked = app.me(&key).await;
+    revoked.assert_error(403, "key_revoked");
+    assert_eq!(revoked.header("ratelimit-limit"), Some("1200"));
+}
