@@ -34,7 +34,7 @@ const CAPACITY: usize = 16_384;
 /// room behind such a merge (p99 up to 165 ms, measured); with 32 they did not (p99 1.8–2.2
 /// ms). The price is memory under overload: 32 batches of up to 5,000 events (the process
 /// peaked at ≈ 193 MB under wrk).
-const IN_FLIGHT: usize = 32;
+pub(super) const IN_FLIGHT: usize = 32;
 
 /// An event and the spool segment it was written to (`None`: the spool write failed).
 struct Spooled {

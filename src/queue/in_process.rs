@@ -18,7 +18,7 @@ use crate::jobs::JobContext;
 /// Jobs waiting to run before publishers wait. Bounded so that when storage falls behind,
 /// the wait reaches the audit batcher and then the hot path, instead of memory growing; as
 /// deep as the audit batcher's `IN_FLIGHT`.
-const CAPACITY: usize = 32;
+const CAPACITY: usize = super::audit_sink::IN_FLIGHT;
 
 /// A job and whom to tell once it has run.
 type Delivery = (Job, oneshot::Sender<()>);

@@ -17,6 +17,10 @@ use crate::domain::key_record::ApiKeyRecord;
 use crate::domain::scope::ScopeSet;
 use crate::domain::workspace::{Membership, Role, User, Workspace};
 
+/// The `api_keys` columns in the order both stores read them.
+const KEY_COLUMNS: &str = "id, workspace_id, key_hash, key_hint, label, environment, scopes, \
+                           created_at, expires_at, revoked_at";
+
 /// What can go wrong in storage, in the terms callers act on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

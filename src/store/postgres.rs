@@ -15,7 +15,7 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::migrations::POSTGRES as MIGRATIONS;
-use super::{Conflict, Entity, NewApiKey, NewUser, Store, StoreError};
+use super::{Conflict, Entity, NewApiKey, NewUser, Store, StoreError, KEY_COLUMNS};
 use crate::domain::api_key::Environment;
 use crate::domain::audit::{AuditEvent, AuditQuery, CredentialType};
 use crate::domain::hashing::KeyHash;
@@ -412,9 +412,6 @@ impl Store for PostgresStore {
         rows.iter().map(audit_from_row).collect()
     }
 }
-
-const KEY_COLUMNS: &str = "id, workspace_id, key_hash, key_hint, label, environment, scopes, \
-                           created_at, expires_at, revoked_at";
 
 fn key_from_row(row: &Row) -> Result<ApiKeyRecord, StoreError> {
     let hash: &[u8] = row.try_get(2).map_err(pg)?;

@@ -16,7 +16,7 @@ mod audit_log;
 
 use self::audit_log::AuditInbox;
 use super::migrations::SQLITE as MIGRATIONS;
-use super::{Conflict, Entity, NewApiKey, NewUser, Store, StoreError};
+use super::{Conflict, Entity, NewApiKey, NewUser, Store, StoreError, KEY_COLUMNS};
 use crate::domain::api_key::Environment;
 use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::hashing::KeyHash;
@@ -407,9 +407,6 @@ impl Store for SqliteStore {
             .await
     }
 }
-
-const KEY_COLUMNS: &str = "id, workspace_id, key_hash, key_hint, label, environment, scopes, \
-                           created_at, expires_at, revoked_at";
 
 fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
     let hash: Vec<u8> = row.get(2)?;
