@@ -2,6 +2,7 @@
 
 pub mod api_key;
 pub mod audit;
+pub mod audit_codec;
 pub mod hashing;
 pub mod ids;
 pub mod key_record;

@@ -2,6 +2,8 @@
 //! `X-Request-ID` when sane), runs it inside a tracing span carrying that id, returns the id
 //! on every answer, writes the JSON body of every error, and counts responses.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
@@ -9,7 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpRequest};
 use tracing::Instrument;
-use uuid::Uuid;
+use uuid::{NoContext, Timestamp, Uuid};
 
 use super::error::{ApiError, ErrorKind, X_ERROR};
 use super::state::AppState;
@@ -22,8 +24,8 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct RequestId(pub String);
 
 /// Takes the request id the middleware stored, for the handler's audit event. Taking rather
-/// than cloning saves an allocation per request: the middleware keeps its own copy for the
-/// response header and error body. Empty outside the middleware (unit tests).
+/// than cloning saves an allocation per request: the middleware keeps the id's header value
+/// for the response and the error body. Empty outside the middleware (unit tests).
 pub fn take_request_id(request: &HttpRequest) -> String {
     request
         .extensions_mut()
@@ -36,20 +38,21 @@ pub async fn request_context<B: MessageBody + 'static>(
     request: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    let id = request
+    let id_header = request
         .headers()
         .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| is_sane_request_id(v))
-        .map(str::to_owned)
-        .unwrap_or_else(|| Uuid::now_v7().hyphenated().to_string());
-    request.extensions_mut().insert(RequestId(id.clone()));
+        .filter(|v| v.to_str().is_ok_and(is_sane_request_id))
+        .cloned()
+        .unwrap_or_else(fresh_request_id);
+    // Both kinds are visible ASCII, so this is never empty.
+    let id = id_header.to_str().unwrap_or_default().to_owned();
     let span = tracing::info_span!(
         "request",
         request_id = %id,
         method = %request.method(),
         path = %request.path(),
     );
+    request.extensions_mut().insert(RequestId(id));
     // Inner middleware answers errors as responses (never `Err`), so every error passes
     // through the body writer below.
     let response = next
@@ -60,13 +63,13 @@ pub async fn request_context<B: MessageBody + 'static>(
     let _entered = span.enter();
     let mut response = if response.status().is_client_error() || response.status().is_server_error()
     {
-        with_json_error_body(response, &id)
+        with_json_error_body(response, id_header.to_str().unwrap_or_default())
     } else {
         response
     };
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(X_REQUEST_ID.clone(), value);
-    }
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), id_header);
     if let Some(state) = response.request().app_data::<web::Data<AppState>>() {
         let listener = *response
             .request()
@@ -77,6 +80,22 @@ pub async fn request_context<B: MessageBody + 'static>(
             .record_response(listener, response.status().as_u16());
     }
     Ok(response)
+}
+
+/// A new request id: a UUIDv7 from this instant. Not `Uuid::now_v7`, whose counter sits
+/// behind a process-wide lock that every request would take.
+fn fresh_request_id() -> HeaderValue {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let id = Uuid::new_v7(Timestamp::from_unix(
+        NoContext,
+        now.as_secs(),
+        now.subsec_nanos(),
+    ));
+    let mut text = Uuid::encode_buffer();
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Letters, digits and `._:-`, at most 128 characters: anything else could forge log lines
@@ -157,6 +176,16 @@ pub async fn no_route() -> Result<actix_web::HttpResponse, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fresh_request_ids_are_distinct_sane_uuids() {
+        let first = fresh_request_id();
+        let second = fresh_request_id();
+        assert_ne!(first, second);
+        let text = first.to_str().unwrap();
+        assert!(is_sane_request_id(text));
+        assert_eq!(Uuid::parse_str(text).unwrap().get_version_num(), 7);
+    }
 
     #[test]
     fn request_ids_are_checked_for_sanity() {

@@ -18,6 +18,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "audit_inbox",
         sql: include_str!("../../migrations/postgres/0002_audit_inbox.sql"),
     },
+    Migration {
+        version: 3,
+        name: "audit_chunks",
+        sql: include_str!("../../migrations/postgres/0003_audit_chunks.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -30,6 +35,11 @@ pub const SQLITE: &[Migration] = &[
         version: 2,
         name: "audit_inbox",
         sql: include_str!("../../migrations/sqlite/0002_audit_inbox.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "audit_chunks",
+        sql: include_str!("../../migrations/sqlite/0003_audit_chunks.sql"),
     },
 ];
 

@@ -18,7 +18,7 @@
 //! again now is stored once.
 //!
 //! Format: records `[length: u32 LE][CRC-32 of the payload: u32 LE][payload: the event, see
-//! `record`]`, one after the other, written under a lock; the zero-filled rest of a segment ends
+//! `domain::audit_codec`]`, one after the other, written under a lock; the zero-filled rest of a segment ends
 //! it. A crash in the middle of a copy can leave a torn last record: its checksum fails, it is
 //! skipped at replay, and its request was never answered.
 
@@ -31,9 +31,8 @@ use std::sync::Arc;
 use memmap2::{Advice, MmapRaw};
 use parking_lot::Mutex;
 
-mod record;
-
 use crate::domain::audit::AuditEvent;
+use crate::domain::audit_codec;
 
 /// Size of a segment file (sparse: only written pages take disk). When the next record does
 /// not fit, the segment is closed and a new one started, so that released segments are
@@ -138,7 +137,7 @@ impl AuditSpool {
 
     /// Appends `event`; once this returns, the event survives a crash of this process.
     pub fn append(&self, event: &AuditEvent) -> io::Result<Segment> {
-        let payload_len = record::encoded_len(event);
+        let payload_len = audit_codec::encoded_len(event);
         let length = u32::try_from(payload_len)
             .ok()
             .filter(|_| (RECORD_HEADER + payload_len) as u64 <= self.segment_bytes)
@@ -151,7 +150,7 @@ impl AuditSpool {
         let start = state.current_bytes;
         write_into(&state.current, start, RECORD_HEADER + payload_len, |slot| {
             let (header, payload) = slot.split_at_mut(RECORD_HEADER);
-            record::encode(event, payload);
+            audit_codec::encode(event, payload);
             header[..4].copy_from_slice(&length.to_le_bytes());
             header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
         });
@@ -344,7 +343,7 @@ fn read_segment(path: &Path) -> io::Result<Vec<AuditEvent>> {
         let payload = bytes.get(at + RECORD_HEADER..at + RECORD_HEADER + length as usize);
         match payload {
             Some(payload) if crc32fast::hash(payload) == checksum => {
-                match record::decode(payload) {
+                match audit_codec::decode(payload) {
                     Some(event) => events.push(event),
                     None => tracing::warn!(
                         path = %path.display(), offset = at,
@@ -462,7 +461,7 @@ mod tests {
         let dir = temp_dir();
         // Segments with room for one event, not two: every append after the first starts a
         // new one.
-        let one_event = (RECORD_HEADER + record::encoded_len(&event("a"))) as u64;
+        let one_event = (RECORD_HEADER + audit_codec::encoded_len(&event("a"))) as u64;
         let (spool, _) = AuditSpool::open_with_segment_size(&dir, one_event * 3 / 2).unwrap();
         let first = spool.append(&event("a")).unwrap();
         let second = spool.append(&event("b")).unwrap();

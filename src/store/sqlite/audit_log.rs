@@ -1,194 +1,425 @@
-//! The audit log in SQLite: an append-only inbox in front of the indexed log.
+//! The audit log in SQLite: batches of encoded events, regrouped by workspace into chunks.
 //!
-//! Reads want one workspace's events in id order, so the log is indexed by
-//! (workspace_id, id). Writing a batch straight into that index is what limited the embedded
-//! engine: with thousands of active workspaces every event lands on a different index page,
-//! and once the index outgrows the page cache each event costs a page read and a page write
-//! (measured: 18 µs of CPU per event with 5,000 workspaces, 3.5 µs with 100). So each batch
-//! is committed to `audit_inbox`, whose key is the time-ordered event id: appends, a few
-//! pages per batch. Every `MERGE_ROWS` events (or `MERGE_INTERVAL`, whichever comes first)
-//! one transaction moves the inbox into the log sorted by (workspace_id, id), which touches
-//! each workspace's index page once for all of its events: 4–7 µs per event in all.
+//! Reads want one workspace's events, newest first. One row and one index entry per event
+//! was what limited the embedded engine: with thousands of active workspaces every event
+//! lands on a different index page (measured: 18 µs of CPU per event with 5,000 workspaces;
+//! still 4–7 µs with an append-only inbox in front and sorted merges). Here ingestion appends
+//! each batch as one row of `audit_batches`, its events encoded by `domain::audit_codec` (a
+//! few copies each). Every `MERGE_EVENTS` events, or `MERGE_INTERVAL`, one transaction
+//! regroups the batches by workspace into rows of `audit_chunks` (up to `CHUNK_EVENTS` events
+//! of one workspace, with their id and time range) and deletes the batches; the encoded
+//! bytes are copied, never decoded into values.
 //!
-//! Nothing waits for a merge to be visible or durable: the inbox is committed like the log,
-//! and queries read both (an inbox of `MERGE_ROWS` costs a query ≈20 ms of scanning).
+//! A query reads the batches not yet regrouped and the workspace's chunks newest first, looks
+//! at each event where it lies, decodes only those that match, and stops once no older chunk
+//! can change the page. An event stored twice (re-delivered after a crash) is read once.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rusqlite::types::Value;
-use rusqlite::{params, Connection, Row};
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{params, CachedStatement, Connection, Row, Statement};
 use uuid::Uuid;
 
 use super::{corrupt, from_millis, sqlite_error};
 use crate::domain::audit::{AuditEvent, AuditQuery, CredentialType};
+use crate::domain::audit_codec::{self, EventView};
 use crate::store::StoreError;
 
-/// Inbox size that triggers a merge. Larger merges write fewer index pages per event
-/// (measured, appends and merges per event, 5,000 workspaces: 6.8 µs at 50,000, 4.4 µs at
-/// 200,000) but hold the writer longer (≈0.4 s at 50,000, ≈1 s at 200,000; audit batches
-/// queue meanwhile) and make queries scan more. With 5,000 busy workspaces, 200,000 events
-/// are about 40 per workspace, about one index page each.
-const MERGE_ROWS: usize = 200_000;
-/// Below that rate, merge at least this often, so that a quiet server's inbox stays small.
-const MERGE_INTERVAL: Duration = Duration::from_secs(30);
+/// Events in batches that trigger a regrouping. Larger regroupings make larger chunks (fewer
+/// rows per event: with 5,000 busy workspaces, 50,000 events are about 10 per workspace) but
+/// make every query read more batches (50,000 events are ≈ 10 MB, a few milliseconds).
+const MERGE_EVENTS: usize = 50_000;
+/// Below that rate, regroup at least this often, so that queries read few batches.
+const MERGE_INTERVAL: Duration = Duration::from_secs(10);
+/// Most events in one chunk: a query for the newest page of a busy workspace reads one chunk,
+/// not all of that regrouping's events.
+const CHUNK_EVENTS: usize = 1_000;
 
-const COLUMNS: &str = "id, occurred_at, workspace_id, credential_type, credential_id, \
-                       key_label, app_name, method, path, scope, status, error_code, \
-                       request_id, client_addr";
-
-/// The writer's bookkeeping of what the inbox holds. Lives beside the writing connection.
+/// The writer's bookkeeping: when to regroup. Lives beside the writing connection.
 #[derive(Debug)]
-pub(super) struct AuditInbox {
-    /// Events appended since the last merge (rows left by a crash are not counted; the next
-    /// timed merge takes them along).
-    pending: usize,
+pub(super) struct AuditLog {
+    /// Events in `audit_batches`; counted from the table on first use (a crash may have left
+    /// batches behind).
+    pending: Option<usize>,
     last_merge: Instant,
-    merge_rows: usize,
+    merge_events: usize,
     merge_interval: Duration,
 }
 
-impl AuditInbox {
-    pub(super) fn new() -> AuditInbox {
-        AuditInbox::with_thresholds(MERGE_ROWS, MERGE_INTERVAL)
+impl AuditLog {
+    pub(super) fn new() -> AuditLog {
+        AuditLog::with_thresholds(MERGE_EVENTS, MERGE_INTERVAL)
     }
 
-    pub(super) fn with_thresholds(merge_rows: usize, merge_interval: Duration) -> AuditInbox {
-        AuditInbox {
-            pending: 0,
+    pub(super) fn with_thresholds(merge_events: usize, merge_interval: Duration) -> AuditLog {
+        AuditLog {
+            pending: None,
             last_merge: Instant::now(),
-            merge_rows,
+            merge_events,
             merge_interval,
         }
     }
 
-    /// Appends `events` to the inbox in one transaction, then merges if one is due.
-    /// Re-delivered events (same id) are ignored.
+    /// Appends `events` as one batch (one statement, so one transaction), then regroups if
+    /// it is due. Events already stored (a re-delivery) are stored again and read once.
     pub(super) fn append(
         &mut self,
         conn: &mut Connection,
         events: &[AuditEvent],
     ) -> Result<(), StoreError> {
-        let tx = conn.transaction().map_err(sqlite_error)?;
-        let mut appended = 0;
-        {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO audit_inbox ({COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-                     ON CONFLICT (id) DO NOTHING"
-                ))
-                .map_err(sqlite_error)?;
-            for e in events {
-                appended += stmt
-                    .execute(params![
-                        e.id.hyphenated().to_string(),
-                        e.occurred_at.timestamp_millis(),
-                        &*e.workspace_id,
-                        e.credential_type.as_str(),
-                        &*e.credential_id,
-                        e.key_label.as_deref(),
-                        e.app_name.as_deref(),
-                        e.method.as_ref(),
-                        e.path,
-                        e.scope.as_deref(),
-                        e.status,
-                        e.error_code.as_deref(),
-                        e.request_id,
-                        e.client_addr,
-                    ])
-                    .map_err(sqlite_error)?;
-            }
+        let pending = match self.pending {
+            Some(pending) => pending,
+            None => conn
+                .query_row(
+                    "SELECT COALESCE(SUM(events), 0) FROM audit_batches",
+                    [],
+                    |row| row.get::<_, i64>(0),
+                )
+                .map_err(sqlite_error)? as usize,
+        };
+        let mut body = Vec::with_capacity(events.len() * 256);
+        for event in events {
+            audit_codec::push_framed(&mut body, event);
         }
-        tx.commit().map_err(sqlite_error)?;
-        self.pending += appended;
-        if self.pending >= self.merge_rows || self.last_merge.elapsed() >= self.merge_interval {
-            // The events are committed; a merge that fails is retried next time, so its
-            // error must not make the caller re-send them.
+        conn.prepare_cached("INSERT INTO audit_batches (events, body) VALUES (?1, ?2)")
+            .and_then(|mut insert| insert.execute(params![events.len() as i64, body]))
+            .map_err(sqlite_error)?;
+        let pending = pending + events.len();
+        self.pending = Some(pending);
+        if pending >= self.merge_events || self.last_merge.elapsed() >= self.merge_interval {
+            // The batch is committed; a regrouping that fails is retried next time, so its
+            // error must not make the caller send the batch again.
             let started = Instant::now();
             if let Err(error) = merge(conn) {
-                tracing::warn!(%error, pending = self.pending, "audit inbox merge failed; will retry");
+                tracing::warn!(%error, pending, "audit log regrouping failed; will retry");
                 return Ok(());
             }
             tracing::debug!(
-                events = self.pending,
+                events = pending,
                 elapsed_ms = started.elapsed().as_millis() as u64,
-                "audit inbox merged into the log"
+                "audit batches regrouped into chunks"
             );
-            self.pending = 0;
+            self.pending = Some(0);
             self.last_merge = Instant::now();
         }
         Ok(())
     }
 }
 
-/// Moves every inbox row into the log, in index order, in one transaction. Rows already in
-/// the log (a re-delivery after an earlier merge) are dropped.
+/// An encoded event and its fields.
+struct Encoded<'a> {
+    view: EventView<'a>,
+    bytes: &'a [u8],
+}
+
+/// Regroups every batch into chunks by workspace, in one transaction, and deletes the
+/// batches. An event in two batches (a re-delivery) is kept once.
 fn merge(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(sqlite_error)?;
-    tx.execute_batch(&format!(
-        "INSERT INTO audit_events ({COLUMNS})
-             SELECT {COLUMNS} FROM audit_inbox ORDER BY workspace_id, id
-             ON CONFLICT (workspace_id, id) DO NOTHING;
-         DELETE FROM audit_inbox;"
-    ))
-    .map_err(sqlite_error)?;
+    let bodies = tx
+        .prepare("SELECT body FROM audit_batches ORDER BY seq")
+        .and_then(|mut select| {
+            select
+                .query_map([], |row| row.get::<_, Vec<u8>>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(sqlite_error)?;
+    let mut events: Vec<Encoded<'_>> = Vec::new();
+    for body in &bodies {
+        events.extend(encoded_events(body));
+    }
+    events.sort_unstable_by(|a, b| {
+        (a.view.workspace_id, a.view.id).cmp(&(b.view.workspace_id, b.view.id))
+    });
+    events.dedup_by(|a, b| a.view.workspace_id == b.view.workspace_id && a.view.id == b.view.id);
+    {
+        let mut insert = chunk_insert(&tx)?;
+        for workspace in events.chunk_by(|a, b| a.view.workspace_id == b.view.workspace_id) {
+            for chunk in workspace.chunks(CHUNK_EVENTS) {
+                let mut builder = ChunkBuilder::default();
+                for event in chunk {
+                    builder.add(&event.view, event.bytes);
+                }
+                builder.insert(&mut insert, chunk[0].view.workspace_id)?;
+            }
+        }
+    }
+    tx.execute("DELETE FROM audit_batches", [])
+        .map_err(sqlite_error)?;
     tx.commit().map_err(sqlite_error)
 }
 
-/// One workspace's events, newest first, from the log and the inbox together.
+/// The events of a stored body. A body is written by this module only, so one that does not
+/// read is a bug or disk corruption: its unreadable rest is logged and skipped rather than
+/// failing every regrouping and query from then on.
+fn encoded_events(body: &[u8]) -> impl Iterator<Item = Encoded<'_>> {
+    audit_codec::framed(body).filter_map(|record| {
+        let encoded = record
+            .ok()
+            .and_then(|bytes| EventView::parse(bytes).map(|view| Encoded { view, bytes }));
+        if encoded.is_none() {
+            tracing::error!("skipping an unreadable event in the audit log");
+        }
+        encoded
+    })
+}
+
+fn chunk_insert<'c>(conn: &'c Connection) -> Result<CachedStatement<'c>, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO audit_chunks (workspace_id, first_id, last_id, min_at, max_at, events, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .map_err(sqlite_error)
+}
+
+/// One chunk's body and ranges, built from events of one workspace in id order.
+#[derive(Default)]
+struct ChunkBuilder {
+    body: Vec<u8>,
+    first_id: Option<Uuid>,
+    last_id: Uuid,
+    min_at: i64,
+    max_at: i64,
+    events: i64,
+}
+
+impl ChunkBuilder {
+    fn add(&mut self, view: &EventView<'_>, encoded: &[u8]) {
+        let at_ms = view.occurred_at_nanos.div_euclid(1_000_000);
+        if self.first_id.is_none() {
+            self.first_id = Some(view.id);
+            (self.min_at, self.max_at) = (at_ms, at_ms);
+        }
+        self.last_id = view.id;
+        self.min_at = self.min_at.min(at_ms);
+        self.max_at = self.max_at.max(at_ms);
+        self.events += 1;
+        audit_codec::push_framed_bytes(&mut self.body, encoded);
+    }
+
+    fn insert(self, insert: &mut Statement<'_>, workspace_id: &str) -> Result<(), StoreError> {
+        let Some(first_id) = self.first_id else {
+            return Ok(());
+        };
+        insert
+            .execute(params![
+                workspace_id,
+                first_id.as_bytes(),
+                self.last_id.as_bytes(),
+                self.min_at,
+                self.max_at,
+                self.events,
+                self.body,
+            ])
+            .map(drop)
+            .map_err(sqlite_error)
+    }
+}
+
+/// One workspace's events, newest first: the batches not yet regrouped, then its chunks by
+/// descending last id until no older chunk can change the page.
 pub(super) fn query(
     conn: &Connection,
     workspace_id: &str,
     query: &AuditQuery,
 ) -> Result<Vec<AuditEvent>, StoreError> {
-    let mut filter = String::from("workspace_id = ?1");
-    let mut values: Vec<Value> = vec![Value::Text(workspace_id.to_owned())];
-    let mut add = |clause: &str, value: Value| {
-        values.push(value);
-        filter.push_str(&format!(" AND {clause} ?{}", values.len()));
-    };
-    let text_filters = [
-        ("key_label =", &query.key_label),
-        ("app_name =", &query.app),
-        ("scope =", &query.scope),
-        ("request_id =", &query.request_id),
-    ];
-    for (clause, value) in text_filters {
-        if let Some(value) = value {
-            add(clause, Value::Text(value.clone()));
+    let mut page = Page::new(query);
+    if page.limit == 0 {
+        return Ok(Vec::new());
+    }
+    {
+        let mut batches = conn
+            .prepare_cached("SELECT body FROM audit_batches")
+            .map_err(sqlite_error)?;
+        let mut rows = batches.query([]).map_err(sqlite_error)?;
+        while let Some(row) = rows.next().map_err(sqlite_error)? {
+            page.offer_all(workspace_id, blob(row, 0)?);
         }
     }
+    // Chunks that cannot hold a match are skipped in SQL: by id for the cursor, by their
+    // millisecond time range (rounded outwards) for `since` and `until`.
+    let mut sql = String::from("SELECT last_id, body FROM audit_chunks WHERE workspace_id = ?1");
+    let mut values = vec![Value::Text(workspace_id.to_owned())];
+    let mut add = |clause: &str, value: Value| {
+        values.push(value);
+        sql.push_str(&format!(" AND {clause} ?{}", values.len()));
+    };
+    if let Some(before) = query.before {
+        add("first_id <", Value::Blob(before.as_bytes().to_vec()));
+    }
     if let Some(since) = query.since {
-        add("occurred_at >=", Value::Integer(since.timestamp_millis()));
+        add("max_at >=", Value::Integer(since.timestamp_millis()));
     }
     if let Some(until) = query.until {
-        add("occurred_at <", Value::Integer(until.timestamp_millis()));
+        add("min_at <=", Value::Integer(until.timestamp_millis()));
     }
-    if let Some(before) = query.before {
-        add("id <", Value::Text(before.hyphenated().to_string()));
-    }
-    // The log side walks the index backwards and stops at the limit; the inbox side is a
-    // scan of at most about MERGE_ROWS rows. An event in both (re-delivered after a merge)
-    // is read from the log only.
-    let sql = format!(
-        "SELECT {COLUMNS} FROM (
-             SELECT {COLUMNS} FROM audit_events WHERE {filter}
-             UNION ALL
-             SELECT {COLUMNS} FROM audit_inbox AS inbox WHERE {filter}
-                 AND NOT EXISTS (SELECT 1 FROM audit_events AS log
-                                 WHERE log.workspace_id = inbox.workspace_id
-                                   AND log.id = inbox.id)
-         ) ORDER BY id DESC LIMIT {}",
-        query.limit
-    );
-    let mut stmt = conn.prepare(&sql).map_err(sqlite_error)?;
-    let rows = stmt
-        .query_map(rusqlite::params_from_iter(values), event_from_row)
+    sql.push_str(" ORDER BY last_id DESC");
+    let mut chunks = conn.prepare(&sql).map_err(sqlite_error)?;
+    let mut rows = chunks
+        .query(rusqlite::params_from_iter(values))
         .map_err(sqlite_error)?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)
+    while let Some(row) = rows.next().map_err(sqlite_error)? {
+        let last_id = Uuid::from_slice(blob(row, 0)?)
+            .map_err(|_| sqlite_error(corrupt(0, "audit chunk id")))?;
+        // Every event of this chunk and of the ones after it is at most `last_id`.
+        if page.is_settled_above(last_id) {
+            break;
+        }
+        page.offer_all(workspace_id, blob(row, 1)?);
+    }
+    Ok(page.into_events())
 }
 
-fn event_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEvent> {
+fn blob<'r>(row: &'r Row<'_>, column: usize) -> Result<&'r [u8], StoreError> {
+    match row.get_ref(column).map_err(sqlite_error)? {
+        ValueRef::Blob(bytes) => Ok(bytes),
+        _ => Err(sqlite_error(corrupt(column, "audit log blob"))),
+    }
+}
+
+/// The newest `limit` matching events seen so far, by id.
+struct Page<'q> {
+    query: &'q AuditQuery,
+    limit: usize,
+    since_nanos: Option<i64>,
+    until_nanos: Option<i64>,
+    events: BTreeMap<Uuid, AuditEvent>,
+}
+
+impl<'q> Page<'q> {
+    fn new(query: &'q AuditQuery) -> Page<'q> {
+        let nanos = |at: chrono::DateTime<chrono::Utc>| at.timestamp_nanos_opt();
+        Page {
+            query,
+            limit: query.limit as usize,
+            // Out of the representable range (years 1677–2262): before or after every event.
+            since_nanos: query.since.map(|at| nanos(at).unwrap_or(i64::MAX)),
+            until_nanos: query.until.map(|at| nanos(at).unwrap_or(i64::MAX)),
+            events: BTreeMap::new(),
+        }
+    }
+
+    fn offer_all(&mut self, workspace_id: &str, body: &[u8]) {
+        for event in encoded_events(body) {
+            if event.view.workspace_id == workspace_id {
+                self.offer(&event.view);
+            }
+        }
+    }
+
+    fn offer(&mut self, view: &EventView<'_>) {
+        if self.query.before.is_some_and(|before| view.id >= before)
+            || self.is_settled_above(view.id)
+            || self.events.contains_key(&view.id)
+            || !self.matches(view)
+        {
+            return;
+        }
+        self.events.insert(view.id, view.to_event());
+        if self.events.len() > self.limit {
+            self.events.pop_first();
+        }
+    }
+
+    /// Whether the page is full of events newer than `id`: nothing at or below it can enter.
+    fn is_settled_above(&self, id: Uuid) -> bool {
+        self.events.len() >= self.limit
+            && self
+                .events
+                .first_key_value()
+                .is_some_and(|(&oldest, _)| oldest > id)
+    }
+
+    fn matches(&self, view: &EventView<'_>) -> bool {
+        let query = self.query;
+        let same = |wanted: &Option<String>, actual: Option<&str>| {
+            wanted
+                .as_deref()
+                .is_none_or(|wanted| actual == Some(wanted))
+        };
+        same(&query.key_label, view.key_label)
+            && same(&query.app, view.app_name)
+            && same(&query.scope, view.scope)
+            && same(&query.request_id, Some(view.request_id))
+            && self
+                .since_nanos
+                .is_none_or(|since| view.occurred_at_nanos >= since)
+            && self
+                .until_nanos
+                .is_none_or(|until| view.occurred_at_nanos < until)
+    }
+
+    fn into_events(self) -> Vec<AuditEvent> {
+        self.events.into_values().rev().collect()
+    }
+}
+
+/// Moves the events of version 2's tables (`audit_events`, `audit_inbox`: one row per event)
+/// into chunks and drops those tables. Call it inside the migrations' transaction, so that
+/// the move happens whole or not at all. Returns how many events moved; nothing to do once
+/// the tables are gone.
+pub(super) fn convert_version_2_tables(conn: &Connection) -> Result<usize, StoreError> {
+    const COLUMNS: &str = "id, occurred_at, workspace_id, credential_type, credential_id, \
+                           key_label, app_name, method, path, scope, status, error_code, \
+                           request_id, client_addr";
+    let exists: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_events')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(sqlite_error)?;
+    if !exists {
+        return Ok(0);
+    }
+    let mut moved = 0;
+    {
+        let mut select = conn
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM audit_events UNION SELECT {COLUMNS} FROM audit_inbox
+                 ORDER BY workspace_id, id"
+            ))
+            .map_err(sqlite_error)?;
+        let mut insert = chunk_insert(conn)?;
+        let mut rows = select.query([]).map_err(sqlite_error)?;
+        let mut current: Option<(String, ChunkBuilder)> = None;
+        let mut encoded = Vec::new();
+        while let Some(row) = rows.next().map_err(sqlite_error)? {
+            let event = version_2_event(row).map_err(sqlite_error)?;
+            let starts_chunk = match &current {
+                Some((workspace, builder)) => {
+                    **workspace != *event.workspace_id || builder.events as usize >= CHUNK_EVENTS
+                }
+                None => true,
+            };
+            if starts_chunk {
+                if let Some((workspace, builder)) = current.take() {
+                    builder.insert(&mut insert, &workspace)?;
+                }
+                current = Some((event.workspace_id.to_string(), ChunkBuilder::default()));
+            }
+            encoded.resize(audit_codec::encoded_len(&event), 0);
+            audit_codec::encode(&event, &mut encoded);
+            let view = EventView::parse(&encoded)
+                .ok_or_else(|| sqlite_error(corrupt(0, "audit event")))?;
+            if let Some((_, builder)) = current.as_mut() {
+                if builder.events == 0 || builder.last_id != view.id {
+                    builder.add(&view, &encoded);
+                    moved += 1;
+                }
+            }
+        }
+        if let Some((workspace, builder)) = current {
+            builder.insert(&mut insert, &workspace)?;
+        }
+    }
+    conn.execute_batch("DROP TABLE audit_events; DROP TABLE audit_inbox;")
+        .map_err(sqlite_error)?;
+    Ok(moved)
+}
+
+fn version_2_event(row: &Row<'_>) -> rusqlite::Result<AuditEvent> {
     let id: String = row.get(0)?;
     let credential_type: String = row.get(3)?;
     Ok(AuditEvent {
@@ -219,7 +450,7 @@ mod tests {
     fn event(workspace: &str, request: &str) -> AuditEvent {
         AuditEvent {
             id: Uuid::now_v7(),
-            occurred_at: Utc::now(),
+            occurred_at: crate::clock::to_datetime(crate::clock::now_ms()),
             workspace_id: workspace.into(),
             credential_type: CredentialType::ApiKey,
             credential_id: "key_1".into(),
@@ -240,6 +471,7 @@ mod tests {
         for migration in crate::store::migrations::SQLITE {
             conn.execute_batch(migration.sql).unwrap();
         }
+        convert_version_2_tables(&conn).unwrap();
         conn
     }
 
@@ -248,59 +480,75 @@ mod tests {
             .unwrap()
     }
 
-    fn all(conn: &Connection, workspace: &str) -> Vec<AuditEvent> {
+    fn requests(conn: &Connection, workspace: &str, query: AuditQuery) -> Vec<String> {
+        super::query(conn, workspace, &query)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.request_id)
+            .collect()
+    }
+
+    fn all(conn: &Connection, workspace: &str) -> Vec<String> {
         let everything = AuditQuery {
             limit: 1000,
             ..AuditQuery::default()
         };
-        query(conn, workspace, &everything).unwrap()
+        requests(conn, workspace, everything)
     }
 
     #[test]
-    fn events_are_visible_before_and_after_the_merge_exactly_once() {
+    fn events_are_visible_before_and_after_regrouping_exactly_once() {
         let mut conn = migrated_connection();
-        let mut inbox = AuditInbox::with_thresholds(5, Duration::from_secs(3600));
+        let mut log = AuditLog::with_thresholds(8, Duration::from_secs(3600));
         let first: Vec<_> = (0..3).map(|i| event("ws_a", &format!("r{i}"))).collect();
-        inbox.append(&mut conn, &first).unwrap();
-        inbox.append(&mut conn, &[event("ws_b", "other")]).unwrap();
+        log.append(&mut conn, &first).unwrap();
+        log.append(&mut conn, &[event("ws_b", "other")]).unwrap();
         assert_eq!(
-            (rows(&conn, "audit_inbox"), rows(&conn, "audit_events")),
-            (4, 0)
+            (rows(&conn, "audit_batches"), rows(&conn, "audit_chunks")),
+            (2, 0)
         );
-        assert_eq!(all(&conn, "ws_a").len(), 3, "read from the inbox");
+        assert_eq!(
+            all(&conn, "ws_a"),
+            ["r2", "r1", "r0"],
+            "read from the batches"
+        );
 
-        // A re-delivery of the same batch changes nothing.
-        inbox.append(&mut conn, &first).unwrap();
+        // A re-delivery of the same batch is read once.
+        log.append(&mut conn, &first).unwrap();
         assert_eq!(all(&conn, "ws_a").len(), 3);
 
-        // The fifth event reaches the threshold: everything moves to the log.
+        // Past the threshold: everything is regrouped, one chunk per workspace.
         let more: Vec<_> = (3..5).map(|i| event("ws_a", &format!("r{i}"))).collect();
-        inbox.append(&mut conn, &more).unwrap();
+        log.append(&mut conn, &more).unwrap();
         assert_eq!(
-            (rows(&conn, "audit_inbox"), rows(&conn, "audit_events")),
-            (0, 6)
+            (rows(&conn, "audit_batches"), rows(&conn, "audit_chunks")),
+            (0, 2)
         );
-        let events = all(&conn, "ws_a");
-        let requests: Vec<_> = events.iter().map(|e| e.request_id.as_str()).collect();
-        assert_eq!(requests, ["r4", "r3", "r2", "r1", "r0"], "newest first");
+        assert_eq!(all(&conn, "ws_a"), ["r4", "r3", "r2", "r1", "r0"]);
+        assert_eq!(all(&conn, "ws_b"), ["other"]);
 
-        // Re-delivered after the merge: in the inbox again, but read once.
-        inbox.append(&mut conn, &first).unwrap();
-        assert_eq!(rows(&conn, "audit_inbox"), 3);
+        // Re-delivered after the regrouping: in a batch again, but read once.
+        log.append(&mut conn, &first).unwrap();
+        assert_eq!(rows(&conn, "audit_batches"), 1);
         assert_eq!(all(&conn, "ws_a").len(), 5);
     }
 
     #[test]
-    fn pagination_runs_across_the_log_and_the_inbox() {
+    fn pages_run_across_chunks_and_batches_newest_first() {
         let mut conn = migrated_connection();
-        let mut inbox = AuditInbox::with_thresholds(4, Duration::from_secs(3600));
-        let events: Vec<_> = (0..6).map(|i| event("ws_a", &format!("r{i}"))).collect();
-        inbox.append(&mut conn, &events[..4]).unwrap(); // merged
-        inbox.append(&mut conn, &events[4..]).unwrap(); // inbox
+        let mut log = AuditLog::with_thresholds(4, Duration::from_secs(3600));
+        let events: Vec<_> = (0..9).map(|i| event("ws_a", &format!("r{i}"))).collect();
+        log.append(&mut conn, &events[..4]).unwrap(); // a chunk
+        log.append(&mut conn, &events[4..8]).unwrap(); // another chunk
+        log.append(&mut conn, &events[8..]).unwrap(); // a batch
+        assert_eq!(
+            (rows(&conn, "audit_batches"), rows(&conn, "audit_chunks")),
+            (1, 2)
+        );
         let mut seen = Vec::new();
         let mut before = None;
         loop {
-            let page = query(
+            let page = super::query(
                 &conn,
                 "ws_a",
                 &AuditQuery {
@@ -314,23 +562,131 @@ mod tests {
             before = Some(last.id);
             seen.extend(page.iter().map(|e| e.request_id.clone()));
         }
-        assert_eq!(seen, ["r5", "r4", "r3", "r2", "r1", "r0"]);
+        let expected: Vec<_> = (0..9).rev().map(|i| format!("r{i}")).collect();
+        assert_eq!(seen, expected);
     }
 
     #[test]
-    fn a_timed_merge_takes_rows_left_by_a_crash_along() {
+    fn an_event_older_than_a_later_chunk_is_still_found() {
+        // A spool replay after a crash stores old events after newer ones: chunks overlap.
         let mut conn = migrated_connection();
-        AuditInbox::with_thresholds(100, Duration::from_secs(3600))
-            .append(&mut conn, &[event("ws_a", "before the crash")])
+        let mut log = AuditLog::with_thresholds(1, Duration::from_secs(3600));
+        let old = event("ws_a", "old");
+        let newer: Vec<_> = (0..3).map(|i| event("ws_a", &format!("n{i}"))).collect();
+        log.append(&mut conn, &newer).unwrap();
+        log.append(&mut conn, &[old, event("ws_a", "newest")])
             .unwrap();
-        // A restarted writer knows nothing of that row; its first timed merge takes it.
-        let mut restarted = AuditInbox::with_thresholds(100, Duration::ZERO);
-        restarted
-            .append(&mut conn, &[event("ws_a", "after")])
+        let page = |limit| {
+            requests(
+                &conn,
+                "ws_a",
+                AuditQuery {
+                    limit,
+                    ..AuditQuery::default()
+                },
+            )
+        };
+        assert_eq!(page(2), ["newest", "n2"]);
+        assert_eq!(page(10), ["newest", "n2", "n1", "n0", "old"]);
+    }
+
+    #[test]
+    fn filters_apply_to_each_event() {
+        let mut conn = migrated_connection();
+        let mut log = AuditLog::with_thresholds(3, Duration::from_secs(3600));
+        let ok = event("ws_a", "ok");
+        let mut refused = event("ws_a", "refused");
+        refused.scope = Some("billing:read".into());
+        refused.key_label = Some("ci".into());
+        let late = AuditEvent {
+            occurred_at: Utc::now() + chrono::Duration::hours(1),
+            ..event("ws_a", "late")
+        };
+        log.append(&mut conn, &[ok, refused, late]).unwrap();
+        log.append(&mut conn, &[event("ws_a", "in a batch")])
             .unwrap();
+        let with = |query: AuditQuery| requests(&conn, "ws_a", AuditQuery { limit: 10, ..query });
+        let scope = with(AuditQuery {
+            scope: Some("billing:read".into()),
+            ..AuditQuery::default()
+        });
+        assert_eq!(scope, ["refused"]);
+        let label = with(AuditQuery {
+            key_label: Some("deploy".into()),
+            ..AuditQuery::default()
+        });
+        assert_eq!(label, ["in a batch", "late", "ok"], "newest id first");
+        let later = with(AuditQuery {
+            since: Some(Utc::now() + chrono::Duration::minutes(30)),
+            ..AuditQuery::default()
+        });
+        assert_eq!(later, ["late"]);
+        let earlier = with(AuditQuery {
+            until: Some(Utc::now() + chrono::Duration::minutes(30)),
+            request_id: Some("ok".into()),
+            ..AuditQuery::default()
+        });
+        assert_eq!(earlier, ["ok"]);
+    }
+
+    #[test]
+    fn batches_left_by_a_crash_are_counted_and_regrouped() {
+        let mut conn = migrated_connection();
+        AuditLog::with_thresholds(3, Duration::from_secs(3600))
+            .append(&mut conn, &[event("ws_a", "r0"), event("ws_a", "r1")])
+            .unwrap();
+        // A restarted writer counts the two events already waiting.
+        let mut restarted = AuditLog::with_thresholds(3, Duration::from_secs(3600));
+        restarted.append(&mut conn, &[event("ws_a", "r2")]).unwrap();
         assert_eq!(
-            (rows(&conn, "audit_inbox"), rows(&conn, "audit_events")),
-            (0, 2)
+            (rows(&conn, "audit_batches"), rows(&conn, "audit_chunks")),
+            (0, 1)
         );
+        assert_eq!(all(&conn, "ws_a"), ["r2", "r1", "r0"]);
+    }
+
+    #[test]
+    fn version_2_rows_are_converted_once() {
+        let conn = Connection::open_in_memory().unwrap();
+        for migration in &crate::store::migrations::SQLITE[..2] {
+            conn.execute_batch(migration.sql).unwrap();
+        }
+        let insert = |table: &str, event: &AuditEvent| {
+            conn.execute(
+                &format!(
+                    "INSERT INTO {table} (id, occurred_at, workspace_id, credential_type,
+                         credential_id, key_label, method, path, status, request_id)
+                     VALUES (?1, ?2, ?3, 'api_key', 'key_1', 'deploy', 'GET', '/v1/checks', 200, ?4)"
+                ),
+                params![
+                    event.id.hyphenated().to_string(),
+                    event.occurred_at.timestamp_millis(),
+                    &*event.workspace_id,
+                    event.request_id,
+                ],
+            )
+            .unwrap();
+        };
+        let events: Vec<_> = (0..3).map(|i| event("ws_a", &format!("r{i}"))).collect();
+        insert("audit_events", &events[0]);
+        insert("audit_events", &events[1]);
+        insert("audit_inbox", &events[1]); // re-delivered before the upgrade
+        insert("audit_inbox", &events[2]);
+        insert("audit_events", &event("ws_b", "other"));
+
+        conn.execute_batch(crate::store::migrations::SQLITE[2].sql)
+            .unwrap();
+        assert_eq!(convert_version_2_tables(&conn).unwrap(), 4);
+        assert_eq!(convert_version_2_tables(&conn).unwrap(), 0, "once");
+        assert_eq!(all(&conn, "ws_a"), ["r2", "r1", "r0"]);
+        assert_eq!(all(&conn, "ws_b"), ["other"]);
+        let legacy: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('audit_events', 'audit_inbox')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(legacy, 0, "the version 2 tables are gone");
     }
 }

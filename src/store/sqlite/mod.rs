@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transactio
 
 mod audit_log;
 
-use self::audit_log::AuditInbox;
+use self::audit_log::AuditLog;
 use super::migrations::SQLITE as MIGRATIONS;
 use super::{Conflict, Entity, NewApiKey, NewUser, Store, StoreError, KEY_COLUMNS};
 use crate::domain::api_key::Environment;
@@ -31,7 +31,7 @@ pub struct SqliteStore {
     /// Opened with `query_only`: it cannot write even by mistake.
     reader: Arc<Mutex<Connection>>,
     /// Used only by the writer, under the writer's lock.
-    audit_inbox: Arc<Mutex<AuditInbox>>,
+    audit_log: Arc<Mutex<AuditLog>>,
 }
 
 impl SqliteStore {
@@ -47,7 +47,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
-            audit_inbox: Arc::new(Mutex::new(AuditInbox::new())),
+            audit_log: Arc::new(Mutex::new(AuditLog::new())),
         })
     }
 
@@ -60,19 +60,20 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Arc::clone(&conn),
             reader: conn,
-            audit_inbox: Arc::new(Mutex::new(AuditInbox::new())),
+            audit_log: Arc::new(Mutex::new(AuditLog::new())),
         })
     }
 
     fn configure(conn: Connection) -> Result<Connection, StoreError> {
         conn.execute_batch(
             // WAL: readers never wait for the writer. NORMAL: fsync at checkpoints, not per
-            // commit: a process crash loses nothing, a power cut the last commits. A 16 MiB page cache
-            // keeps the audit log's hot pages out of pread/pwrite system calls, and checkpoints
-            // every 10,000 pages (40 MiB) rather than 1,000 coalesce the audit index's scattered
-            // page writes (measured: 36k → 57k events/s).
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
-             PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 10000;",
+            // commit: a process crash loses nothing, a power cut the last commits. 64 KiB
+            // pages (for a new database; an existing one keeps its size): the audit log is
+            // written as large blobs, and every page costs system calls, to the WAL and again
+            // at the checkpoint (measured at full load: ≈3 µs less system time per request
+            // than with 4 KiB pages). A 16 MiB page cache; a checkpoint every 640 pages (40 MiB).
+            "PRAGMA page_size = 65536; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 640;",
         )
         .map_err(sqlite_error)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
@@ -147,6 +148,11 @@ impl Store for SqliteStore {
                     name = migration.name,
                     "applied migration"
                 );
+            }
+            // Version 3 changed how the audit log is stored; its rows move in Rust.
+            let moved = audit_log::convert_version_2_tables(&tx)?;
+            if moved > 0 {
+                tracing::info!(events = moved, "moved the audit log into chunks");
             }
             tx.commit().map_err(sqlite_error)
         })
@@ -392,8 +398,8 @@ impl Store for SqliteStore {
     }
 
     async fn insert_audit_events(&self, events: Arc<[AuditEvent]>) -> Result<(), StoreError> {
-        let inbox = Arc::clone(&self.audit_inbox);
-        self.with_conn(move |conn| inbox.lock().append(conn, &events))
+        let log = Arc::clone(&self.audit_log);
+        self.with_conn(move |conn| log.lock().append(conn, &events))
             .await
     }
 
