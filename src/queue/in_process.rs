@@ -74,8 +74,8 @@ impl JobQueue for InProcessQueue {
 }
 
 /// One job at a time, in order. (Batches that queued up behind a long write used to be
-/// merged into one transaction, by copying their events: with the SQLite audit inbox a
-/// batch's commit touches a few pages, so there is nothing left to save by merging.)
+/// merged into one transaction, by copying their events: in SQLite a batch is now one row,
+/// so there is nothing left to save by merging.)
 async fn run_jobs(mut receiver: mpsc::Receiver<Delivery>, context: JobContext) {
     while let Some((job, publisher)) = receiver.recv().await {
         if run_with_retries(&job, &context).await {

@@ -14,8 +14,9 @@
 //! A segment is deleted once it is closed and every event in it has been *released*: taken
 //! over by the job queue for good (the in-process queue: written to the audit log; a broker:
 //! confirmed). At start, the events of segments a crash left behind are handed to the queue
-//! again; ingestion ignores ids it already has, so an event written both before the crash and
-//! again now is stored once.
+//! again; the audit log keeps one copy per id (PostgreSQL ignores ids it has, SQLite reads a
+//! stored-twice event once), so an event written both before the crash and again now appears
+//! once.
 //!
 //! Format: records `[length: u32 LE][CRC-32 of the payload: u32 LE][payload: the event, see
 //! `domain::audit_codec`]`, one after the other, written under a lock; the zero-filled rest of a segment ends
@@ -412,7 +413,7 @@ mod tests {
 
         let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
         // The current segment of the crashed run holds both; only ids tell them apart, and
-        // ingestion ignores ids it has, so replaying both is correct.
+        // the audit log keeps one copy per id, so replaying both is correct.
         let requests: Vec<_> = leftovers
             .events
             .iter()
