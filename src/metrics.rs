@@ -61,6 +61,8 @@ pub struct Metrics {
     pub audit_lost: AtomicU64,
     /// Events that could not be written to the audit spool (held in memory only).
     pub audit_spool_failures: AtomicU64,
+    /// Events that left memory for the spool alone while ingestion was behind.
+    pub audit_spilled: AtomicU64,
 }
 
 impl Metrics {
@@ -170,6 +172,11 @@ impl Metrics {
                 "statuspulse_audit_spool_failures_total",
                 "Audit events that could not be written to the crash spool (should stay 0).",
                 self.audit_spool_failures.load(Relaxed),
+            ),
+            (
+                "statuspulse_audit_events_spilled_total",
+                "Audit events kept only in the spool while ingestion was behind, read back later.",
+                self.audit_spilled.load(Relaxed),
             ),
         ];
         for (name, help, value) in counters {

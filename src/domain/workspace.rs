@@ -87,6 +87,22 @@ pub struct Membership {
     pub created_at: DateTime<Utc>,
 }
 
+/// Whether `email` (already trimmed) is shaped like an address: one `@`, a local part of at
+/// most 64 bytes, a domain of dot-separated non-empty labels with at least one dot, no
+/// whitespace or control characters, at most 254 bytes in all. Deliverability is not checked.
+pub fn is_plausible_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !local.is_empty()
+        && local.len() <= 64
+        && !domain.contains('@')
+        && domain.contains('.')
+        && domain.split('.').all(|label| !label.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +124,29 @@ mod tests {
              webhooks:write status_pages:read status_pages:write teams:read teams:write"
         );
         assert_eq!(Role::Owner.scopes().iter().count(), 11);
+    }
+
+    #[test]
+    fn emails_need_one_at_and_a_dotted_domain() {
+        for good in ["a@b.co", "first.last+tag@mail.example.org"] {
+            assert!(is_plausible_email(good), "{good}");
+        }
+        let long_local = format!("{}@example.com", "x".repeat(65));
+        for bad in [
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@localhost",
+            "a@b@c.d",
+            "a@.com",
+            "a@b..com",
+            "a@b.com.",
+            "a b@c.d",
+            "a@b\tc.d",
+            &long_local,
+        ] {
+            assert!(!is_plausible_email(bad), "{bad:?}");
+        }
     }
 }

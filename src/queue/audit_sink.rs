@@ -7,8 +7,14 @@
 //! at once when it fills) and publishes `IngestAudit` jobs of up to `MAX_BATCH` events, up to
 //! `IN_FLIGHT` at a time; when the job queue has taken a batch for good, its events are
 //! released from the spool. Storage sees one write per batch.
+//!
+//! When storage is behind or down, the queue fills. An event that is safe in the spool then
+//! leaves memory (it is *spilled*: only its place in the spool is remembered), and the
+//! batcher reads spilled events back from the spool once the queue is empty again, so
+//! requests never wait for storage and memory stays bounded; the spool grows on disk
+//! instead. Only an event whose spool write failed waits for room in the queue.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +23,9 @@ use crossbeam_queue::ArrayQueue;
 use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::audit_spool::{AuditSpool, Leftovers, Segment};
+use parking_lot::Mutex;
+
+use super::audit_spool::{AuditSpool, Leftovers, RecordSlot, Segment};
 use super::{Job, JobQueue, QueueError};
 use crate::domain::audit::AuditEvent;
 use crate::metrics::Metrics;
@@ -26,7 +34,8 @@ use crate::metrics::Metrics;
 /// a message's); at 50 ms ticks only a backlog fills one.
 const MAX_BATCH: usize = 5_000;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
-/// Events buffered before requests wait: backpressure instead of unbounded memory.
+/// Events held in memory; past that they are spilled (kept in the spool alone), so memory
+/// stays bounded whatever storage does.
 const CAPACITY: usize = 16_384;
 /// Batches handed to the job queue and not yet taken for good. With the in-process queue a
 /// batch is taken once written, so batches queue up behind a long write (in SQLite, the
@@ -36,10 +45,19 @@ const CAPACITY: usize = 16_384;
 /// overload: 32 batches of up to 5,000 events (the process peaked at ≈ 200 MB under wrk).
 pub(super) const IN_FLIGHT: usize = 32;
 
-/// An event and the spool segment it was written to (`None`: the spool write failed).
+/// An event and where the spool holds it (`None`: the spool write failed).
 struct Spooled {
     event: AuditEvent,
-    segment: Option<Segment>,
+    slot: Option<RecordSlot>,
+}
+
+/// Consecutive records of one spool segment whose events were spilled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SpilledRange {
+    segment: Segment,
+    start: usize,
+    end: usize,
+    events: u64,
 }
 
 struct Shared {
@@ -47,6 +65,8 @@ struct Shared {
     spool: Arc<AuditSpool>,
     /// Spool writes that failed (disk full?): logged once per run of failures.
     spool_failures: AtomicU64,
+    /// Spilled events, oldest first.
+    spilled: Mutex<VecDeque<SpilledRange>>,
     /// Wakes the batcher early when the queue is full.
     full: Notify,
     /// Wakes requests waiting for room once the batcher has drained.
@@ -62,21 +82,28 @@ pub struct AuditSink {
 }
 
 impl AuditSink {
-    /// Hands an event over; waits only while the batcher is `CAPACITY` events behind.
-    /// Returns once the event is in the spool, so a crash after the answer cannot lose it.
+    /// Hands an event over. Returns once the event is in the spool, so a crash after the
+    /// answer cannot lose it; waits only if the spool write failed and the batcher is
+    /// `CAPACITY` events behind.
     pub async fn record(&self, event: AuditEvent) {
         let shared = &self.shared;
         if shared.closed.load(Ordering::Acquire) {
             return self.lost();
         }
         shared.metrics.audit_pending.fetch_add(1, Ordering::Relaxed);
-        let segment = self.spool(&event);
-        let mut event = match shared.events.push(Spooled { event, segment }) {
+        let slot = self.spool(&event);
+        let mut event = match shared.events.push(Spooled { event, slot }) {
             Ok(()) => return,
             Err(rejected) => rejected,
         };
-        // The queue is full: storage is behind. Wait for the batcher to drain, registering
-        // interest before retrying so that a drain in between is not missed.
+        // The queue is full: storage is behind.
+        if let Some(slot) = event.slot {
+            self.spill(slot);
+            shared.full.notify_one();
+            return;
+        }
+        // Not in the spool: this event exists only here. Wait for the batcher to drain,
+        // registering interest before retrying so that a drain in between is not missed.
         loop {
             if shared.closed.load(Ordering::Acquire) {
                 shared.metrics.audit_pending.fetch_sub(1, Ordering::Relaxed);
@@ -97,15 +124,15 @@ impl AuditSink {
     /// Writes the event to the spool. If that fails the request still goes on (an audit
     /// disk that is full must not take authentication down); the event then lives only in
     /// memory until it is stored, and the failure is logged and counted.
-    fn spool(&self, event: &AuditEvent) -> Option<Segment> {
+    fn spool(&self, event: &AuditEvent) -> Option<RecordSlot> {
         let shared = &self.shared;
         match shared.spool.append(event) {
-            Ok(segment) => {
+            Ok(slot) => {
                 // Read first: a store on every request would bounce the cache line between cores.
                 if shared.spool_failures.load(Ordering::Relaxed) != 0 {
                     shared.spool_failures.store(0, Ordering::Relaxed);
                 }
-                Some(segment)
+                Some(slot)
             }
             Err(error) => {
                 if shared.spool_failures.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -118,6 +145,31 @@ impl AuditSink {
                 None
             }
         }
+    }
+
+    /// Leaves the event to the spool alone; the batcher reads it back later.
+    fn spill(&self, slot: RecordSlot) {
+        let shared = &self.shared;
+        let mut spilled = shared.spilled.lock();
+        if spilled.is_empty() {
+            tracing::warn!(
+                "audit ingestion is behind: new audit events wait in the spool until it catches up"
+            );
+        }
+        match spilled.back_mut() {
+            // Requests spill in bursts, so most records extend the last range.
+            Some(last) if last.segment == slot.segment && last.end == slot.start => {
+                last.end = slot.end;
+                last.events += 1;
+            }
+            _ => spilled.push_back(SpilledRange {
+                segment: slot.segment,
+                start: slot.start,
+                end: slot.end,
+                events: 1,
+            }),
+        }
+        shared.metrics.audit_spilled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// An event that arrived after the batcher stopped (the listeners stop first, so this
@@ -170,6 +222,7 @@ impl AuditBatcher {
         let shared = Arc::new(Shared {
             events: ArrayQueue::new(capacity),
             spool,
+            spilled: Mutex::new(VecDeque::new()),
             spool_failures: AtomicU64::new(0),
             full: Notify::new(),
             drained: Notify::new(),
@@ -223,6 +276,7 @@ async fn run_batcher(
         tokio::select! {
             _ = ticker.tick() => {
                 drain(&shared, &mut publisher).await;
+                read_back_spilled(&shared, &mut publisher, false).await;
                 // The spool's file work, on the blocking pool, one run at a time: a delete
                 // can wait on the disk, and neither requests nor draining should.
                 if maintenance.as_ref().is_none_or(JoinHandle::is_finished) {
@@ -235,6 +289,7 @@ async fn run_batcher(
                 shared.closed.store(true, Ordering::Release);
                 drain(&shared, &mut publisher).await;
                 shared.drained.notify_waiters();
+                read_back_spilled(&shared, &mut publisher, true).await;
                 publisher.finish().await;
                 if let Some(maintenance) = maintenance {
                     let _ = maintenance.await;
@@ -256,8 +311,8 @@ async fn drain(shared: &Shared, publisher: &mut Publisher) {
         while batch.len() < MAX_BATCH {
             match shared.events.pop() {
                 Some(spooled) => {
-                    if let Some(segment) = spooled.segment {
-                        *segments.entry(segment).or_insert(0) += 1;
+                    if let Some(slot) = spooled.slot {
+                        *segments.entry(slot.segment).or_insert(0) += 1;
                     }
                     batch.push(spooled.event);
                 }
@@ -278,6 +333,98 @@ async fn drain(shared: &Shared, publisher: &mut Publisher) {
     }
 }
 
+/// Hands spilled events to the job queue, read back from the spool in batches of about
+/// `MAX_BATCH`, oldest first, once the queue of new events is empty (ingestion has caught
+/// up): one batch per call while serving, so that new events keep their turn; all of them
+/// at shutdown (`everything`). A batch the spool cannot read now is tried again later.
+async fn read_back_spilled(shared: &Arc<Shared>, publisher: &mut Publisher, everything: bool) {
+    loop {
+        if !everything && !shared.events.is_empty() {
+            return;
+        }
+        let ranges = {
+            let mut spilled = shared.spilled.lock();
+            let mut ranges = Vec::new();
+            let mut events = 0;
+            while events < MAX_BATCH as u64 {
+                let Some(range) = spilled.pop_front() else {
+                    break;
+                };
+                events += range.events;
+                ranges.push(range);
+            }
+            ranges
+        };
+        if ranges.is_empty() {
+            return;
+        }
+        let spool = Arc::clone(&shared.spool);
+        let to_read = ranges.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut events = Vec::new();
+            for range in &to_read {
+                events.extend(spool.read_records(range.segment, range.start, range.end)?);
+            }
+            Ok::<_, std::io::Error>(events)
+        })
+        .await;
+        let events = match read {
+            Ok(Ok(events)) => events,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "cannot read spilled audit events back; will retry");
+                put_back(shared, ranges);
+                return;
+            }
+            Err(error) => {
+                tracing::error!(%error, "reading spilled audit events failed; will retry");
+                put_back(shared, ranges);
+                return;
+            }
+        };
+        let expected: u64 = ranges.iter().map(|range| range.events).sum();
+        // Records that no longer read (corrupted on disk) cannot be recovered by waiting:
+        // they are counted as lost, and their segments released all the same.
+        let unreadable = expected.saturating_sub(events.len() as u64);
+        if unreadable > 0 {
+            tracing::error!(unreadable, "spilled audit events could not be read back");
+            shared
+                .metrics
+                .audit_lost
+                .fetch_add(unreadable, Ordering::Relaxed);
+            shared
+                .metrics
+                .audit_pending
+                .fetch_sub(unreadable as i64, Ordering::Relaxed);
+        }
+        let mut segments: BTreeMap<Segment, u64> = BTreeMap::new();
+        for range in &ranges {
+            *segments.entry(range.segment).or_insert(0) += range.events;
+        }
+        if events.is_empty() {
+            shared
+                .spool
+                .release(&segments.into_iter().collect::<Vec<_>>());
+        } else {
+            publisher
+                .publish(events, segments.into_iter().collect())
+                .await;
+        }
+        if shared.spilled.lock().is_empty() {
+            tracing::info!("audit ingestion caught up with the spilled events");
+        }
+        if !everything {
+            return;
+        }
+    }
+}
+
+fn put_back(shared: &Shared, ranges: Vec<SpilledRange>) {
+    let mut spilled = shared.spilled.lock();
+    for range in ranges.into_iter().rev() {
+        spilled.push_front(range);
+    }
+}
+
 /// Hands batches to the job queue, `IN_FLIGHT` at a time, and releases each batch's events
 /// from the spool once the queue has taken it.
 struct Publisher {
@@ -290,7 +437,7 @@ struct Publisher {
 
 impl Publisher {
     /// Waits only while `IN_FLIGHT` batches are outstanding: then the event queue fills and
-    /// requests wait, instead of memory growing.
+    /// new events spill to the spool, instead of memory growing.
     async fn publish(&mut self, batch: Vec<AuditEvent>, segments: Vec<(Segment, u64)>) {
         let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
             return; // never closed
@@ -309,7 +456,7 @@ impl Publisher {
                 let spooled: u64 = segments.iter().map(|&(_, count)| count).sum();
                 metrics
                     .audit_lost
-                    .fetch_add(events - spooled, Ordering::Relaxed);
+                    .fetch_add(events.saturating_sub(spooled), Ordering::Relaxed);
             }
             drop(permit);
         });
@@ -415,44 +562,79 @@ mod tests {
         }
     }
 
-    /// With room for only 4 events, 300 concurrent requests must wait for the batcher rather
-    /// than lose anything, and every event must reach the audit log.
+    /// A job queue that takes nothing while its gate is shut: storage that is down.
+    struct GatedQueue {
+        inner: Arc<InProcessQueue>,
+        open: tokio::sync::watch::Receiver<bool>,
+    }
+
+    #[async_trait::async_trait]
+    impl JobQueue for GatedQueue {
+        async fn publish(&self, job: Job) -> Result<(), QueueError> {
+            let mut open = self.open.clone();
+            let _ = open.wait_for(|open| *open).await;
+            self.inner.publish(job).await
+        }
+
+        async fn ping(&self) -> Result<(), QueueError> {
+            self.inner.ping().await
+        }
+    }
+
+    /// With room for only 4 events in memory and storage down, 1,000 requests still get
+    /// their answers (their events spill to the spool), and once storage is back every event
+    /// reaches the audit log, read back from the spool.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_full_queue_makes_requests_wait_and_loses_nothing() {
+    async fn with_storage_down_requests_go_on_and_spilled_events_are_stored_later() {
         let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
         store.migrate().await.unwrap();
         let metrics = Arc::new(Metrics::default());
-        let queue =
+        let inner =
             InProcessQueue::start(JobContext::new(Arc::clone(&store), Arc::clone(&metrics)));
+        let (gate, open) = tokio::sync::watch::channel(false);
+        let queue = Arc::new(GatedQueue {
+            inner: Arc::clone(&inner),
+            open,
+        });
         let dir = spool_dir();
         let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
         let spool = Arc::new(spool);
         let (sink, mut batcher) = AuditBatcher::start_with_capacity(
-            Arc::clone(&queue) as Arc<dyn JobQueue>,
+            queue as Arc<dyn JobQueue>,
             Arc::clone(&metrics),
             Arc::clone(&spool),
             leftovers,
             4,
         );
         let workspace: Arc<str> = Arc::from("ws_1");
-        let producers: Vec<_> = (0..300)
+        let producers: Vec<_> = (0..1_000)
             .map(|_| {
                 let sink = sink.clone();
                 let event = event(&workspace);
                 tokio::spawn(async move { sink.record(event).await })
             })
             .collect();
-        for producer in producers {
-            producer.await.unwrap();
-        }
+        // Every request is answered while nothing can be stored. (The timeout only turns
+        // a hang, the old behaviour, into a failure.)
+        let answered = tokio::time::timeout(Duration::from_secs(60), async {
+            for producer in producers {
+                producer.await.unwrap();
+            }
+        })
+        .await;
+        assert!(answered.is_ok(), "requests waited for storage");
+        assert!(metrics.audit_spilled.load(Ordering::Relaxed) > 0);
+        assert_eq!(spool.outstanding(), 1_000, "all in the spool, none stored");
+
+        gate.send(true).unwrap();
         batcher.flush_and_stop().await;
-        queue.shutdown().await;
+        inner.shutdown().await;
         let query = AuditQuery {
-            limit: 1_000,
+            limit: 2_000,
             ..Default::default()
         };
         let stored = store.query_audit_events("ws_1", &query).await.unwrap();
-        assert_eq!(stored.len(), 300);
+        assert_eq!(stored.len(), 1_000);
         assert_eq!(metrics.audit_lost.load(Ordering::Relaxed), 0);
         assert_eq!(metrics.audit_pending.load(Ordering::Relaxed), 0);
         assert_eq!(spool.outstanding(), 0);
@@ -461,6 +643,54 @@ mod tests {
             0,
             "a clean stop leaves nothing to replay"
         );
+    }
+
+    /// Spilled events are also read back while the server runs, not only at shutdown.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spilled_events_are_read_back_once_ingestion_catches_up() {
+        let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
+        store.migrate().await.unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let queue =
+            InProcessQueue::start(JobContext::new(Arc::clone(&store), Arc::clone(&metrics)));
+        let dir = spool_dir();
+        let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
+        let (sink, mut batcher) = AuditBatcher::start_with_capacity(
+            Arc::clone(&queue) as Arc<dyn JobQueue>,
+            Arc::clone(&metrics),
+            Arc::new(spool),
+            leftovers,
+            4,
+        );
+        let workspace: Arc<str> = Arc::from("ws_1");
+        for _ in 0..300 {
+            sink.record(event(&workspace)).await;
+        }
+        assert!(
+            metrics.audit_spilled.load(Ordering::Relaxed) > 0,
+            "300 events without a yield overflow 4 places"
+        );
+        let query = AuditQuery {
+            limit: 1_000,
+            ..Default::default()
+        };
+        // Polled for up to a minute of ticks: the batcher must get there on its own.
+        let mut stored = 0;
+        for _ in 0..1_200 {
+            stored = store
+                .query_audit_events("ws_1", &query)
+                .await
+                .unwrap()
+                .len();
+            if stored == 300 {
+                break;
+            }
+            tokio::time::sleep(FLUSH_INTERVAL).await;
+        }
+        assert_eq!(stored, 300, "read back before shutdown");
+        batcher.flush_and_stop().await;
+        queue.shutdown().await;
+        assert_eq!(metrics.audit_pending.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::{existing_workspace, required_text};
 use crate::domain::ids;
-use crate::domain::workspace::{Membership, Role, User};
+use crate::domain::workspace::{is_plausible_email, Membership, Role, User};
 use crate::http::error::{ApiError, ErrorKind};
 use crate::http::openapi::ErrorBody;
 use crate::http::state::AppState;
@@ -87,10 +87,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let email = body.email.trim().to_owned();
-    if email.len() > 254
-        || email.chars().any(|c| c.is_whitespace() || c.is_control())
-        || !matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && domain.contains('.'))
-    {
+    if !is_plausible_email(&email) {
         return Err(ApiError::unprocessable(
             "invalid_email",
             "email must be an address like name@example.com.",

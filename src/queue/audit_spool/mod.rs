@@ -52,6 +52,14 @@ const SUFFIX: &str = "spool";
 /// Which segment an event went to; handed back to [`AuditSpool::release`].
 pub type Segment = u64;
 
+/// Where an appended event lies: its segment, and its record's bytes `start..end` there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordSlot {
+    pub segment: Segment,
+    pub start: usize,
+    pub end: usize,
+}
+
 pub struct AuditSpool {
     dir: PathBuf,
     state: Mutex<SpoolState>,
@@ -137,7 +145,7 @@ impl AuditSpool {
     }
 
     /// Appends `event`; once this returns, the event survives a crash of this process.
-    pub fn append(&self, event: &AuditEvent) -> io::Result<Segment> {
+    pub fn append(&self, event: &AuditEvent) -> io::Result<RecordSlot> {
         let payload_len = audit_codec::encoded_len(event);
         let length = u32::try_from(payload_len)
             .ok()
@@ -158,7 +166,29 @@ impl AuditSpool {
         state.current_bytes += RECORD_HEADER + payload_len;
         let segment = state.current_segment;
         *state.outstanding.entry(segment).or_insert(0) += 1;
-        Ok(segment)
+        Ok(RecordSlot {
+            segment,
+            start,
+            end: state.current_bytes,
+        })
+    }
+
+    /// Reads back the events of `segment`'s bytes `start..end`, whole records as `append`
+    /// reported them: the events that left memory while ingestion was behind. They stay
+    /// outstanding until released.
+    pub fn read_records(
+        &self,
+        segment: Segment,
+        start: usize,
+        end: usize,
+    ) -> io::Result<Vec<AuditEvent>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = segment_path(&self.dir, segment);
+        let mut file = std::fs::File::open(&path)?;
+        file.seek(SeekFrom::Start(start as u64))?;
+        let mut bytes = vec![0; end.saturating_sub(start)];
+        file.read_exact(&mut bytes)?;
+        Ok(parse_records(&bytes, &path))
     }
 
     /// `counts` events of each segment are in the job queue's hands for good. The next
@@ -331,7 +361,12 @@ fn segments_in(dir: &Path) -> io::Result<Vec<Segment>> {
 }
 
 fn read_segment(path: &Path) -> io::Result<Vec<AuditEvent>> {
-    let bytes = std::fs::read(path)?;
+    Ok(parse_records(&std::fs::read(path)?, path))
+}
+
+/// The events of consecutive records, up to the first zero length (the unwritten rest of a
+/// segment) or torn record; `path` only names the file in warnings.
+fn parse_records(bytes: &[u8], path: &Path) -> Vec<AuditEvent> {
     let mut events = Vec::new();
     let mut at = 0;
     while at + RECORD_HEADER <= bytes.len() {
@@ -361,7 +396,7 @@ fn read_segment(path: &Path) -> io::Result<Vec<AuditEvent>> {
         }
         at += RECORD_HEADER + length as usize;
     }
-    Ok(events)
+    events
 }
 
 #[cfg(test)]
@@ -405,7 +440,7 @@ mod tests {
         let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
         assert!(leftovers.events.is_empty());
         let kept = event("kept");
-        let segment = spool.append(&event("released")).unwrap();
+        let segment = spool.append(&event("released")).unwrap().segment;
         spool.append(&kept).unwrap();
         spool.release(&[(segment, 1)]);
         spool.maintain();
@@ -464,9 +499,9 @@ mod tests {
         // new one.
         let one_event = (RECORD_HEADER + audit_codec::encoded_len(&event("a"))) as u64;
         let (spool, _) = AuditSpool::open_with_segment_size(&dir, one_event * 3 / 2).unwrap();
-        let first = spool.append(&event("a")).unwrap();
-        let second = spool.append(&event("b")).unwrap();
-        let third = spool.append(&event("c")).unwrap();
+        let first = spool.append(&event("a")).unwrap().segment;
+        let second = spool.append(&event("b")).unwrap().segment;
+        let third = spool.append(&event("c")).unwrap().segment;
         assert_eq!((first + 1, second + 1), (second, third));
         assert_eq!(files(&dir), 3);
         spool.release(&[(second, 1)]);
@@ -480,8 +515,8 @@ mod tests {
         assert_eq!(files(&dir), 2, "the current segment stays, empty or not");
         assert_eq!(spool.outstanding(), 0);
         // The prepared segment is used by the next rotation.
-        let fourth = spool.append(&event("d")).unwrap();
-        let fifth = spool.append(&event("e")).unwrap();
+        let fourth = spool.append(&event("d")).unwrap().segment;
+        let fifth = spool.append(&event("e")).unwrap().segment;
         assert_eq!(
             (fourth, fifth),
             (third + 1, third + 2),
@@ -494,5 +529,30 @@ mod tests {
         let (_, leftovers) = AuditSpool::open(&dir).unwrap();
         assert!(leftovers.events.is_empty());
         assert_eq!(files(&dir), 1, "the new run's current segment");
+    }
+
+    #[test]
+    fn records_are_read_back_by_their_slots() {
+        let dir = temp_dir();
+        let (spool, _) = AuditSpool::open(&dir).unwrap();
+        let slots: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|request| spool.append(&event(request)).unwrap())
+            .collect();
+        assert_eq!(
+            (slots[0].end, slots[1].end),
+            (slots[1].start, slots[2].start)
+        );
+        let read = |start, end| {
+            spool
+                .read_records(slots[0].segment, start, end)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.request_id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(read(slots[1].start, slots[2].end), ["b", "c"]);
+        assert_eq!(read(slots[0].start, slots[0].end), ["a"]);
+        assert_eq!(spool.outstanding(), 3, "reading releases nothing");
     }
 }
