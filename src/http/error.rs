@@ -124,7 +124,7 @@ impl ApiError {
     pub fn message(&self) -> String {
         match &self.kind {
             ErrorKind::InvalidCredentials { presented: false } => {
-                "No credential: send Authorization: Bearer <API key or access token>.".into()
+                "No credential: send an Authorization: Bearer header.".into()
             }
             ErrorKind::InvalidCredentials { presented: true } => {
                 "The credential is malformed, mistyped or unknown.".into()

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use tokio::sync::{oneshot, Notify, Semaphore};
@@ -34,6 +34,7 @@ use crate::metrics::Metrics;
 /// a message's); at 50 ms ticks only a backlog fills one.
 const MAX_BATCH: usize = 5_000;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+const SPILL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Events held in memory; past that they are spilled (kept in the spool alone), so memory
 /// stays bounded whatever storage does.
 const CAPACITY: usize = 16_384;
@@ -51,6 +52,15 @@ struct Spooled {
     slot: Option<RecordSlot>,
 }
 
+/// Events kept in the spool alone, oldest first.
+#[derive(Default)]
+struct Spilled {
+    ranges: VecDeque<SpilledRange>,
+    /// When spilling was last logged: once a minute at most, however often the backlog
+    /// empties and fills again under sustained overload.
+    logged_at: Option<Instant>,
+}
+
 /// Consecutive records of one spool segment whose events were spilled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SpilledRange {
@@ -65,8 +75,7 @@ struct Shared {
     spool: Arc<AuditSpool>,
     /// Spool writes that failed (disk full?): logged once per run of failures.
     spool_failures: AtomicU64,
-    /// Spilled events, oldest first.
-    spilled: Mutex<VecDeque<SpilledRange>>,
+    spilled: Mutex<Spilled>,
     /// Wakes the batcher early when the queue is full.
     full: Notify,
     /// Wakes requests waiting for room once the batcher has drained.
@@ -151,18 +160,22 @@ impl AuditSink {
     fn spill(&self, slot: RecordSlot) {
         let shared = &self.shared;
         let mut spilled = shared.spilled.lock();
-        if spilled.is_empty() {
+        if spilled
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= SPILL_LOG_INTERVAL)
+        {
+            spilled.logged_at = Some(Instant::now());
             tracing::warn!(
                 "audit ingestion is behind: new audit events wait in the spool until it catches up"
             );
         }
-        match spilled.back_mut() {
+        match spilled.ranges.back_mut() {
             // Requests spill in bursts, so most records extend the last range.
             Some(last) if last.segment == slot.segment && last.end == slot.start => {
                 last.end = slot.end;
                 last.events += 1;
             }
-            _ => spilled.push_back(SpilledRange {
+            _ => spilled.ranges.push_back(SpilledRange {
                 segment: slot.segment,
                 start: slot.start,
                 end: slot.end,
@@ -222,7 +235,7 @@ impl AuditBatcher {
         let shared = Arc::new(Shared {
             events: ArrayQueue::new(capacity),
             spool,
-            spilled: Mutex::new(VecDeque::new()),
+            spilled: Mutex::new(Spilled::default()),
             spool_failures: AtomicU64::new(0),
             full: Notify::new(),
             drained: Notify::new(),
@@ -347,7 +360,7 @@ async fn read_back_spilled(shared: &Arc<Shared>, publisher: &mut Publisher, ever
             let mut ranges = Vec::new();
             let mut events = 0;
             while events < MAX_BATCH as u64 {
-                let Some(range) = spilled.pop_front() else {
+                let Some(range) = spilled.ranges.pop_front() else {
                     break;
                 };
                 events += range.events;
@@ -409,8 +422,8 @@ async fn read_back_spilled(shared: &Arc<Shared>, publisher: &mut Publisher, ever
                 .publish(events, segments.into_iter().collect())
                 .await;
         }
-        if shared.spilled.lock().is_empty() {
-            tracing::info!("audit ingestion caught up with the spilled events");
+        if shared.spilled.lock().ranges.is_empty() {
+            tracing::debug!("audit ingestion caught up with the spilled events");
         }
         if !everything {
             return;
@@ -421,7 +434,7 @@ async fn read_back_spilled(shared: &Arc<Shared>, publisher: &mut Publisher, ever
 fn put_back(shared: &Shared, ranges: Vec<SpilledRange>) {
     let mut spilled = shared.spilled.lock();
     for range in ranges.into_iter().rev() {
-        spilled.push_front(range);
+        spilled.ranges.push_front(range);
     }
 }
 
