@@ -10,7 +10,7 @@
 //!
 //! When storage is behind or down, the queue fills. An event that is safe in the spool then
 //! leaves memory (it is *spilled*: only its place in the spool is remembered), and the
-//! batcher reads spilled events back from the spool once the queue is empty again, so
+//! batcher reads spilled events back from the spool while the job queue keeps up, so
 //! requests never wait for storage and memory stays bounded; the spool grows on disk
 //! instead. Only an event whose spool write failed waits for room in the queue.
 
@@ -347,12 +347,13 @@ async fn drain(shared: &Shared, publisher: &mut Publisher) {
 }
 
 /// Hands spilled events to the job queue, read back from the spool in batches of about
-/// `MAX_BATCH`, oldest first, once the queue of new events is empty (ingestion has caught
-/// up): one batch per call while serving, so that new events keep their turn; all of them
-/// at shutdown (`everything`). A batch the spool cannot read now is tried again later.
+/// `MAX_BATCH`, oldest first, while the job queue keeps up (at most half of `IN_FLIGHT`
+/// batches outstanding; not "no new events", which under steady load never happens): one
+/// batch per call while serving, so that new events keep their turn; all of them at
+/// shutdown (`everything`). A batch the spool cannot read now is tried again later.
 async fn read_back_spilled(shared: &Arc<Shared>, publisher: &mut Publisher, everything: bool) {
     loop {
-        if !everything && !shared.events.is_empty() {
+        if !everything && publisher.in_flight.available_permits() < IN_FLIGHT / 2 {
             return;
         }
         let ranges = {
