@@ -66,6 +66,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// `count` pending audit events were written to the audit log.
+    pub fn audit_events_ingested(&self, count: u64) {
+        self.audit_ingested.fetch_add(count, Relaxed);
+        self.audit_pending.fetch_sub(count as i64, Relaxed);
+    }
+
+    /// `count` pending audit events can never be written.
+    pub fn audit_events_lost(&self, count: u64) {
+        self.audit_lost.fetch_add(count, Relaxed);
+        self.audit_pending.fetch_sub(count as i64, Relaxed);
+    }
+
     pub fn record_verification(&self, route: HotRoute, outcome: Outcome, took: Duration) {
         self.verifications[route as usize][outcome as usize].fetch_add(1, Relaxed);
         let micros = took.as_micros() as u64;

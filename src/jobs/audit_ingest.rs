@@ -1,7 +1,6 @@
 //! Audit-log ingestion: writes a batch of events. Idempotent (events carry their own ids),
-//! so a batch delivered twice is stored once.
+//! so a batch delivered twice appears once in the audit log.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{JobContext, JobError};
@@ -13,14 +12,7 @@ pub async fn ingest(events: &Arc<[AuditEvent]>, context: &JobContext) -> Result<
         .insert_audit_events(Arc::clone(events))
         .await?;
     let count = events.len() as u64;
-    context
-        .metrics
-        .audit_ingested
-        .fetch_add(count, Ordering::Relaxed);
-    context
-        .metrics
-        .audit_pending
-        .fetch_sub(count as i64, Ordering::Relaxed);
+    context.metrics.audit_events_ingested(count);
     tracing::debug!(count, "ingested audit events");
     Ok(())
 }

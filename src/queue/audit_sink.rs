@@ -96,10 +96,10 @@ impl AuditSink {
     /// `CAPACITY` events behind.
     pub async fn record(&self, event: AuditEvent) {
         let shared = &self.shared;
+        shared.metrics.audit_pending.fetch_add(1, Ordering::Relaxed);
         if shared.closed.load(Ordering::Acquire) {
             return self.lost();
         }
-        shared.metrics.audit_pending.fetch_add(1, Ordering::Relaxed);
         let slot = self.spool(&event);
         let mut event = match shared.events.push(Spooled { event, slot }) {
             Ok(()) => return,
@@ -115,7 +115,6 @@ impl AuditSink {
         // registering interest before retrying so that a drain in between is not missed.
         loop {
             if shared.closed.load(Ordering::Acquire) {
-                shared.metrics.audit_pending.fetch_sub(1, Ordering::Relaxed);
                 return self.lost();
             }
             let drained = shared.drained.notified();
@@ -188,25 +187,28 @@ impl AuditSink {
     /// An event that arrived after the batcher stopped (the listeners stop first, so this
     /// should not happen).
     fn lost(&self) {
-        self.shared
-            .metrics
-            .audit_lost
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.audit_events_lost(1);
         tracing::error!("audit event arrived after shutdown and was lost");
     }
 }
 
-/// Owns the batcher task; `flush_and_stop` drains it.
+/// Owns the batcher and spool-maintenance tasks; `flush_and_stop` drains and stops them.
 pub struct AuditBatcher {
+    spool: Arc<AuditSpool>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    stop_maintenance: Option<oneshot::Sender<()>>,
+    maintenance: Option<JoinHandle<()>>,
 }
 
-/// Dropped without `flush_and_stop`, the batcher stops at once, as in a crash: what it had
-/// not handed over stays in the spool for the next start.
+/// Dropped without `flush_and_stop`, the tasks stop at once, as in a crash: what the batcher
+/// had not handed over stays in the spool for the next start.
 impl Drop for AuditBatcher {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
+        for task in [self.task.take(), self.maintenance.take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
     }
@@ -243,14 +245,24 @@ impl AuditBatcher {
             metrics,
         });
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run_batcher(Arc::clone(&shared), stopped, queue, leftovers));
-        (
-            AuditSink { shared },
-            AuditBatcher {
-                stop: Some(stop),
-                task: Some(task),
-            },
-        )
+        let (stop_maintenance, maintenance_stopped) = oneshot::channel();
+        let maintenance = tokio::spawn(run_maintenance(
+            Arc::clone(&shared.spool),
+            maintenance_stopped,
+        ));
+        let batcher = AuditBatcher {
+            spool: Arc::clone(&shared.spool),
+            stop: Some(stop),
+            task: Some(tokio::spawn(run_batcher(
+                Arc::clone(&shared),
+                stopped,
+                queue,
+                leftovers,
+            ))),
+            stop_maintenance: Some(stop_maintenance),
+            maintenance: Some(maintenance),
+        };
+        (AuditSink { shared }, batcher)
     }
 
     /// Publishes every event recorded so far, waits until the queue has taken them for good,
@@ -264,6 +276,35 @@ impl AuditBatcher {
             if let Err(error) = task.await {
                 tracing::error!(%error, "audit batcher failed");
             }
+        }
+        if let Some(stop) = self.stop_maintenance.take() {
+            let _ = stop.send(());
+        }
+        if let Some(maintenance) = self.maintenance.take() {
+            let _ = maintenance.await;
+        }
+        if self.spool.outstanding() == 0 {
+            self.spool.close();
+        }
+    }
+}
+
+/// The spool's file work (`AuditSpool::maintain`: the next segment made ahead, pages
+/// prefaulted, released segments deleted), every tick, on the blocking pool, one run at a
+/// time. Its own task, not the batcher's: while storage is down the batcher waits for the
+/// job queue, and requests keep filling segments all the same. Stops between runs.
+async fn run_maintenance(spool: Arc<AuditSpool>, mut stopped: oneshot::Receiver<()>) {
+    let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let spool = Arc::clone(&spool);
+                if let Err(error) = tokio::task::spawn_blocking(move || spool.maintain()).await {
+                    tracing::error!(%error, "audit spool maintenance failed");
+                }
+            }
+            _ = &mut stopped => return,
         }
     }
 }
@@ -284,18 +325,11 @@ async fn run_batcher(
     publisher.republish(leftovers);
     let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut maintenance: Option<JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {
                 drain(&shared, &mut publisher).await;
                 read_back_spilled(&shared, &mut publisher, false).await;
-                // The spool's file work, on the blocking pool, one run at a time: a delete
-                // can wait on the disk, and neither requests nor draining should.
-                if maintenance.as_ref().is_none_or(JoinHandle::is_finished) {
-                    let spool = Arc::clone(&shared.spool);
-                    maintenance = Some(tokio::task::spawn_blocking(move || spool.maintain()));
-                }
             }
             _ = shared.full.notified() => drain(&shared, &mut publisher).await,
             _ = &mut stopped => {
@@ -304,12 +338,6 @@ async fn run_batcher(
                 shared.drained.notify_waiters();
                 read_back_spilled(&shared, &mut publisher, true).await;
                 publisher.finish().await;
-                if let Some(maintenance) = maintenance {
-                    let _ = maintenance.await;
-                }
-                if shared.spool.outstanding() == 0 {
-                    shared.spool.close();
-                }
                 return;
             }
         }
@@ -401,14 +429,7 @@ async fn read_back_spilled(shared: &Arc<Shared>, publisher: &mut Publisher, ever
         let unreadable = expected.saturating_sub(events.len() as u64);
         if unreadable > 0 {
             tracing::error!(unreadable, "spilled audit events could not be read back");
-            shared
-                .metrics
-                .audit_lost
-                .fetch_add(unreadable, Ordering::Relaxed);
-            shared
-                .metrics
-                .audit_pending
-                .fetch_sub(unreadable as i64, Ordering::Relaxed);
+            shared.metrics.audit_events_lost(unreadable);
         }
         let mut segments: BTreeMap<Segment, u64> = BTreeMap::new();
         for range in &ranges {
