@@ -47,7 +47,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    statuspulse_auth::telemetry::init(settings.log_format, std::io::stdout);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    statuspulse_auth::telemetry::init(settings.log_format, ansi, std::io::stdout);
     let result = actix_web::rt::System::new().block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(settings).await,

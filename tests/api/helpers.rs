@@ -51,6 +51,7 @@ fn init_logs() {
         // Debug level, so that the no-secrets check covers more than the default output.
         let _ = tracing_subscriber::fmt()
             .with_env_filter("debug,actix_server=warn,actix_http=info,tokio_postgres=info")
+            .with_ansi(false)
             .with_writer(move || BufferWriter(buffer.clone()))
             .try_init();
     });

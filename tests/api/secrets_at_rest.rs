@@ -23,7 +23,15 @@ async fn created_keys_never_reach_storage_or_logs() {
         random_part(&rotated_key),
     ];
     let logs = captured_logs();
-    assert!(logs.contains("api key created"), "the log capture works");
+    let created = logs
+        .lines()
+        .find(|line| line.contains("api key created"))
+        .expect("the log capture works");
+    // Every log line of a request carries its id, from the request's span.
+    assert!(
+        created.contains("request{request_id="),
+        "no request id in: {created}"
+    );
     for secret in &secrets {
         assert!(!logs.contains(secret.as_str()), "a key reached the logs");
     }
