@@ -125,6 +125,30 @@ impl<'a> EventView<'a> {
     }
 }
 
+/// What an encoded event is grouped and ordered by, read without looking at the rest (the
+/// embedded audit log sorts every event it regroups by these; reading all ten strings, with
+/// their UTF-8 checks, made that sort's input five times larger and cost twice as much).
+/// The rest is checked when the event is read, by [`EventView::parse`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventKey<'a> {
+    pub workspace_id: &'a str,
+    pub id: Uuid,
+    pub occurred_at_nanos: i64,
+}
+
+impl<'a> EventKey<'a> {
+    /// `None` if the bytes do not start as an event does.
+    pub fn parse(bytes: &'a [u8]) -> Option<EventKey<'a>> {
+        let fixed = bytes.get(..FIXED)?;
+        let mut reader = Reader { bytes, at: FIXED };
+        Some(EventKey {
+            id: Uuid::from_slice(&fixed[..16]).ok()?,
+            occurred_at_nanos: i64::from_le_bytes(fixed[16..24].try_into().ok()?),
+            workspace_id: reader.text()??,
+        })
+    }
+}
+
 /// Appends `event`, framed, to `out`.
 pub fn push_framed(out: &mut Vec<u8>, event: &AuditEvent) {
     let len = encoded_len(event);
@@ -247,6 +271,22 @@ mod tests {
             ..full.clone()
         };
         vec![full, sparse]
+    }
+
+    #[test]
+    fn keys_are_read_from_the_start_of_an_event() {
+        for event in events() {
+            let mut bytes = vec![0; encoded_len(&event)];
+            encode(&event, &mut bytes);
+            let key = EventKey::parse(&bytes).unwrap();
+            assert_eq!(key.id, event.id);
+            assert_eq!(&*key.workspace_id, &*event.workspace_id);
+            assert_eq!(
+                key.occurred_at_nanos,
+                event.occurred_at.timestamp_nanos_opt().unwrap()
+            );
+            assert_eq!(EventKey::parse(&bytes[..FIXED + 2]), None);
+        }
     }
 
     #[test]

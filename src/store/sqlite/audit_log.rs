@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::{corrupt, from_millis, sqlite_error};
 use crate::domain::audit::{AuditEvent, AuditQuery, CredentialType};
-use crate::domain::audit_codec::{self, EventView};
+use crate::domain::audit_codec::{self, EventKey, EventView};
 use crate::store::StoreError;
 
 /// Events in batches that trigger a regrouping. Larger regroupings make larger chunks (fewer
@@ -107,9 +107,9 @@ impl AuditLog {
     }
 }
 
-/// An encoded event and its fields.
-struct Encoded<'a> {
-    view: EventView<'a>,
+/// An encoded event and what it is grouped and ordered by.
+struct Keyed<'a> {
+    key: EventKey<'a>,
     bytes: &'a [u8],
 }
 
@@ -125,23 +125,23 @@ fn merge(conn: &mut Connection) -> Result<(), StoreError> {
                 .collect::<Result<Vec<_>, _>>()
         })
         .map_err(sqlite_error)?;
-    let mut events: Vec<Encoded<'_>> = Vec::new();
+    let mut events: Vec<Keyed<'_>> = Vec::new();
     for body in &bodies {
-        events.extend(encoded_events(body));
+        events.extend(keyed_events(body));
     }
     events.sort_unstable_by(|a, b| {
-        (a.view.workspace_id, a.view.id).cmp(&(b.view.workspace_id, b.view.id))
+        (a.key.workspace_id, a.key.id).cmp(&(b.key.workspace_id, b.key.id))
     });
-    events.dedup_by(|a, b| a.view.workspace_id == b.view.workspace_id && a.view.id == b.view.id);
+    events.dedup_by(|a, b| a.key.workspace_id == b.key.workspace_id && a.key.id == b.key.id);
     {
         let mut insert = chunk_insert(&tx)?;
-        for workspace in events.chunk_by(|a, b| a.view.workspace_id == b.view.workspace_id) {
+        for workspace in events.chunk_by(|a, b| a.key.workspace_id == b.key.workspace_id) {
             for chunk in workspace.chunks(CHUNK_EVENTS) {
                 let mut builder = ChunkBuilder::default();
                 for event in chunk {
-                    builder.add(&event.view, event.bytes);
+                    builder.add(&event.key, event.bytes);
                 }
-                builder.insert(&mut insert, chunk[0].view.workspace_id)?;
+                builder.insert(&mut insert, chunk[0].key.workspace_id)?;
             }
         }
     }
@@ -150,19 +150,23 @@ fn merge(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(sqlite_error)
 }
 
-/// The events of a stored body. A body is written by this module only, so one that does not
-/// read is a bug or disk corruption: its unreadable rest is logged and skipped rather than
-/// failing every regrouping and query from then on.
-fn encoded_events(body: &[u8]) -> impl Iterator<Item = Encoded<'_>> {
+/// The events of a stored body, by key. A body is written by this module only, so one that
+/// does not read is a bug or disk corruption: its unreadable rest is logged and skipped
+/// rather than failing every regrouping and query from then on.
+fn keyed_events(body: &[u8]) -> impl Iterator<Item = Keyed<'_>> {
     audit_codec::framed(body).filter_map(|record| {
-        let encoded = record
+        let keyed = record
             .ok()
-            .and_then(|bytes| EventView::parse(bytes).map(|view| Encoded { view, bytes }));
-        if encoded.is_none() {
-            tracing::error!("skipping an unreadable event in the audit log");
+            .and_then(|bytes| EventKey::parse(bytes).map(|key| Keyed { key, bytes }));
+        if keyed.is_none() {
+            skipping_unreadable();
         }
-        encoded
+        keyed
     })
+}
+
+fn skipping_unreadable() {
+    tracing::error!("skipping an unreadable event in the audit log");
 }
 
 fn chunk_insert<'c>(conn: &'c Connection) -> Result<CachedStatement<'c>, StoreError> {
@@ -185,13 +189,13 @@ struct ChunkBuilder {
 }
 
 impl ChunkBuilder {
-    fn add(&mut self, view: &EventView<'_>, encoded: &[u8]) {
-        let at_ms = view.occurred_at_nanos.div_euclid(1_000_000);
+    fn add(&mut self, key: &EventKey<'_>, encoded: &[u8]) {
+        let at_ms = key.occurred_at_nanos.div_euclid(1_000_000);
         if self.first_id.is_none() {
-            self.first_id = Some(view.id);
+            self.first_id = Some(key.id);
             (self.min_at, self.max_at) = (at_ms, at_ms);
         }
-        self.last_id = view.id;
+        self.last_id = key.id;
         self.min_at = self.min_at.min(at_ms);
         self.max_at = self.max_at.max(at_ms);
         self.events += 1;
@@ -300,10 +304,15 @@ impl<'q> Page<'q> {
         }
     }
 
+    /// Offers the events of `body` that belong to `workspace_id`; only those are read whole.
     fn offer_all(&mut self, workspace_id: &str, body: &[u8]) {
-        for event in encoded_events(body) {
-            if event.view.workspace_id == workspace_id {
-                self.offer(&event.view);
+        for event in keyed_events(body) {
+            if event.key.workspace_id != workspace_id {
+                continue;
+            }
+            match EventView::parse(event.bytes) {
+                Some(view) => self.offer(&view),
+                None => skipping_unreadable(),
             }
         }
     }
@@ -401,11 +410,11 @@ pub(super) fn convert_version_2_tables(conn: &Connection) -> Result<usize, Store
             }
             encoded.resize(audit_codec::encoded_len(&event), 0);
             audit_codec::encode(&event, &mut encoded);
-            let view = EventView::parse(&encoded)
+            let key = EventKey::parse(&encoded)
                 .ok_or_else(|| sqlite_error(corrupt(0, "audit event")))?;
             if let Some((_, builder)) = current.as_mut() {
-                if builder.events == 0 || builder.last_id != view.id {
-                    builder.add(&view, &encoded);
+                if builder.events == 0 || builder.last_id != key.id {
+                    builder.add(&key, &encoded);
                     moved += 1;
                 }
             }
