@@ -280,7 +280,7 @@ mod tests {
             encode(&event, &mut bytes);
             let key = EventKey::parse(&bytes).unwrap();
             assert_eq!(key.id, event.id);
-            assert_eq!(&*key.workspace_id, &*event.workspace_id);
+            assert_eq!(key.workspace_id, &*event.workspace_id);
             assert_eq!(
                 key.occurred_at_nanos,
                 event.occurred_at.timestamp_nanos_opt().unwrap()

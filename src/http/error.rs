@@ -63,6 +63,14 @@ pub enum ErrorKind {
     UnsupportedMediaType {
         message: String,
     },
+    /// 431: the header fields together exceed the limit, in bytes.
+    HeadersTooLarge {
+        limit: usize,
+    },
+    /// 414: the request target exceeds the limit, in bytes.
+    UriTooLong {
+        limit: usize,
+    },
     /// 500; the cause is logged where it happened, never shown.
     Internal,
 }
@@ -116,6 +124,8 @@ impl ApiError {
             ErrorKind::PayloadTooLarge { .. } => "body_too_large",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::UnsupportedMediaType { .. } => "unsupported_media_type",
+            ErrorKind::HeadersTooLarge { .. } => "headers_too_large",
+            ErrorKind::UriTooLong { .. } => "uri_too_long",
             ErrorKind::Internal => "internal_error",
         }
     }
@@ -154,6 +164,12 @@ impl ApiError {
             | ErrorKind::PayloadTooLarge { message }
             | ErrorKind::UnsupportedMediaType { message } => message.clone(),
             ErrorKind::MethodNotAllowed => "This method is not allowed on this path.".into(),
+            ErrorKind::HeadersTooLarge { limit } => {
+                format!("The request headers are too large: at most {limit} bytes in all.")
+            }
+            ErrorKind::UriTooLong { limit } => {
+                format!("The request URI is too long: at most {limit} bytes.")
+            }
             ErrorKind::Internal => "Something went wrong on our side; it has been logged.".into(),
         }
     }
@@ -197,6 +213,8 @@ impl ResponseError for ApiError {
             ErrorKind::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorKind::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

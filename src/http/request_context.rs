@@ -53,11 +53,14 @@ pub async fn request_context<B: MessageBody + 'static>(
     request.extensions_mut().insert(RequestId(id));
     // Inner middleware answers errors as responses (never `Err`), so every error passes
     // through the body writer below.
-    let response = next
-        .call(request)
-        .instrument(span.clone())
-        .await?
-        .map_into_left_body();
+    let response = match oversized_head(&request) {
+        Some(error) => request.error_response(error).map_into_right_body(),
+        None => next
+            .call(request)
+            .instrument(span.clone())
+            .await?
+            .map_into_left_body(),
+    };
     let _entered = span.enter();
     let mut response = if response.status().is_client_error() || response.status().is_server_error()
     {
@@ -78,6 +81,41 @@ pub async fn request_context<B: MessageBody + 'static>(
             .record_response(listener, response.status().as_u16());
     }
     Ok(response)
+}
+
+/// Most bytes of header fields (names, values, and 4 per line for `: ` and CRLF), as Node.js
+/// and http.sys allow; the HTTP layer itself only refuses past 128 KiB or 96 fields, with an
+/// empty body. A credential is under 100 bytes.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Most bytes of a request target (path and query).
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// Refuses a request head past our limits, with a JSON error that names the problem, before
+/// any handler reads it.
+fn oversized_head(request: &ServiceRequest) -> Option<ApiError> {
+    let uri_bytes = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if uri_bytes > MAX_URI_BYTES {
+        return Some(
+            ErrorKind::UriTooLong {
+                limit: MAX_URI_BYTES,
+            }
+            .into(),
+        );
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    (header_bytes > MAX_HEADER_BYTES).then(|| {
+        ErrorKind::HeadersTooLarge {
+            limit: MAX_HEADER_BYTES,
+        }
+        .into()
+    })
 }
 
 /// A new request id: a UUIDv7 from this instant. Not `Uuid::now_v7`, whose counter sits

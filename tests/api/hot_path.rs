@@ -118,6 +118,38 @@ async fn bad_credentials_are_401_with_a_challenge() {
 }
 
 #[actix_web::test]
+async fn oversized_request_heads_get_json_errors_on_both_listeners() {
+    let app = spawn_app().await;
+    let (public, admin) = (app.public.clone(), app.admin.clone());
+    // Past our limits, far below the HTTP layer's own (128 KiB), which answers without a body.
+    let huge_value = vec![b'a'; 20 * 1024];
+    let many_fields: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| (format!("x-filler-{i}"), vec![b'b'; 500]))
+        .collect();
+    let many_fields: Vec<(&str, &[u8])> = many_fields
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_slice()))
+        .collect();
+    for base in [&public, &admin] {
+        app.raw(base, "GET", "/v1/me", &[("x-padding", &huge_value)], None)
+            .await
+            .assert_error(431, "headers_too_large");
+        app.raw(base, "GET", "/v1/me", &many_fields, None)
+            .await
+            .assert_error(431, "headers_too_large");
+        let long_uri = format!("/v1/me?q={}", "c".repeat(9 * 1024));
+        app.raw(base, "GET", &long_uri, &[], None)
+            .await
+            .assert_error(414, "uri_too_long");
+    }
+    // Just under the limits, a request goes through to the credential check.
+    let under = vec![b'a'; 15 * 1024];
+    app.raw(&public, "GET", "/v1/me", &[("x-padding", &under)], None)
+        .await
+        .assert_error(401, "invalid_credentials");
+}
+
+#[actix_web::test]
 async fn unknown_keys_are_remembered_so_a_flood_spares_storage() {
     let app = spawn_app().await;
     let generated = generate_key(Environment::Live, &mut rand::thread_rng(), |k| {

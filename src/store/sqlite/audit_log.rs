@@ -410,8 +410,8 @@ pub(super) fn convert_version_2_tables(conn: &Connection) -> Result<usize, Store
             }
             encoded.resize(audit_codec::encoded_len(&event), 0);
             audit_codec::encode(&event, &mut encoded);
-            let key = EventKey::parse(&encoded)
-                .ok_or_else(|| sqlite_error(corrupt(0, "audit event")))?;
+            let key =
+                EventKey::parse(&encoded).ok_or_else(|| sqlite_error(corrupt(0, "audit event")))?;
             if let Some((_, builder)) = current.as_mut() {
                 if builder.events == 0 || builder.last_id != key.id {
                     builder.add(&key, &encoded);
