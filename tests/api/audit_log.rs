@@ -137,6 +137,19 @@ async fn audit_log_filters_and_paginates() {
     app.audit_log(&ws, "?scope=root")
         .await
         .assert_error(400, "invalid_scope");
+    // A NUL is refused by PostgreSQL in any text parameter: each filter names its problem on
+    // both backends instead.
+    for (query, code) in [
+        ("?key_label=ci%00", "invalid_key_label"),
+        ("?app=Grafana%0A", "invalid_app"),
+        ("?request_id=%00", "invalid_request_id"),
+    ] {
+        app.audit_log(&ws, query).await.assert_error(400, code);
+    }
+    let long_label = format!("?key_label={}", "l".repeat(201));
+    app.audit_log(&ws, &long_label)
+        .await
+        .assert_error(400, "invalid_key_label");
     app.audit_log("ws_0193aaaaaaaa7aaa8aaaaaaaaaaaaaaa", "")
         .await
         .assert_error(404, "workspace_not_found");

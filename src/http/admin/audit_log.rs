@@ -93,10 +93,10 @@ pub async fn list(
         })
         .transpose()?;
     let query = AuditQuery {
-        key_label: params.key_label,
-        app: params.app,
+        key_label: text_filter(params.key_label, "invalid_key_label", "key_label")?,
+        app: text_filter(params.app, "invalid_app", "app")?,
         scope: params.scope,
-        request_id: params.request_id,
+        request_id: text_filter(params.request_id, "invalid_request_id", "request_id")?,
         since: parse_time(params.since.as_deref(), "invalid_since", "since")?,
         until: parse_time(params.until.as_deref(), "invalid_until", "until")?,
         before,
@@ -120,6 +120,30 @@ pub async fn list(
         has_more,
         next_cursor,
     }))
+}
+
+/// Longest text filter: past every label, application name and request id the engine keeps.
+const MAX_FILTER_CHARS: usize = 200;
+
+/// A text filter as given, or an error naming it. Stored labels, names and request ids never
+/// hold control characters, and PostgreSQL refuses a NUL in any text parameter: without this
+/// check `?key_label=%00` failed there with a 500.
+fn text_filter(
+    value: Option<String>,
+    code: &'static str,
+    name: &str,
+) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(text) if text.chars().any(char::is_control) => Err(ApiError::bad_request(
+            code,
+            format!("{name} must not contain control characters."),
+        )),
+        Some(text) if text.chars().count() > MAX_FILTER_CHARS => Err(ApiError::bad_request(
+            code,
+            format!("{name} must be at most {MAX_FILTER_CHARS} characters."),
+        )),
+        value => Ok(value),
+    }
 }
 
 fn parse_time(
