@@ -86,9 +86,9 @@ pub async fn request_context<B: MessageBody + 'static>(
 /// Most bytes of header fields (names, values, and 4 per line for `: ` and CRLF), as Node.js
 /// and http.sys allow; the HTTP layer itself only refuses past 128 KiB or 96 fields, with an
 /// empty body. A credential is under 100 bytes.
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Most bytes of a request target (path and query).
-pub const MAX_URI_BYTES: usize = 8 * 1024;
+const MAX_URI_BYTES: usize = 8 * 1024;
 
 /// Refuses a request head past our limits, with a JSON error that names the problem, before
 /// any handler reads it.
