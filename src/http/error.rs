@@ -352,6 +352,16 @@ mod tests {
             ),
             (ErrorKind::Unavailable.into(), 503, "unavailable"),
             (
+                ErrorKind::HeadersTooLarge { limit: 16 }.into(),
+                431,
+                "headers_too_large",
+            ),
+            (
+                ErrorKind::UriTooLong { limit: 8 }.into(),
+                414,
+                "uri_too_long",
+            ),
+            (
                 ApiError::unprocessable("invalid_scopes", "x"),
                 422,
                 "invalid_scopes",

@@ -196,9 +196,14 @@ fn framework_error(status: StatusCode) -> ApiError {
             message: "The request body is too large.".into(),
         }
         .into(),
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
-            ApiError::bad_request("headers_too_large", "The request headers are too large.")
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorKind::HeadersTooLarge {
+            limit: MAX_HEADER_BYTES,
         }
+        .into(),
+        StatusCode::URI_TOO_LONG => ErrorKind::UriTooLong {
+            limit: MAX_URI_BYTES,
+        }
+        .into(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorKind::UnsupportedMediaType {
             message: "Send a JSON body with Content-Type: application/json.".into(),
         }

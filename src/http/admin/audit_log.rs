@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::existing_workspace;
+use super::{existing_workspace, text_problem};
 use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::scope::Scope;
 use crate::http::error::ApiError;
@@ -125,24 +125,19 @@ pub async fn list(
 /// Longest text filter: past every label, application name and request id the engine keeps.
 const MAX_FILTER_CHARS: usize = 200;
 
-/// A text filter as given, or an error naming it. Stored labels, names and request ids never
-/// hold control characters, and PostgreSQL refuses a NUL in any text parameter: without this
-/// check `?key_label=%00` failed there with a 500.
+/// A text filter as given, or an error naming it. Without this check a NUL (`?key_label=%00`)
+/// failed the query on PostgreSQL with a 500.
 fn text_filter(
     value: Option<String>,
     code: &'static str,
     name: &str,
 ) -> Result<Option<String>, ApiError> {
-    match value {
-        Some(text) if text.chars().any(char::is_control) => Err(ApiError::bad_request(
-            code,
-            format!("{name} must not contain control characters."),
-        )),
-        Some(text) if text.chars().count() > MAX_FILTER_CHARS => Err(ApiError::bad_request(
-            code,
-            format!("{name} must be at most {MAX_FILTER_CHARS} characters."),
-        )),
-        value => Ok(value),
+    match value
+        .as_deref()
+        .and_then(|text| text_problem(text, name, MAX_FILTER_CHARS))
+    {
+        Some(problem) => Err(ApiError::bad_request(code, problem)),
+        None => Ok(value),
     }
 }
 

@@ -123,17 +123,20 @@ pub(crate) fn required_text(
             format!("{field} must not be empty."),
         ));
     }
-    if trimmed.chars().count() > max_chars {
-        return Err(ApiError::unprocessable(
-            code,
-            format!("{field} must be at most {max_chars} characters."),
-        ));
+    match text_problem(trimmed, field, max_chars) {
+        Some(problem) => Err(ApiError::unprocessable(code, problem)),
+        None => Ok(trimmed.to_owned()),
     }
-    if trimmed.chars().any(char::is_control) {
-        return Err(ApiError::unprocessable(
-            code,
-            format!("{field} must not contain control characters."),
-        ));
+}
+
+/// What is wrong with a text field or parameter, in words naming it: too long, or holding
+/// control characters (which no stored text has, and which PostgreSQL refuses as NUL).
+pub(crate) fn text_problem(text: &str, field: &str, max_chars: usize) -> Option<String> {
+    if text.chars().count() > max_chars {
+        return Some(format!("{field} must be at most {max_chars} characters."));
     }
-    Ok(trimmed.to_owned())
+    if text.chars().any(char::is_control) {
+        return Some(format!("{field} must not contain control characters."));
+    }
+    None
 }
