@@ -48,7 +48,12 @@ fn main() -> ExitCode {
         }
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    statuspulse_auth::telemetry::init(settings.log_format, ansi, std::io::stdout);
+    statuspulse_auth::telemetry::init(
+        settings.log_format,
+        ansi,
+        statuspulse_auth::telemetry::filter_from_env(),
+        std::io::stdout,
+    );
     let result = actix_web::rt::System::new().block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(settings).await,

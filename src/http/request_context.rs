@@ -1,5 +1,5 @@
 //! The outermost middleware of both listeners: gives every request an id (the caller's
-//! `X-Request-ID` when sane), runs it inside a tracing span carrying that id, returns the id
+//! `X-Request-ID` when sane), serves it with that id on every log line, returns the id
 //! on every answer, writes the JSON body of every error, and counts responses.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,12 +10,12 @@ use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpRequest};
-use tracing::Instrument;
 use uuid::{NoContext, Timestamp, Uuid};
 
 use super::error::{ApiError, ErrorKind, X_ERROR};
 use super::state::AppState;
 use crate::metrics::Listener;
+use crate::telemetry;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -46,22 +46,21 @@ pub async fn request_context<B: MessageBody + 'static>(
         .unwrap_or_else(fresh_request_id);
     // Both kinds are visible ASCII, so this is never empty.
     let id = id_header.to_str().unwrap_or_default().to_owned();
-    // The id alone: the subscriber formats a span's fields when the span is made, for every
-    // request, and method and path as well cost about 3% of the engine's CPU at full load
-    // (measured with perf). Log lines that need them name them.
-    let span = tracing::info_span!("request", request_id = %id);
-    request.extensions_mut().insert(RequestId(id));
+    request.extensions_mut().insert(RequestId(id.clone()));
+    telemetry::in_request(id, respond(request, next, id_header)).await
+}
+
+async fn respond<B: MessageBody + 'static>(
+    request: ServiceRequest,
+    next: Next<B>,
+    id_header: HeaderValue,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     // Inner middleware answers errors as responses (never `Err`), so every error passes
     // through the body writer below.
     let response = match oversized_head(&request) {
         Some(error) => request.error_response(error).map_into_right_body(),
-        None => next
-            .call(request)
-            .instrument(span.clone())
-            .await?
-            .map_into_left_body(),
+        None => next.call(request).await?.map_into_left_body(),
     };
-    let _entered = span.enter();
     let mut response = if response.status().is_client_error() || response.status().is_server_error()
     {
         with_json_error_body(response, id_header.to_str().unwrap_or_default())

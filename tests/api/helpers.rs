@@ -11,10 +11,11 @@ use awc::http::StatusCode;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use statuspulse_auth::actors::CacheSettings;
-use statuspulse_auth::config::Settings;
+use statuspulse_auth::config::{LogFormat, Settings};
 use statuspulse_auth::domain::hashing::KeyHasher;
 use statuspulse_auth::startup::{Application, ApplicationHandle};
 use statuspulse_auth::store::SharedStore;
+use tracing_subscriber::EnvFilter;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// A fixed hashing key, so tests can compute key hashes to seed storage directly.
@@ -49,11 +50,12 @@ fn init_logs() {
     INIT.get_or_init(|| {
         let buffer = log_buffer().clone();
         // Debug level, so that the no-secrets check covers more than the default output.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("debug,actix_server=warn,actix_http=info,tokio_postgres=info")
-            .with_ansi(false)
-            .with_writer(move || BufferWriter(buffer.clone()))
-            .try_init();
+        statuspulse_auth::telemetry::init(
+            LogFormat::Text,
+            false,
+            EnvFilter::new("debug,actix_server=warn,actix_http=info,tokio_postgres=info"),
+            move || BufferWriter(buffer.clone()),
+        );
     });
 }
 
