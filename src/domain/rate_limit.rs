@@ -96,16 +96,17 @@ impl RateLimiter {
         if self.total == 0 {
             return 0;
         }
+        // The oldest non-empty bucket, scanning the ring from the oldest second's slot once
+        // (no division per bucket: with sparse traffic most of the 61 are empty).
         let oldest_second = (self.newest_second + 1).saturating_sub(SLOTS as u64);
-        for age in 0..SLOTS as u64 {
-            let second = oldest_second + age;
-            if self.counts[slot(second)] > 0 {
-                // Bucket `second` stops being counted once `second + 61` is the newest.
-                let frees_at_ms = (second + SLOTS as u64) * 1000;
-                return frees_at_ms.saturating_sub(now_ms).div_ceil(1000).max(1);
-            }
-        }
-        0
+        let start = slot(oldest_second);
+        let (older, newer) = self.counts.split_at(start);
+        let Some(age) = newer.iter().chain(older).position(|&count| count > 0) else {
+            return 0;
+        };
+        // Bucket `second` stops being counted once `second + 61` is the newest.
+        let frees_at_ms = (oldest_second + age as u64 + SLOTS as u64) * 1000;
+        frees_at_ms.saturating_sub(now_ms).div_ceil(1000).max(1)
     }
 }
 
@@ -208,6 +209,35 @@ mod tests {
         assert_eq!(refused.reset_secs, 41);
         assert!(!limiter.check(START_MS + 60_999).allowed);
         assert!(limiter.check(START_MS + 61_000).allowed);
+    }
+
+    #[test]
+    fn reset_is_when_the_oldest_counted_request_leaves_the_window() {
+        // Irregular arrivals over several minutes, so the oldest counted bucket sits at
+        // every position of the ring, before and after the newest one.
+        let mut limiter = RateLimiter::new(50);
+        let mut accepted_seconds: Vec<u64> = Vec::new();
+        let mut now_ms = START_MS + 777;
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..5_000 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            now_ms += (seed >> 33) % 2_500;
+            let decision = limiter.check(now_ms);
+            let second = now_ms / 1000;
+            if decision.allowed {
+                accepted_seconds.push(second);
+            }
+            let oldest_counted = accepted_seconds
+                .iter()
+                .find(|&&s| s + WINDOW_SECS >= second)
+                .copied();
+            let expected = oldest_counted.map_or(0, |oldest| {
+                ((oldest + SLOTS as u64) * 1000 - now_ms)
+                    .div_ceil(1000)
+                    .max(1)
+            });
+            assert_eq!(decision.reset_secs, expected, "at {now_ms}");
+        }
     }
 
     #[test]
