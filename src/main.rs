@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use statuspulse_auth::config::Settings;
-use statuspulse_auth::startup::{error_chain, open_store, Application};
+use statuspulse_auth::startup::{error_chain, open_store, Application, ApplicationHandle};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// mimalloc instead of glibc's malloc: requests allocate on HTTP worker threads and their
 /// audit events are freed on the batcher's, a pattern glibc handles with arena locks and
@@ -93,9 +94,55 @@ async fn serve(settings: Settings) -> Result<(), String> {
         queue = "in-process",
         "statuspulse-auth listening"
     );
+    actix_web::rt::spawn(stop_on_signal(app.handle()));
     app.run_until_stopped()
         .await
         .map_err(|e| format!("server error: {e}"))
+}
+
+/// On the first SIGINT (Ctrl-C) or SIGTERM, stops gracefully: the listeners stop accepting,
+/// requests in flight finish (for up to 30 s), then `run_until_stopped` stores the pending
+/// audit events. A second signal exits at once; audit events not yet stored are still in the
+/// spool, and the next start stores them.
+async fn stop_on_signal(handle: ApplicationHandle) {
+    let mut signals = match ShutdownSignals::new() {
+        Ok(signals) => signals,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGINT and SIGTERM");
+            return;
+        }
+    };
+    let signal = signals.next().await;
+    tracing::info!(
+        signal,
+        "stopping: finishing requests in flight, then storing audit events (send the signal again to exit at once)"
+    );
+    actix_web::rt::spawn(async move { handle.stop(true).await });
+    let signal = signals.next().await;
+    tracing::warn!(signal, "second signal: exiting now");
+    std::process::exit(130);
+}
+
+struct ShutdownSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl ShutdownSignals {
+    fn new() -> std::io::Result<ShutdownSignals> {
+        Ok(ShutdownSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// The next SIGINT or SIGTERM, by name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
 }
 
 async fn migrate(settings: Settings) -> Result<(), String> {

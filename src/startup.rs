@@ -146,7 +146,11 @@ impl Application {
         if let Some(workers) = settings.http_workers {
             public_server = public_server.workers(workers);
         }
+        // Signals are `main`'s to handle (`ApplicationHandle::stop`): actix-web's own handling
+        // treats Ctrl-C as a forced stop, and stops the whole runtime 300 ms after the first
+        // listener is done, cutting off requests still in flight on the other.
         let public_server = public_server
+            .disable_signals()
             .listen(public_listener)
             .map_err(|e| ConfigError::new("STATUSPULSE_PUBLIC_ADDR", e.to_string()))?
             .run();
@@ -154,6 +158,7 @@ impl Application {
             crate::http::listener_app(state.clone(), Listener::Admin, admin::routes)
         })
         .workers(1)
+        .disable_signals()
         .listen(admin_listener)
         .map_err(|e| ConfigError::new("STATUSPULSE_ADMIN_ADDR", e.to_string()))?
         .run();

@@ -1,6 +1,7 @@
-//! The real binary, killed with SIGKILL right after answering: no answered request's audit
-//! event may be lost. (The API suite runs the server in-process, where a crash cannot be
-//! staged; this test starts `statuspulse-auth` as a child process.)
+//! The real binary as a child process: killed with SIGKILL right after answering, no
+//! answered request's audit event may be lost; stopped with SIGINT or SIGTERM, it finishes
+//! the requests in flight. (The API suite runs the server in-process, where neither a crash
+//! nor a signal can be staged.)
 
 // A failed unwrap is a failed test here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -148,4 +149,67 @@ fn sigkill_right_after_answering_loses_no_audit_event() {
         stored, REQUESTS,
         "every answered request's event survives the crash"
     );
+}
+
+#[test]
+fn sigint_and_sigterm_finish_requests_in_flight_and_stop_accepting() {
+    for signal in ["INT", "TERM"] {
+        let data_dir =
+            std::env::temp_dir().join(format!("statuspulse-signal-{}", uuid::Uuid::now_v7()));
+        let (public, admin_addr) = (free_port(), free_port());
+        let mut server = start(&data_dir, public, admin_addr);
+
+        // A request in flight: its head and half its body sent, the rest after the signal.
+        let body = json!({ "name": "Signalled" }).to_string();
+        let (first, rest) = body.split_at(body.len() / 2);
+        let mut in_flight = TcpStream::connect(admin_addr).unwrap();
+        in_flight
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        write!(
+            in_flight,
+            "POST /admin/v1/workspaces HTTP/1.1\r\nHost: {admin_addr}\r\n\
+             Authorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{first}",
+            body.len()
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+
+        let sent = Command::new("kill")
+            .args(["-s", signal, &server.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        // Past the moment the framework's own signal handling stopped the runtime (300 ms
+        // after the first listener was done).
+        std::thread::sleep(Duration::from_millis(800));
+        assert!(
+            TcpStream::connect(public).is_err(),
+            "SIG{signal}: the public listener still accepts"
+        );
+
+        in_flight.write_all(rest.as_bytes()).unwrap();
+        let mut response = Vec::new();
+        let _ = in_flight.read_to_end(&mut response);
+        let response = String::from_utf8_lossy(&response);
+        assert!(
+            response.starts_with("HTTP/1.1 201"),
+            "SIG{signal}: the request in flight got {response:?}"
+        );
+
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let exit = loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "SIG{signal}: the server did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let _ = std::fs::remove_dir_all(&data_dir);
+        assert!(exit.success(), "SIG{signal}: exit {exit}");
+    }
 }
