@@ -12,6 +12,7 @@ pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod queue;
+pub mod request_scope;
 pub mod secrets;
 pub mod startup;
 pub mod store;

@@ -1,15 +1,10 @@
 //! Logging through tracing: `RUST_LOG` filters (default `info`), text or JSON lines, and the
 //! id of the request being served in every line written while serving it.
 //!
-//! The request id is not carried by a tracing span. A span per request costs the subscriber
-//! a registry slot, a formatted copy of its fields and a stack push and pop per poll, for
-//! every request, whether or not anything is logged: measured, about 4 µs of CPU per
-//! `/v1/authz` request at full load, a sixth of the engine's CPU (`loadtest/compare_builds`).
-//! Instead a request's future runs with its id in a task-local (`in_request`: a thread-local
-//! swap per poll), and the formatters below read it only when a line is written.
+//! The request id comes from `request_scope`, read only when a line is written; it is not a
+//! tracing span, which would cost every request, logged or not (see `request_scope`).
 
 use std::fmt;
-use std::future::Future;
 
 use tracing::{Dispatch, Event, Subscriber};
 use tracing_subscriber::field::RecordFields;
@@ -20,16 +15,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
-
-tokio::task_local! {
-    /// The id of the request the current task is serving.
-    static REQUEST_ID: String;
-}
-
-/// Runs `future` as the serving of request `id`: every line it logs carries the id.
-pub fn in_request<F: Future>(id: String, future: F) -> impl Future<Output = F::Output> {
-    REQUEST_ID.scope(id, future)
-}
+use crate::request_scope;
 
 /// The filter of `RUST_LOG`, or `info`.
 pub fn filter_from_env() -> EnvFilter {
@@ -84,9 +70,7 @@ impl<'writer> FormatFields<'writer> for TextFieldsWithRequestId {
         fields: R,
     ) -> fmt::Result {
         self.0.format_fields(writer.by_ref(), fields)?;
-        REQUEST_ID
-            .try_with(|id| write!(writer, " request_id={id}"))
-            .unwrap_or(Ok(()))
+        request_scope::with_id(|id| write!(writer, " request_id={id}")).unwrap_or(Ok(()))
     }
 }
 
@@ -107,7 +91,7 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let spliced = REQUEST_ID.try_with(|id| {
+        let spliced = request_scope::with_id(|id| {
             let mut line = String::new();
             self.0.format_event(ctx, Writer::new(&mut line), event)?;
             let Some(rest) = line.strip_prefix('{') else {
@@ -117,8 +101,8 @@ where
             write!(writer, "{{\"request_id\":{id},{rest}")
         });
         match spliced {
-            Ok(result) => result,
-            Err(_outside_a_request) => self.0.format_event(ctx, writer, event),
+            Some(result) => result,
+            None => self.0.format_event(ctx, writer, event),
         }
     }
 }
@@ -156,7 +140,7 @@ mod tests {
     }
 
     fn log_in_and_out_of_a_request() {
-        REQUEST_ID.sync_scope("req-7".to_owned(), || {
+        request_scope::run_sync("req-7".to_owned(), || {
             tracing::info!(key_id = "key_1", "inside");
         });
         tracing::info!("outside");
@@ -197,7 +181,7 @@ mod tests {
         });
         let _guard = tracing::dispatcher::set_default(&dispatch);
         let request = |id: &str| {
-            in_request(id.to_owned(), async {
+            request_scope::run(id.to_owned(), async {
                 tokio::task::yield_now().await;
                 tracing::info!("after a yield");
             })

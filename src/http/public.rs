@@ -9,10 +9,10 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::rate_headers;
-use super::request_context::take_request_id;
 use super::state::AppState;
 use crate::domain::route::{required_scope, RouteError, RouteRequirement};
 use crate::metrics::HotRoute;
+use crate::request_scope;
 use crate::verify::AccessRequest;
 
 static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
@@ -71,7 +71,7 @@ pub async fn me(
     request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let request_id = take_request_id(&request);
+    let request_id = request_scope::current_id();
     let granted = state
         .verifier
         .verify(AccessRequest {
@@ -124,7 +124,7 @@ pub async fn authz(
     request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let request_id = take_request_id(&request);
+    let request_id = request_scope::current_id();
     let headers = request.headers();
     let method = headers
         .get(&X_FORWARDED_METHOD)

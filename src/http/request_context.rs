@@ -9,30 +9,15 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage, HttpRequest};
+use actix_web::web;
 use uuid::{NoContext, Timestamp, Uuid};
 
 use super::error::{ApiError, ErrorKind, X_ERROR};
 use super::state::AppState;
 use crate::metrics::Listener;
-use crate::telemetry;
+use crate::request_scope;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The id of the request being served, in the request's extensions.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
-
-/// Takes the request id the middleware stored, for the handler's audit event. Taking rather
-/// than cloning saves an allocation per request: the middleware keeps the id's header value
-/// for the response and the error body. Empty outside the middleware (unit tests).
-pub fn take_request_id(request: &HttpRequest) -> String {
-    request
-        .extensions_mut()
-        .remove::<RequestId>()
-        .map(|id| id.0)
-        .unwrap_or_default()
-}
 
 pub async fn request_context<B: MessageBody + 'static>(
     request: ServiceRequest,
@@ -46,8 +31,7 @@ pub async fn request_context<B: MessageBody + 'static>(
         .unwrap_or_else(fresh_request_id);
     // Both kinds are visible ASCII, so this is never empty.
     let id = id_header.to_str().unwrap_or_default().to_owned();
-    request.extensions_mut().insert(RequestId(id.clone()));
-    telemetry::in_request(id, respond(request, next, id_header)).await
+    request_scope::run(id, respond(request, next, id_header)).await
 }
 
 async fn respond<B: MessageBody + 'static>(
