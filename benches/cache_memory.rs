@@ -39,7 +39,9 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing. Both run it.
     let dir = std::env::temp_dir().join(format!("statuspulse-memory-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
-    let system = actix_rt::System::new();
+    // The server's runtime: its bounded blocking pool is part of what keeps memory down.
+    let runtime = statuspulse_auth::startup::main_runtime().unwrap();
+    let system = actix_rt::System::with_tokio_rt(move || runtime);
     let (before, after, keys, actors) = system.block_on(async {
         let store: SharedStore = Arc::new(SqliteStore::open(&dir.join("memory.db")).unwrap());
         store.migrate().await.unwrap();

@@ -55,7 +55,14 @@ fn main() -> ExitCode {
         statuspulse_auth::telemetry::filter_from_env(),
         std::io::stdout,
     );
-    let result = actix_web::rt::System::new().block_on(async move {
+    let runtime = match statuspulse_auth::startup::main_runtime() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("statuspulse-auth: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = actix_web::rt::System::with_tokio_rt(move || runtime).block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(settings).await,
             Command::Migrate => migrate(settings).await,
