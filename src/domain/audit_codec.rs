@@ -83,14 +83,13 @@ impl<'a> EventView<'a> {
     /// Reads an event written by `encode` (exactly: trailing bytes are an error); `None` if
     /// the bytes are not one.
     pub fn parse(bytes: &'a [u8]) -> Option<EventView<'a>> {
-        let mut reader = Reader { bytes, at: FIXED };
-        let fixed = bytes.get(..FIXED)?;
+        let (key, mut reader) = EventKey::read(bytes)?;
         let view = EventView {
-            id: Uuid::from_slice(&fixed[..16]).ok()?,
-            occurred_at_nanos: i64::from_le_bytes(fixed[16..24].try_into().ok()?),
-            credential_type: *CREDENTIAL_TYPES.get(usize::from(fixed[24]))?,
-            status: u16::from_le_bytes(fixed[25..27].try_into().ok()?),
-            workspace_id: reader.text()??,
+            id: key.id,
+            occurred_at_nanos: key.occurred_at_nanos,
+            credential_type: *CREDENTIAL_TYPES.get(usize::from(bytes[24]))?,
+            status: u16::from_le_bytes(bytes[25..27].try_into().ok()?),
+            workspace_id: key.workspace_id,
             credential_id: reader.text()??,
             key_label: reader.text()?,
             app_name: reader.text()?,
@@ -140,13 +139,20 @@ pub struct EventKey<'a> {
 impl<'a> EventKey<'a> {
     /// `None` if the bytes do not start as an event does.
     pub fn parse(bytes: &'a [u8]) -> Option<EventKey<'a>> {
+        EventKey::read(bytes).map(|(key, _)| key)
+    }
+
+    /// The key, and a reader at the field after it (the first field of a view's rest). The
+    /// fixed part is whole once this succeeds.
+    fn read(bytes: &'a [u8]) -> Option<(EventKey<'a>, Reader<'a>)> {
         let fixed = bytes.get(..FIXED)?;
         let mut reader = Reader { bytes, at: FIXED };
-        Some(EventKey {
+        let key = EventKey {
             id: Uuid::from_slice(&fixed[..16]).ok()?,
             occurred_at_nanos: i64::from_le_bytes(fixed[16..24].try_into().ok()?),
             workspace_id: reader.text()??,
-        })
+        };
+        Some((key, reader))
     }
 }
 
