@@ -125,6 +125,18 @@ pub struct UnknownScope(pub String);
 
 impl ScopeSet {
     pub const EMPTY: ScopeSet = ScopeSet(0);
+    /// How many sets there are: every one is `from_index(i)` for one `i` below this.
+    pub const COUNT: usize = 1 << ALL_SCOPES.len();
+
+    /// The set's position among all `COUNT` sets, for tables indexed by set.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    /// The set at `index` (bits past the eleven scopes are ignored).
+    pub fn from_index(index: usize) -> ScopeSet {
+        ScopeSet((index % ScopeSet::COUNT) as u16)
+    }
 
     /// Parses scope names, failing on the first unknown one. Duplicates collapse.
     pub fn parse<'a, I: IntoIterator<Item = &'a str>>(names: I) -> Result<ScopeSet, UnknownScope> {

@@ -246,10 +246,11 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
+        let mut response = response.finish();
         if let Some(rate) = &self.rate {
-            super::rate_headers::insert(&mut response, rate);
+            super::rate_headers::insert(response.headers_mut(), rate);
         }
-        response.finish()
+        response
     }
 }
 

@@ -8,8 +8,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use super::rate_headers;
 use super::state::AppState;
+use super::{forward_auth_headers, rate_headers};
 use crate::domain::route::{required_scope, RouteError, RouteRequirement};
 use crate::metrics::HotRoute;
 use crate::request_scope;
@@ -104,9 +104,9 @@ pub async fn me(
             reset: granted.rate.reset_secs,
         },
     };
-    let mut response = HttpResponse::Ok();
-    rate_headers::insert(&mut response, &granted.rate);
-    Ok(response.json(body))
+    let mut response = HttpResponse::Ok().json(body);
+    rate_headers::insert(response.headers_mut(), &granted.rate);
+    Ok(response)
 }
 
 /// Forward-auth for gateways: authorises the forwarded method and URI.
@@ -156,21 +156,33 @@ pub async fn authz(
         })
         .await?;
     let key = &granted.key;
-    let mut response = HttpResponse::Ok();
-    rate_headers::insert(&mut response, &granted.rate);
-    response
-        .insert_header((X_WORKSPACE.clone(), &*key.workspace_id))
-        .insert_header((
-            X_SCOPES.clone(),
-            key.scopes.effective().to_canonical_string(),
-        ))
-        .insert_header((X_CREDENTIAL.clone(), credential_header(&key.id)))
-        // A static value: no copy, unlike a `&str` turned into a header value.
-        .insert_header((
-            X_ENVIRONMENT.clone(),
-            HeaderValue::from_static(key.environment.as_str()),
-        ));
-    Ok(response.finish())
+    let mut response = HttpResponse::Ok().finish();
+    let answer = response.headers_mut();
+    rate_headers::insert(answer, &granted.rate);
+    answer.insert(X_WORKSPACE.clone(), id_value(&*key.workspace_id)?);
+    answer.insert(
+        X_SCOPES.clone(),
+        forward_auth_headers::scopes_value(key.scopes.effective()),
+    );
+    answer.insert(X_CREDENTIAL.clone(), id_value(credential_header(&key.id))?);
+    // A static value: no copy, unlike a `&str` turned into a header value.
+    answer.insert(
+        X_ENVIRONMENT.clone(),
+        HeaderValue::from_static(key.environment.as_str()),
+    );
+    Ok(response)
+}
+
+/// A header value of an id that storage gave us: ids are ASCII letters, digits and `_`, so
+/// this fails only on a corrupted row.
+fn id_value<T>(id: T) -> Result<HeaderValue, ApiError>
+where
+    HeaderValue: TryFrom<T>,
+{
+    HeaderValue::try_from(id).map_err(|_| {
+        tracing::error!("an id from storage is not a valid header value");
+        super::error::ErrorKind::Internal.into()
+    })
 }
 
 /// `api_key:<id>`, without the formatting machinery (this runs on every request).
