@@ -20,6 +20,7 @@ use secrecy::ExposeSecret;
 use statuspulse_auth::actors::{CacheSettings, WorkspaceRegistry};
 use statuspulse_auth::domain::api_key::{generate_key, parse_key, Environment};
 use statuspulse_auth::domain::audit::{AuditEvent, CredentialType};
+use statuspulse_auth::domain::audit_codec::EncodedEvents;
 use statuspulse_auth::domain::hashing::KeyHasher;
 use statuspulse_auth::domain::key_record::expiry_for;
 use statuspulse_auth::domain::rate_limit::RateLimiter;
@@ -264,7 +265,7 @@ fn audit_ingest(c: &mut Criterion) {
                             ..template.clone()
                         })
                         .collect();
-                    Arc::<[AuditEvent]>::from(batch)
+                    Arc::new(EncodedEvents::from_events(&batch))
                 },
                 |batch| runtime.block_on(store.insert_audit_events(batch)).unwrap(),
                 criterion::BatchSize::LargeInput,

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use super::{JobContext, JobError};
-use crate::domain::audit::AuditEvent;
+use crate::domain::audit_codec::EncodedEvents;
 
-pub async fn ingest(events: &Arc<[AuditEvent]>, context: &JobContext) -> Result<(), JobError> {
+pub async fn ingest(events: &Arc<EncodedEvents>, context: &JobContext) -> Result<(), JobError> {
     context
         .store
         .insert_audit_events(Arc::clone(events))

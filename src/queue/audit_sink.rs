@@ -1,12 +1,15 @@
 //! The hot path's hand-off for audit events.
 //!
-//! A request first copies its event into the audit spool (a memory-mapped file: from then
-//! on a crash cannot lose it), then pushes it onto a bounded lock-free queue: one
-//! compare-and-swap, no cross-thread wake-up (a channel would wake the batcher, a system
-//! call, for nearly every event). A batcher task drains the queue every `FLUSH_INTERVAL` (or
-//! at once when it fills) and publishes `IngestAudit` jobs of up to `MAX_BATCH` events, up to
-//! `IN_FLIGHT` at a time; when the job queue has taken a batch for good, its events are
-//! released from the spool. Storage sees one write per batch.
+//! A request encodes its event straight into the audit spool (a memory-mapped file: from
+//! then on a crash cannot lose it), from fields it borrows, then pushes the event's place in
+//! the spool onto a bounded lock-free queue: one compare-and-swap, no cross-thread wake-up (a
+//! channel would wake the batcher, a system call, for nearly every event). A batcher task
+//! drains the queue every `FLUSH_INTERVAL` (or at once when it fills), copies the events'
+//! bytes out of the spool and publishes them as `IngestAudit` jobs of up to `MAX_BATCH`
+//! events, up to `IN_FLIGHT` at a time; when the job queue has taken a batch for good, its
+//! events are released from the spool. Storage sees one write per batch. An event is encoded
+//! once, by its request: nothing between the request and the audit log allocates per event
+//! or decodes it (the embedded audit log stores the bytes as they come).
 //!
 //! When storage is behind or down, the queue fills. An event that is safe in the spool then
 //! leaves memory (it is *spilled*: only its place in the spool is remembered), and the
@@ -27,7 +30,7 @@ use parking_lot::Mutex;
 
 use super::audit_spool::{AuditSpool, Leftovers, RecordSlot, Segment};
 use super::{Job, JobQueue, QueueError};
-use crate::domain::audit::AuditEvent;
+use crate::domain::audit_codec::{self, EncodedEvents, EventView};
 use crate::metrics::Metrics;
 
 /// Events per job: one storage transaction each. Bounds a job's size (and, through a broker,
@@ -46,10 +49,11 @@ const CAPACITY: usize = 16_384;
 /// overload: 32 batches of up to 5,000 events (the process peaked at ≈ 200 MB under wrk).
 pub(super) const IN_FLIGHT: usize = 32;
 
-/// An event and where the spool holds it (`None`: the spool write failed).
-struct Spooled {
-    event: AuditEvent,
-    slot: Option<RecordSlot>,
+/// A recorded event, as the queue holds it: where the spool holds it, or, when the spool
+/// write failed, its encoding.
+enum Held {
+    Spooled(RecordSlot),
+    InMemory(Vec<u8>),
 }
 
 /// Events kept in the spool alone, oldest first.
@@ -71,7 +75,7 @@ struct SpilledRange {
 }
 
 struct Shared {
-    events: ArrayQueue<Spooled>,
+    events: ArrayQueue<Held>,
     spool: Arc<AuditSpool>,
     /// Spool writes that failed (disk full?): logged once per run of failures.
     spool_failures: AtomicU64,
@@ -94,19 +98,22 @@ impl AuditSink {
     /// Hands an event over. Returns once the event is in the spool, so a crash after the
     /// answer cannot lose it; waits only if the spool write failed and the batcher is
     /// `CAPACITY` events behind.
-    pub async fn record(&self, event: AuditEvent) {
+    pub async fn record(&self, event: &EventView<'_>) {
         let shared = &self.shared;
         shared.metrics.audit_pending.fetch_add(1, Ordering::Relaxed);
         if shared.closed.load(Ordering::Acquire) {
             return self.lost();
         }
-        let slot = self.spool(&event);
-        let mut event = match shared.events.push(Spooled { event, slot }) {
+        let held = match self.spool(event) {
+            Some(slot) => Held::Spooled(slot),
+            None => Held::InMemory(audit_codec::encode_to_vec(event)),
+        };
+        let mut event = match shared.events.push(held) {
             Ok(()) => return,
             Err(rejected) => rejected,
         };
         // The queue is full: storage is behind.
-        if let Some(slot) = event.slot {
+        if let Held::Spooled(slot) = event {
             self.spill(slot);
             shared.full.notify_one();
             return;
@@ -132,7 +139,7 @@ impl AuditSink {
     /// Writes the event to the spool. If that fails the request still goes on (an audit
     /// disk that is full must not take authentication down); the event then lives only in
     /// memory until it is stored, and the failure is logged and counted.
-    fn spool(&self, event: &AuditEvent) -> Option<RecordSlot> {
+    fn spool(&self, event: &EventView<'_>) -> Option<RecordSlot> {
         let shared = &self.shared;
         match shared.spool.append(event) {
             Ok(slot) => {
@@ -347,24 +354,41 @@ async fn run_batcher(
 /// Publishes everything queued, in batches of at most `MAX_BATCH`.
 async fn drain(shared: &Shared, publisher: &mut Publisher) {
     loop {
-        let mut batch = Vec::with_capacity(MAX_BATCH.min(shared.events.len()));
+        let mut slots = Vec::with_capacity(MAX_BATCH.min(shared.events.len()));
+        let mut in_memory = Vec::new();
         let mut segments: BTreeMap<Segment, u64> = BTreeMap::new();
-        while batch.len() < MAX_BATCH {
+        while slots.len() + in_memory.len() < MAX_BATCH {
             match shared.events.pop() {
-                Some(spooled) => {
-                    if let Some(slot) = spooled.slot {
-                        *segments.entry(slot.segment).or_insert(0) += 1;
-                    }
-                    batch.push(spooled.event);
+                Some(Held::Spooled(slot)) => {
+                    *segments.entry(slot.segment).or_insert(0) += 1;
+                    slots.push(slot);
                 }
+                Some(Held::InMemory(encoded)) => in_memory.push(encoded),
                 None => break,
             }
         }
-        if batch.is_empty() {
+        let taken = slots.len() + in_memory.len();
+        if taken == 0 {
             return;
         }
-        let full = batch.len() == MAX_BATCH;
+        let full = taken == MAX_BATCH;
         shared.drained.notify_waiters();
+        // The events' bytes, copied out of the spool's mappings: they were encoded once, by
+        // the request, and are not decoded on their way to storage.
+        let mut batch = EncodedEvents::with_capacity(
+            slots
+                .iter()
+                .map(|slot| slot.end - slot.start)
+                .sum::<usize>()
+                + in_memory
+                    .iter()
+                    .map(|encoded| encoded.len() + 4)
+                    .sum::<usize>(),
+        );
+        shared.spool.copy_events(&slots, &mut batch);
+        for encoded in &in_memory {
+            batch.push_encoded(encoded);
+        }
         publisher
             .publish(batch, segments.into_iter().collect())
             .await;
@@ -403,9 +427,9 @@ async fn read_back_spilled(shared: &Arc<Shared>, publisher: &mut Publisher, ever
         let spool = Arc::clone(&shared.spool);
         let to_read = ranges.clone();
         let read = tokio::task::spawn_blocking(move || {
-            let mut events = Vec::new();
+            let mut events = EncodedEvents::default();
             for range in &to_read {
-                events.extend(spool.read_records(range.segment, range.start, range.end)?);
+                events.extend(&spool.read_records(range.segment, range.start, range.end)?);
             }
             Ok::<_, std::io::Error>(events)
         })
@@ -473,7 +497,7 @@ struct Publisher {
 impl Publisher {
     /// Waits only while `IN_FLIGHT` batches are outstanding: then the event queue fills and
     /// new events spill to the spool, instead of memory growing.
-    async fn publish(&mut self, batch: Vec<AuditEvent>, segments: Vec<(Segment, u64)>) {
+    async fn publish(&mut self, batch: EncodedEvents, segments: Vec<(Segment, u64)>) {
         let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
             return; // never closed
         };
@@ -515,14 +539,9 @@ impl Publisher {
         let queue = Arc::clone(&self.queue);
         let spool = Arc::clone(&self.spool);
         self.tasks.spawn(async move {
-            let Leftovers {
-                mut events,
-                segments,
-            } = leftovers;
+            let Leftovers { events, segments } = leftovers;
             let mut all_taken = true;
-            while !events.is_empty() {
-                let rest = events.split_off(events.len().min(MAX_BATCH));
-                let batch = std::mem::replace(&mut events, rest);
+            for batch in events.split(MAX_BATCH) {
                 all_taken &= publish(&queue, batch).await;
             }
             if all_taken {
@@ -544,9 +563,9 @@ impl Publisher {
 /// Publishes a batch, retrying until the queue takes it: an event leaves the batcher only
 /// into a queue that has accepted responsibility for it. `false` if the queue closed first
 /// (the events stay in the spool for the next start).
-async fn publish(queue: &Arc<dyn JobQueue>, batch: Vec<AuditEvent>) -> bool {
+async fn publish(queue: &Arc<dyn JobQueue>, batch: EncodedEvents) -> bool {
     let job = Job::IngestAudit {
-        events: Arc::from(batch),
+        events: Arc::new(batch),
     };
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -571,7 +590,7 @@ async fn publish(queue: &Arc<dyn JobQueue>, batch: Vec<AuditEvent>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::audit::{AuditQuery, CredentialType};
+    use crate::domain::audit::{AuditEvent, AuditQuery, CredentialType};
     use crate::jobs::JobContext;
     use crate::queue::audit_spool::AuditSpool;
     use crate::queue::in_process::InProcessQueue;
@@ -646,7 +665,7 @@ mod tests {
             .map(|_| {
                 let sink = sink.clone();
                 let event = event(&workspace);
-                tokio::spawn(async move { sink.record(event).await })
+                tokio::spawn(async move { sink.record(&event.view()).await })
             })
             .collect();
         // Every request is answered while nothing can be stored. (The timeout only turns
@@ -699,7 +718,7 @@ mod tests {
         );
         let workspace: Arc<str> = Arc::from("ws_1");
         for _ in 0..300 {
-            sink.record(event(&workspace)).await;
+            sink.record(&event(&workspace).view()).await;
         }
         assert!(
             metrics.audit_spilled.load(Ordering::Relaxed) > 0,
@@ -737,7 +756,7 @@ mod tests {
         {
             let (spool, _) = AuditSpool::open(&dir).unwrap();
             for _ in 0..25 {
-                spool.append(&event(&workspace)).unwrap();
+                spool.append(&event(&workspace).view()).unwrap();
             }
         }
         let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());

@@ -11,14 +11,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::audit::AuditEvent;
+use crate::domain::audit_codec::EncodedEvents;
 
 /// A unit of background work. Serializable: it must survive a trip through a broker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "job", rename_all = "snake_case")]
 pub enum Job {
-    /// Write a batch of audit events to the audit log.
-    IngestAudit { events: Arc<[AuditEvent]> },
+    /// Write a batch of audit events to the audit log. The events travel encoded, as the
+    /// audit spool holds them.
+    IngestAudit { events: Arc<EncodedEvents> },
 }
 
 #[derive(Debug, thiserror::Error)]

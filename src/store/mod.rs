@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::api_key::Environment;
 use crate::domain::audit::{AuditEvent, AuditQuery};
+use crate::domain::audit_codec::EncodedEvents;
 use crate::domain::hashing::KeyHash;
 use crate::domain::key_record::ApiKeyRecord;
 use crate::domain::scope::ScopeSet;
@@ -165,7 +166,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Membership, StoreError>;
 
     /// Inserts events, ignoring ids already stored (redelivery is expected).
-    async fn insert_audit_events(&self, events: Arc<[AuditEvent]>) -> Result<(), StoreError>;
+    async fn insert_audit_events(&self, events: Arc<EncodedEvents>) -> Result<(), StoreError>;
     /// Events of a workspace, newest first.
     async fn query_audit_events(
         &self,

@@ -18,6 +18,7 @@ use super::migrations::POSTGRES as MIGRATIONS;
 use super::{Conflict, Entity, NewApiKey, NewUser, Store, StoreError, KEY_COLUMNS};
 use crate::domain::api_key::Environment;
 use crate::domain::audit::{AuditEvent, AuditQuery, CredentialType};
+use crate::domain::audit_codec::EncodedEvents;
 use crate::domain::hashing::KeyHash;
 use crate::domain::key_record::{ApiKeyRecord, KeyStatus};
 use crate::domain::scope::ScopeSet;
@@ -321,7 +322,9 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn insert_audit_events(&self, events: Arc<[AuditEvent]>) -> Result<(), StoreError> {
+    async fn insert_audit_events(&self, events: Arc<EncodedEvents>) -> Result<(), StoreError> {
+        // Our own encoding (from the spool or the batcher), so nothing is skipped here.
+        let events = events.decode();
         if events.is_empty() {
             return Ok(());
         }

@@ -32,8 +32,7 @@ use std::sync::Arc;
 use memmap2::{Advice, MmapRaw};
 use parking_lot::Mutex;
 
-use crate::domain::audit::AuditEvent;
-use crate::domain::audit_codec;
+use crate::domain::audit_codec::{self, EncodedEvents, EventView};
 
 /// Size of a segment file (sparse: only written pages take disk). When the next record does
 /// not fit, the segment is closed and a new one started, so that released segments are
@@ -78,13 +77,14 @@ struct SpoolState {
     /// A segment created ahead by `maintain`, so that a request that fills the current one
     /// does not create a file: file system work can wait on the journal for milliseconds.
     next: Option<(Segment, Arc<MmapRaw>)>,
-    /// Mappings of closed segments, unmapped by `maintain` rather than by a request.
-    retired: Vec<Arc<MmapRaw>>,
+    /// Mappings of closed segments, kept while any of their events is outstanding (the
+    /// batcher copies queued events out of them) and unmapped by `maintain`, not by a request.
+    retired: BTreeMap<Segment, Arc<MmapRaw>>,
 }
 
 /// Events found in segments that a previous run left behind.
 pub struct Leftovers {
-    pub events: Vec<AuditEvent>,
+    pub events: EncodedEvents,
     /// How many of `events` each leftover segment holds, for [`AuditSpool::release`].
     pub segments: Vec<(Segment, u64)>,
 }
@@ -104,7 +104,7 @@ impl AuditSpool {
         let mut existing = segments_in(dir)?;
         existing.sort_unstable();
         let mut leftovers = Leftovers {
-            events: Vec::new(),
+            events: EncodedEvents::default(),
             segments: Vec::new(),
         };
         let mut outstanding = BTreeMap::new();
@@ -116,7 +116,9 @@ impl AuditSpool {
             }
             outstanding.insert(segment, events.len() as u64);
             leftovers.segments.push((segment, events.len() as u64));
-            leftovers.events.extend(events);
+            for encoded in events.iter().map_while(Result::ok) {
+                leftovers.events.push_encoded(encoded);
+            }
         }
         // Past every existing segment. A file appearing under our feet means another spool
         // is still running in this directory (a test's abandoned one): step past it.
@@ -137,7 +139,7 @@ impl AuditSpool {
                 outstanding,
                 last_segment: current_segment,
                 next: None,
-                retired: Vec::new(),
+                retired: BTreeMap::new(),
             }),
             segment_bytes,
         };
@@ -145,7 +147,7 @@ impl AuditSpool {
     }
 
     /// Appends `event`; once this returns, the event survives a crash of this process.
-    pub fn append(&self, event: &AuditEvent) -> io::Result<RecordSlot> {
+    pub fn append(&self, event: &EventView<'_>) -> io::Result<RecordSlot> {
         let payload_len = audit_codec::encoded_len(event);
         let length = u32::try_from(payload_len)
             .ok()
@@ -173,6 +175,32 @@ impl AuditSpool {
         })
     }
 
+    /// Copies the events of `slots`, as `append` reported them and not yet released, into
+    /// `out`, in order: from the mappings, without a system call. Takes the lock once.
+    pub fn copy_events(&self, slots: &[RecordSlot], out: &mut EncodedEvents) {
+        let mappings: BTreeMap<Segment, Arc<MmapRaw>> = {
+            let state = self.state.lock();
+            let mut mappings = BTreeMap::new();
+            for slot in slots {
+                mappings.entry(slot.segment).or_insert_with(|| {
+                    match state.retired.get(&slot.segment) {
+                        Some(mapping) => Arc::clone(mapping),
+                        None => Arc::clone(&state.current),
+                    }
+                });
+            }
+            mappings
+        };
+        for slot in slots {
+            let Some(mapping) = mappings.get(&slot.segment) else {
+                continue;
+            };
+            read_from(mapping, slot.start, slot.end - slot.start, |record| {
+                out.push_encoded(&record[RECORD_HEADER..]);
+            });
+        }
+    }
+
     /// Reads back the events of `segment`'s bytes `start..end`, whole records as `append`
     /// reported them: the events that left memory while ingestion was behind. They stay
     /// outstanding until released.
@@ -181,7 +209,7 @@ impl AuditSpool {
         segment: Segment,
         start: usize,
         end: usize,
-    ) -> io::Result<Vec<AuditEvent>> {
+    ) -> io::Result<EncodedEvents> {
         use std::io::{Read, Seek, SeekFrom};
         let path = segment_path(&self.dir, segment);
         let mut file = std::fs::File::open(&path)?;
@@ -215,15 +243,17 @@ impl AuditSpool {
                 .filter(|&(&segment, &left)| left == 0 && segment != current)
                 .map(|(&segment, _)| segment)
                 .collect();
+            let mut retired = Vec::new();
             for segment in &deletable {
                 state.outstanding.remove(segment);
+                retired.extend(state.retired.remove(segment));
             }
             let to_create = state.next.is_none().then(|| {
                 state.last_segment += 1;
                 state.last_segment
             });
             (
-                std::mem::take(&mut state.retired),
+                retired,
                 deletable,
                 to_create,
                 Arc::clone(&state.current),
@@ -281,7 +311,7 @@ impl AuditSpool {
             }
         };
         let closed = std::mem::replace(&mut state.current, mapping);
-        state.retired.push(closed);
+        state.retired.insert(state.current_segment, closed);
         state.current_segment = segment;
         state.current_bytes = 0;
         state.outstanding.insert(segment, 0);
@@ -346,6 +376,22 @@ fn write_into(mapping: &MmapRaw, start: usize, len: usize, fill: impl FnOnce(&mu
     fill(slot);
 }
 
+/// Lets `read` see the bytes `start..start + len` of a segment mapping: one whole record.
+#[allow(unsafe_code)]
+fn read_from(mapping: &MmapRaw, start: usize, len: usize, read: impl FnOnce(&[u8])) {
+    assert!(
+        start + len <= mapping.len(),
+        "a record past its segment's end"
+    );
+    // SAFETY: the range is inside the mapping (checked above), which outlives this call. It
+    // is a record that `append` wrote in full, under the spool's lock, before it returned the
+    // slot; the slot reached this thread through the batcher's queue, which orders that write
+    // before this read. A range is written once and never again, and `write_into` hands out
+    // only ranges past the write position, so no `&mut` slice overlaps this one.
+    let record = unsafe { std::slice::from_raw_parts(mapping.as_ptr().add(start), len) };
+    read(record);
+}
+
 fn segments_in(dir: &Path) -> io::Result<Vec<Segment>> {
     let mut segments = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -360,14 +406,14 @@ fn segments_in(dir: &Path) -> io::Result<Vec<Segment>> {
     Ok(segments)
 }
 
-fn read_segment(path: &Path) -> io::Result<Vec<AuditEvent>> {
+fn read_segment(path: &Path) -> io::Result<EncodedEvents> {
     Ok(parse_records(&std::fs::read(path)?, path))
 }
 
 /// The events of consecutive records, up to the first zero length (the unwritten rest of a
 /// segment) or torn record; `path` only names the file in warnings.
-fn parse_records(bytes: &[u8], path: &Path) -> Vec<AuditEvent> {
-    let mut events = Vec::new();
+fn parse_records(bytes: &[u8], path: &Path) -> EncodedEvents {
+    let mut events = EncodedEvents::default();
     let mut at = 0;
     while at + RECORD_HEADER <= bytes.len() {
         let length = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
@@ -379,8 +425,8 @@ fn parse_records(bytes: &[u8], path: &Path) -> Vec<AuditEvent> {
         let payload = bytes.get(at + RECORD_HEADER..at + RECORD_HEADER + length as usize);
         match payload {
             Some(payload) if crc32fast::hash(payload) == checksum => {
-                match audit_codec::decode(payload) {
-                    Some(event) => events.push(event),
+                match EventView::parse(payload) {
+                    Some(_) => events.push_encoded(payload),
                     None => tracing::warn!(
                         path = %path.display(), offset = at,
                         "skipping an unreadable audit spool record"
@@ -402,7 +448,7 @@ fn parse_records(bytes: &[u8], path: &Path) -> Vec<AuditEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::audit::CredentialType;
+    use crate::domain::audit::{AuditEvent, CredentialType};
     use std::sync::Arc;
 
     fn event(request: &str) -> AuditEvent {
@@ -440,8 +486,8 @@ mod tests {
         let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
         assert!(leftovers.events.is_empty());
         let kept = event("kept");
-        let segment = spool.append(&event("released")).unwrap().segment;
-        spool.append(&kept).unwrap();
+        let segment = spool.append(&event("released").view()).unwrap().segment;
+        spool.append(&kept.view()).unwrap();
         spool.release(&[(segment, 1)]);
         spool.maintain();
         drop(spool); // a crash: nothing is flushed or cleaned up
@@ -449,13 +495,10 @@ mod tests {
         let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
         // The current segment of the crashed run holds both; only ids tell them apart, and
         // the audit log keeps one copy per id, so replaying both is correct.
-        let requests: Vec<_> = leftovers
-            .events
-            .iter()
-            .map(|e| e.request_id.as_str())
-            .collect();
+        let events = leftovers.events.decode();
+        let requests: Vec<_> = events.iter().map(|e| e.request_id.as_str()).collect();
         assert_eq!(requests, ["released", "kept"]);
-        assert_eq!(leftovers.events[1], kept, "newlines inside fields survive");
+        assert_eq!(events[1], kept, "newlines inside fields survive");
         // The crashed run's current segment and the one its `maintain` made ahead (empty,
         // so deleted at this start), and the new current one.
         assert_eq!(files(&dir), 2);
@@ -470,8 +513,8 @@ mod tests {
     fn a_torn_last_record_is_skipped() {
         let dir = temp_dir();
         let (spool, _) = AuditSpool::open(&dir).unwrap();
-        spool.append(&event("whole")).unwrap();
-        spool.append(&event("torn")).unwrap();
+        spool.append(&event("whole").view()).unwrap();
+        spool.append(&event("torn").view()).unwrap();
         drop(spool);
         // Cut the second record's payload short, as a crash in the middle of its copy would.
         let path = segment_path(&dir, 1);
@@ -484,11 +527,8 @@ mod tests {
         }
         std::fs::write(&path, &bytes).unwrap();
         let (_, leftovers) = AuditSpool::open(&dir).unwrap();
-        let requests: Vec<_> = leftovers
-            .events
-            .iter()
-            .map(|e| e.request_id.as_str())
-            .collect();
+        let events = leftovers.events.decode();
+        let requests: Vec<_> = events.iter().map(|e| e.request_id.as_str()).collect();
         assert_eq!(requests, ["whole"]);
     }
 
@@ -497,11 +537,11 @@ mod tests {
         let dir = temp_dir();
         // Segments with room for one event, not two: every append after the first starts a
         // new one.
-        let one_event = (RECORD_HEADER + audit_codec::encoded_len(&event("a"))) as u64;
+        let one_event = (RECORD_HEADER + audit_codec::encoded_len(&event("a").view())) as u64;
         let (spool, _) = AuditSpool::open_with_segment_size(&dir, one_event * 3 / 2).unwrap();
-        let first = spool.append(&event("a")).unwrap().segment;
-        let second = spool.append(&event("b")).unwrap().segment;
-        let third = spool.append(&event("c")).unwrap().segment;
+        let first = spool.append(&event("a").view()).unwrap().segment;
+        let second = spool.append(&event("b").view()).unwrap().segment;
+        let third = spool.append(&event("c").view()).unwrap().segment;
         assert_eq!((first + 1, second + 1), (second, third));
         assert_eq!(files(&dir), 3);
         spool.release(&[(second, 1)]);
@@ -515,8 +555,8 @@ mod tests {
         assert_eq!(files(&dir), 2, "the current segment stays, empty or not");
         assert_eq!(spool.outstanding(), 0);
         // The prepared segment is used by the next rotation.
-        let fourth = spool.append(&event("d")).unwrap().segment;
-        let fifth = spool.append(&event("e")).unwrap().segment;
+        let fourth = spool.append(&event("d").view()).unwrap().segment;
+        let fifth = spool.append(&event("e").view()).unwrap().segment;
         assert_eq!(
             (fourth, fifth),
             (third + 1, third + 2),
@@ -537,7 +577,7 @@ mod tests {
         let (spool, _) = AuditSpool::open(&dir).unwrap();
         let slots: Vec<_> = ["a", "b", "c"]
             .iter()
-            .map(|request| spool.append(&event(request)).unwrap())
+            .map(|request| spool.append(&event(request).view()).unwrap())
             .collect();
         assert_eq!(
             (slots[0].end, slots[1].end),
@@ -547,6 +587,7 @@ mod tests {
             spool
                 .read_records(slots[0].segment, start, end)
                 .unwrap()
+                .decode()
                 .into_iter()
                 .map(|e| e.request_id)
                 .collect::<Vec<_>>()
@@ -554,5 +595,32 @@ mod tests {
         assert_eq!(read(slots[1].start, slots[2].end), ["b", "c"]);
         assert_eq!(read(slots[0].start, slots[0].end), ["a"]);
         assert_eq!(spool.outstanding(), 3, "reading releases nothing");
+    }
+
+    /// The batcher copies queued events out of the mappings, also of segments closed (and
+    /// maintained) since: a closed segment stays mapped while it has outstanding events.
+    #[test]
+    fn queued_events_are_copied_from_open_and_closed_segments() {
+        let dir = temp_dir();
+        let one_event = (RECORD_HEADER + audit_codec::encoded_len(&event("a").view())) as u64;
+        let (spool, _) = AuditSpool::open_with_segment_size(&dir, one_event * 5 / 2).unwrap();
+        let events: Vec<AuditEvent> = ["a", "b", "c", "d", "e"].map(event).into();
+        let slots: Vec<RecordSlot> = events
+            .iter()
+            .map(|e| spool.append(&e.view()).unwrap())
+            .collect();
+        assert_ne!(
+            slots[0].segment, slots[4].segment,
+            "the events span segments"
+        );
+        spool.maintain();
+        let mut copied = EncodedEvents::default();
+        spool.copy_events(&slots[1..], &mut copied);
+        assert_eq!(copied.decode(), events[1..]);
+        spool.release(&[(slots[0].segment, 2)]);
+        spool.maintain();
+        let mut later = EncodedEvents::default();
+        spool.copy_events(&slots[2..], &mut later);
+        assert_eq!(later.decode(), events[2..]);
     }
 }

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::{corrupt, from_millis, sqlite_error};
 use crate::domain::audit::{AuditEvent, AuditQuery, CredentialType};
-use crate::domain::audit_codec::{self, EventKey, EventView};
+use crate::domain::audit_codec::{self, EncodedEvents, EventKey, EventView};
 use crate::store::StoreError;
 
 /// Events in batches that trigger a regrouping. Larger regroupings make larger chunks (fewer
@@ -66,7 +66,7 @@ impl AuditLog {
     pub(super) fn append(
         &mut self,
         conn: &mut Connection,
-        events: &[AuditEvent],
+        events: &EncodedEvents,
     ) -> Result<(), StoreError> {
         let pending = match self.pending {
             Some(pending) => pending,
@@ -78,12 +78,9 @@ impl AuditLog {
                 )
                 .map_err(sqlite_error)? as usize,
         };
-        let mut body = Vec::with_capacity(events.len() * 256);
-        for event in events {
-            audit_codec::push_framed(&mut body, event);
-        }
+        // The batch is stored as it came: the events encoded and framed, one row.
         conn.prepare_cached("INSERT INTO audit_batches (events, body) VALUES (?1, ?2)")
-            .and_then(|mut insert| insert.execute(params![events.len() as i64, body]))
+            .and_then(|mut insert| insert.execute(params![events.len() as i64, events.as_bytes()]))
             .map_err(sqlite_error)?;
         let pending = pending + events.len();
         self.pending = Some(pending);
@@ -408,8 +405,9 @@ pub(super) fn convert_version_2_tables(conn: &Connection) -> Result<usize, Store
                 }
                 current = Some((event.workspace_id.to_string(), ChunkBuilder::default()));
             }
-            encoded.resize(audit_codec::encoded_len(&event), 0);
-            audit_codec::encode(&event, &mut encoded);
+            let view = event.view();
+            encoded.resize(audit_codec::encoded_len(&view), 0);
+            audit_codec::encode(&view, &mut encoded);
             let key =
                 EventKey::parse(&encoded).ok_or_else(|| sqlite_error(corrupt(0, "audit event")))?;
             if let Some((_, builder)) = current.as_mut() {
@@ -510,8 +508,13 @@ mod tests {
         let mut conn = migrated_connection();
         let mut log = AuditLog::with_thresholds(8, Duration::from_secs(3600));
         let first: Vec<_> = (0..3).map(|i| event("ws_a", &format!("r{i}"))).collect();
-        log.append(&mut conn, &first).unwrap();
-        log.append(&mut conn, &[event("ws_b", "other")]).unwrap();
+        log.append(&mut conn, &EncodedEvents::from_events(&first))
+            .unwrap();
+        log.append(
+            &mut conn,
+            &EncodedEvents::from_events(&[event("ws_b", "other")]),
+        )
+        .unwrap();
         assert_eq!(
             (rows(&conn, "audit_batches"), rows(&conn, "audit_chunks")),
             (2, 0)
@@ -523,12 +526,14 @@ mod tests {
         );
 
         // A re-delivery of the same batch is read once.
-        log.append(&mut conn, &first).unwrap();
+        log.append(&mut conn, &EncodedEvents::from_events(&first))
+            .unwrap();
         assert_eq!(all(&conn, "ws_a").len(), 3);
 
         // Past the threshold: everything is regrouped, one chunk per workspace.
         let more: Vec<_> = (3..5).map(|i| event("ws_a", &format!("r{i}"))).collect();
-        log.append(&mut conn, &more).unwrap();
+        log.append(&mut conn, &EncodedEvents::from_events(&more))
+            .unwrap();
         assert_eq!(
             (rows(&conn, "audit_batches"), rows(&conn, "audit_chunks")),
             (0, 2)
@@ -537,7 +542,8 @@ mod tests {
         assert_eq!(all(&conn, "ws_b"), ["other"]);
 
         // Re-delivered after the regrouping: in a batch again, but read once.
-        log.append(&mut conn, &first).unwrap();
+        log.append(&mut conn, &EncodedEvents::from_events(&first))
+            .unwrap();
         assert_eq!(rows(&conn, "audit_batches"), 1);
         assert_eq!(all(&conn, "ws_a").len(), 5);
     }
@@ -547,9 +553,12 @@ mod tests {
         let mut conn = migrated_connection();
         let mut log = AuditLog::with_thresholds(4, Duration::from_secs(3600));
         let events: Vec<_> = (0..9).map(|i| event("ws_a", &format!("r{i}"))).collect();
-        log.append(&mut conn, &events[..4]).unwrap(); // a chunk
-        log.append(&mut conn, &events[4..8]).unwrap(); // another chunk
-        log.append(&mut conn, &events[8..]).unwrap(); // a batch
+        log.append(&mut conn, &EncodedEvents::from_events(&events[..4]))
+            .unwrap(); // a chunk
+        log.append(&mut conn, &EncodedEvents::from_events(&events[4..8]))
+            .unwrap(); // another chunk
+        log.append(&mut conn, &EncodedEvents::from_events(&events[8..]))
+            .unwrap(); // a batch
         assert_eq!(
             (rows(&conn, "audit_batches"), rows(&conn, "audit_chunks")),
             (1, 2)
@@ -582,9 +591,13 @@ mod tests {
         let mut log = AuditLog::with_thresholds(1, Duration::from_secs(3600));
         let old = event("ws_a", "old");
         let newer: Vec<_> = (0..3).map(|i| event("ws_a", &format!("n{i}"))).collect();
-        log.append(&mut conn, &newer).unwrap();
-        log.append(&mut conn, &[old, event("ws_a", "newest")])
+        log.append(&mut conn, &EncodedEvents::from_events(&newer))
             .unwrap();
+        log.append(
+            &mut conn,
+            &EncodedEvents::from_events(&[old, event("ws_a", "newest")]),
+        )
+        .unwrap();
         let page = |limit| {
             requests(
                 &conn,
@@ -611,9 +624,13 @@ mod tests {
             occurred_at: Utc::now() + chrono::Duration::hours(1),
             ..event("ws_a", "late")
         };
-        log.append(&mut conn, &[ok, refused, late]).unwrap();
-        log.append(&mut conn, &[event("ws_a", "in a batch")])
+        log.append(&mut conn, &EncodedEvents::from_events(&[ok, refused, late]))
             .unwrap();
+        log.append(
+            &mut conn,
+            &EncodedEvents::from_events(&[event("ws_a", "in a batch")]),
+        )
+        .unwrap();
         let with = |query: AuditQuery| requests(&conn, "ws_a", AuditQuery { limit: 10, ..query });
         let scope = with(AuditQuery {
             scope: Some("billing:read".into()),
@@ -642,11 +659,19 @@ mod tests {
     fn batches_left_by_a_crash_are_counted_and_regrouped() {
         let mut conn = migrated_connection();
         AuditLog::with_thresholds(3, Duration::from_secs(3600))
-            .append(&mut conn, &[event("ws_a", "r0"), event("ws_a", "r1")])
+            .append(
+                &mut conn,
+                &EncodedEvents::from_events(&[event("ws_a", "r0"), event("ws_a", "r1")]),
+            )
             .unwrap();
         // A restarted writer counts the two events already waiting.
         let mut restarted = AuditLog::with_thresholds(3, Duration::from_secs(3600));
-        restarted.append(&mut conn, &[event("ws_a", "r2")]).unwrap();
+        restarted
+            .append(
+                &mut conn,
+                &EncodedEvents::from_events(&[event("ws_a", "r2")]),
+            )
+            .unwrap();
         assert_eq!(
             (rows(&conn, "audit_batches"), rows(&conn, "audit_chunks")),
             (0, 1)

@@ -19,6 +19,7 @@ use super::migrations::SQLITE as MIGRATIONS;
 use super::{Conflict, Entity, NewApiKey, NewUser, Store, StoreError, KEY_COLUMNS};
 use crate::domain::api_key::Environment;
 use crate::domain::audit::{AuditEvent, AuditQuery};
+use crate::domain::audit_codec::EncodedEvents;
 use crate::domain::hashing::KeyHash;
 use crate::domain::key_record::ApiKeyRecord;
 use crate::domain::scope::ScopeSet;
@@ -397,7 +398,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_audit_events(&self, events: Arc<[AuditEvent]>) -> Result<(), StoreError> {
+    async fn insert_audit_events(&self, events: Arc<EncodedEvents>) -> Result<(), StoreError> {
         let log = Arc::clone(&self.audit_log);
         self.with_conn(move |conn| log.lock().append(conn, &events))
             .await
