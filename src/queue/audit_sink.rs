@@ -385,7 +385,12 @@ async fn drain(shared: &Shared, publisher: &mut Publisher) {
                     .map(|encoded| encoded.len() + 4)
                     .sum::<usize>(),
         );
-        shared.spool.copy_events(&slots, &mut batch);
+        for unread in shared.spool.copy_events(&slots, &mut batch) {
+            // Left in the spool unreleased, so the next start stores it.
+            if let Some(count) = segments.get_mut(&unread.segment) {
+                *count -= 1;
+            }
+        }
         for encoded in &in_memory {
             batch.push_encoded(encoded);
         }

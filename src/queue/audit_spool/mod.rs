@@ -77,8 +77,8 @@ struct SpoolState {
     /// A segment created ahead by `maintain`, so that a request that fills the current one
     /// does not create a file: file system work can wait on the journal for milliseconds.
     next: Option<(Segment, Arc<MmapRaw>)>,
-    /// Mappings of closed segments, kept while any of their events is outstanding (the
-    /// batcher copies queued events out of them) and unmapped by `maintain`, not by a request.
+    /// Mappings of segments closed since the last `maintain`, which unmaps them (rather
+    /// than a request). Until then the batcher copies events out of them.
     retired: BTreeMap<Segment, Arc<MmapRaw>>,
 }
 
@@ -176,28 +176,70 @@ impl AuditSpool {
     }
 
     /// Copies the events of `slots`, as `append` reported them and not yet released, into
-    /// `out`, in order: from the mappings, without a system call. Takes the lock once.
-    pub fn copy_events(&self, slots: &[RecordSlot], out: &mut EncodedEvents) {
-        let mappings: BTreeMap<Segment, Arc<MmapRaw>> = {
+    /// `out`, in order: from the mappings, without a system call, or, for a segment that has
+    /// been closed and unmapped since (only events queued across a rotation), from its file,
+    /// in one read. Returns the slots it could not read (the file is gone or unreadable):
+    /// those events stay in the spool, for the next start, if they are not released.
+    pub fn copy_events(&self, slots: &[RecordSlot], out: &mut EncodedEvents) -> Vec<RecordSlot> {
+        let mut sources: BTreeMap<Segment, Source> = {
             let state = self.state.lock();
-            let mut mappings = BTreeMap::new();
+            let mut sources = BTreeMap::new();
             for slot in slots {
-                mappings.entry(slot.segment).or_insert_with(|| {
-                    match state.retired.get(&slot.segment) {
-                        Some(mapping) => Arc::clone(mapping),
-                        None => Arc::clone(&state.current),
+                sources.entry(slot.segment).or_insert_with(|| {
+                    if slot.segment == state.current_segment {
+                        Source::Mapped(Arc::clone(&state.current))
+                    } else if let Some(mapping) = state.retired.get(&slot.segment) {
+                        Source::Mapped(Arc::clone(mapping))
+                    } else {
+                        Source::Unmapped
                     }
                 });
             }
-            mappings
+            sources
         };
+        for (&segment, source) in sources.iter_mut() {
+            if matches!(source, Source::Unmapped) {
+                *source = self.read_span(segment, slots);
+            }
+        }
+        let mut unread = Vec::new();
         for slot in slots {
-            let Some(mapping) = mappings.get(&slot.segment) else {
-                continue;
-            };
-            read_from(mapping, slot.start, slot.end - slot.start, |record| {
-                out.push_encoded(&record[RECORD_HEADER..]);
-            });
+            let mut payload = |record: &[u8]| out.push_encoded(&record[RECORD_HEADER..]);
+            match sources.get(&slot.segment) {
+                Some(Source::Mapped(mapping)) => {
+                    read_from(mapping, slot.start, slot.end - slot.start, payload)
+                }
+                Some(Source::Read { start, bytes }) => {
+                    match bytes.get(slot.start - start..slot.end - start) {
+                        Some(record) => payload(record),
+                        None => unread.push(*slot),
+                    }
+                }
+                Some(Source::Unmapped) | None => unread.push(*slot),
+            }
+        }
+        unread
+    }
+
+    /// The bytes of `segment`'s file that `slots` of that segment span, in one read.
+    fn read_span(&self, segment: Segment, slots: &[RecordSlot]) -> Source {
+        use std::io::{Read, Seek, SeekFrom};
+        let in_segment = slots.iter().filter(|slot| slot.segment == segment);
+        let start = in_segment.clone().map(|slot| slot.start).min().unwrap_or(0);
+        let end = in_segment.map(|slot| slot.end).max().unwrap_or(0);
+        let read = || -> io::Result<Vec<u8>> {
+            let mut file = std::fs::File::open(segment_path(&self.dir, segment))?;
+            file.seek(SeekFrom::Start(start as u64))?;
+            let mut bytes = vec![0; end.saturating_sub(start)];
+            file.read_exact(&mut bytes)?;
+            Ok(bytes)
+        };
+        match read() {
+            Ok(bytes) => Source::Read { start, bytes },
+            Err(error) => {
+                tracing::error!(%error, segment, "cannot read queued audit events back from the spool; they wait there for the next start");
+                Source::Unmapped
+            }
         }
     }
 
@@ -243,11 +285,10 @@ impl AuditSpool {
                 .filter(|&(&segment, &left)| left == 0 && segment != current)
                 .map(|(&segment, _)| segment)
                 .collect();
-            let mut retired = Vec::new();
             for segment in &deletable {
                 state.outstanding.remove(segment);
-                retired.extend(state.retired.remove(segment));
             }
+            let retired = std::mem::take(&mut state.retired);
             let to_create = state.next.is_none().then(|| {
                 state.last_segment += 1;
                 state.last_segment
@@ -324,6 +365,18 @@ impl AuditSpool {
             tracing::warn!(%error, segment, "could not delete a released audit spool segment");
         }
     }
+}
+
+/// Where `copy_events` finds a segment's records.
+enum Source {
+    Mapped(Arc<MmapRaw>),
+    /// Bytes `start..start + bytes.len()` of the segment's file.
+    Read {
+        start: usize,
+        bytes: Vec<u8>,
+    },
+    /// Closed and unmapped, and not (or not yet) read.
+    Unmapped,
 }
 
 fn segment_path(dir: &Path, segment: Segment) -> PathBuf {
@@ -597,8 +650,8 @@ mod tests {
         assert_eq!(spool.outstanding(), 3, "reading releases nothing");
     }
 
-    /// The batcher copies queued events out of the mappings, also of segments closed (and
-    /// maintained) since: a closed segment stays mapped while it has outstanding events.
+    /// The batcher copies queued events out of the mappings, and out of the files of
+    /// segments closed and unmapped since.
     #[test]
     fn queued_events_are_copied_from_open_and_closed_segments() {
         let dir = temp_dir();
@@ -613,14 +666,17 @@ mod tests {
             slots[0].segment, slots[4].segment,
             "the events span segments"
         );
-        spool.maintain();
-        let mut copied = EncodedEvents::default();
-        spool.copy_events(&slots[1..], &mut copied);
-        assert_eq!(copied.decode(), events[1..]);
-        spool.release(&[(slots[0].segment, 2)]);
-        spool.maintain();
-        let mut later = EncodedEvents::default();
-        spool.copy_events(&slots[2..], &mut later);
-        assert_eq!(later.decode(), events[2..]);
+        let mut mapped = EncodedEvents::default();
+        assert!(spool.copy_events(&slots, &mut mapped).is_empty());
+        assert_eq!(mapped.decode(), events);
+        spool.maintain(); // unmaps the closed segments
+        let mut read = EncodedEvents::default();
+        assert!(spool.copy_events(&slots[1..], &mut read).is_empty());
+        assert_eq!(read.decode(), events[1..]);
+        // A closed segment whose file is gone: its events are reported, the others copied.
+        std::fs::remove_file(segment_path(&dir, slots[0].segment)).unwrap();
+        let mut rest = EncodedEvents::default();
+        assert_eq!(spool.copy_events(&slots, &mut rest), slots[..2]);
+        assert_eq!(rest.decode(), events[2..]);
     }
 }
