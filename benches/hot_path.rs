@@ -95,7 +95,7 @@ fn whole_verification(c: &mut Criterion) {
                                 statuspulse_auth::domain::scope::Scope::parse("checks:read")
                                     .unwrap(),
                             )),
-                            request_id: "01a21ec3-5252-72e9-a4a8-b808d7aeb367".to_owned(),
+                            request_id: "01a21ec3-5252-72e9-a4a8-b808d7aeb367",
                             client_addr: Some("127.0.0.1".to_owned()),
                             route: HotRoute::Authz,
                         })
@@ -191,7 +191,7 @@ async fn setup(
                 method: "GET",
                 path: "/v1/me",
                 requirement: Ok(RouteRequirement::NoScope),
-                request_id: "warmup".to_owned(),
+                request_id: "warmup",
                 client_addr: None,
                 route: HotRoute::Me,
             })

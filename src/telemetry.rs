@@ -140,7 +140,7 @@ mod tests {
     }
 
     fn log_in_and_out_of_a_request() {
-        request_scope::run_sync("req-7".to_owned(), || {
+        request_scope::run_sync("req-7".into(), || {
             tracing::info!(key_id = "key_1", "inside");
         });
         tracing::info!("outside");
@@ -181,7 +181,7 @@ mod tests {
         });
         let _guard = tracing::dispatcher::set_default(&dispatch);
         let request = |id: &str| {
-            request_scope::run(id.to_owned(), async {
+            request_scope::run(id.into(), async {
                 tokio::task::yield_now().await;
                 tracing::info!("after a yield");
             })

@@ -31,7 +31,7 @@ pub struct AccessRequest<'a> {
     pub path: &'a str,
     /// What the route demands, or why it could not be worked out.
     pub requirement: Result<RouteRequirement, RouteError>,
-    pub request_id: String,
+    pub request_id: &'a str,
     pub client_addr: Option<String>,
     pub route: HotRoute,
 }
@@ -235,7 +235,7 @@ impl Verifier {
             path: truncate(request.path.split('?').next().unwrap_or_default(), 512),
             scope: scope.map(Scope::as_str),
             error_code,
-            request_id: &request.request_id,
+            request_id: request.request_id,
             client_addr: request.client_addr.as_deref(),
         };
         self.audit.record(&event).await;

@@ -25,10 +25,11 @@ static X_ENVIRONMENT: HeaderName = HeaderName::from_static("x-statuspulse-enviro
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
+        // Gateways call forward-auth with various methods; the forwarded one is what counts.
+        // First: routes are matched in order, and this is the hot one.
+        .route("/v1/authz", web::route().to(authz))
         .route("/v1/me", web::get().to(me))
         .route("/v1/me", web::head().to(me))
-        // Gateways call forward-auth with various methods; the forwarded one is what counts.
-        .route("/v1/authz", web::route().to(authz))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz));
 }
@@ -82,7 +83,7 @@ pub async fn me(
             method: request.method().as_str(),
             path: request.path(),
             requirement: Ok(RouteRequirement::NoScope),
-            request_id,
+            request_id: &request_id,
             client_addr: request.peer_addr().map(|a| ip_text(a.ip())),
             route: HotRoute::Me,
         })
@@ -150,7 +151,7 @@ pub async fn authz(
             method: method.unwrap_or("?"),
             path: uri.flatten().unwrap_or(""),
             requirement,
-            request_id,
+            request_id: &request_id,
             client_addr,
             route: HotRoute::Authz,
         })

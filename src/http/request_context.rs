@@ -30,7 +30,7 @@ pub async fn request_context<B: MessageBody + 'static>(
         .cloned()
         .unwrap_or_else(fresh_request_id);
     // Both kinds are visible ASCII, so this is never empty.
-    let id = id_header.to_str().unwrap_or_default().to_owned();
+    let id = id_header.to_str().unwrap_or_default().into();
     request_scope::run(id, respond(request, next, id_header)).await
 }
 
