@@ -335,21 +335,22 @@ fn audit_method(method: &str) -> Cow<'static, str> {
     }
 }
 
-/// Extracts the token of `Authorization: Bearer <token>`.
+/// Extracts the token of `Authorization: Bearer <token>`. On bytes: the scheme and the
+/// separator are ASCII, so only the token is checked as text.
 fn bearer_token(header: Option<&[u8]>) -> Result<&str, DenyReason> {
+    const SCHEME: &[u8] = b"bearer ";
     let header = header.ok_or(DenyReason::MissingCredentials)?;
-    let value = std::str::from_utf8(header).map_err(|_| DenyReason::InvalidCredentials)?;
-    let (scheme, token) = value
-        .split_once(' ')
+    let (scheme, token) = header
+        .split_at_checked(SCHEME.len())
         .ok_or(DenyReason::InvalidCredentials)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    if !scheme.eq_ignore_ascii_case(SCHEME) {
         return Err(DenyReason::InvalidCredentials);
     }
-    let token = token.trim();
+    let token = token.trim_ascii();
     if token.is_empty() {
         return Err(DenyReason::InvalidCredentials);
     }
-    Ok(token)
+    std::str::from_utf8(token).map_err(|_| DenyReason::InvalidCredentials)
 }
 
 /// At most `max_bytes` of `text`, cut at a character boundary.
@@ -473,6 +474,18 @@ mod tests {
         );
         assert_eq!(
             bearer_token(Some(b"\xff\xfe")),
+            Err(DenyReason::InvalidCredentials)
+        );
+        assert_eq!(
+            bearer_token(Some(b"Bearerabc")),
+            Err(DenyReason::InvalidCredentials)
+        );
+        assert_eq!(
+            bearer_token(Some(b"Bearer \xff")),
+            Err(DenyReason::InvalidCredentials)
+        );
+        assert_eq!(
+            bearer_token(Some(b"BEARER\tabc")),
             Err(DenyReason::InvalidCredentials)
         );
         assert_eq!(bearer_token(None), Err(DenyReason::MissingCredentials));
