@@ -38,9 +38,18 @@ pub struct AccessRequest<'a> {
 
 /// A request that may proceed.
 pub struct Granted {
+    pub workspace: Arc<WorkspaceState>,
     pub key: Arc<CachedKey>,
     pub rate: RateDecision,
     pub scope: Option<Scope>,
+}
+
+/// What `authorize` decides for a request that may proceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Allowed {
+    rate: RateDecision,
+    /// The scope the request consumes; none for routes that need none.
+    scope: Option<Scope>,
 }
 
 /// Why a request was refused, and the rate-limit state to report when it is known.
@@ -138,7 +147,7 @@ impl Verifier {
                 };
             let decision = authorize(&workspace, &key, request.requirement, now_ms);
             let (scope, denied) = match &decision {
-                Ok(granted) => (granted.scope, None),
+                Ok(allowed) => (allowed.scope, None),
                 Err(Refusal::Denied(denied, scope)) => (*scope, Some(denied.reason)),
                 // The workspace's actor stopped as this request arrived (only after minutes
                 // without traffic): look again, which finds or starts its successor.
@@ -147,7 +156,14 @@ impl Verifier {
             };
             self.audit(request, now_ms, &workspace, &key, scope, denied)
                 .await;
-            break decision.map_err(Refusal::into_denied);
+            break decision
+                .map(|Allowed { rate, scope }| Granted {
+                    workspace,
+                    key,
+                    rate,
+                    scope,
+                })
+                .map_err(Refusal::into_denied);
         };
         let outcome = match &result {
             Ok(_) => Outcome::Ok,
@@ -273,10 +289,10 @@ impl Refusal {
 /// against the limit when it gets that far and there is room.
 fn authorize(
     workspace: &WorkspaceState,
-    key: &Arc<CachedKey>,
+    key: &CachedKey,
     requirement: Result<RouteRequirement, RouteError>,
     now_ms: u64,
-) -> Result<Granted, Refusal> {
+) -> Result<Allowed, Refusal> {
     let refuse = |reason, rate, scope| Refusal::Denied(Denied { reason, rate }, scope);
     // Refusals before the limit is checked still report it (every public answer carries
     // `RateLimit-*`), without counting the request.
@@ -299,13 +315,8 @@ fn authorize(
         return Err(refuse(DenyReason::RateLimited, Some(rate), needed));
     }
     match requirement {
-        RouteRequirement::NoScope => Ok(Granted {
-            key: Arc::clone(key),
-            rate,
-            scope: None,
-        }),
-        RouteRequirement::Scope(scope) if key.scopes.grants(scope) => Ok(Granted {
-            key: Arc::clone(key),
+        RouteRequirement::NoScope => Ok(Allowed { rate, scope: None }),
+        RouteRequirement::Scope(scope) if key.scopes.grants(scope) => Ok(Allowed {
             rate,
             scope: Some(scope),
         }),
@@ -402,7 +413,7 @@ mod tests {
         crate::domain::route::required_scope("GET", resource)
     }
 
-    fn reason(result: Result<Granted, Refusal>) -> Option<DenyReason> {
+    fn reason(result: Result<Allowed, Refusal>) -> Option<DenyReason> {
         match result {
             Ok(_) => None,
             Err(Refusal::Denied(denied, _)) => Some(denied.reason),
@@ -464,30 +475,21 @@ mod tests {
     fn bearer_scheme_is_case_insensitive_and_required() {
         assert_eq!(bearer_token(Some(b"Bearer abc")), Ok("abc"));
         assert_eq!(bearer_token(Some(b"bearer  abc ")), Ok("abc"));
-        assert_eq!(
-            bearer_token(Some(b"Basic abc")),
-            Err(DenyReason::InvalidCredentials)
-        );
-        assert_eq!(
-            bearer_token(Some(b"Bearer ")),
-            Err(DenyReason::InvalidCredentials)
-        );
-        assert_eq!(
-            bearer_token(Some(b"\xff\xfe")),
-            Err(DenyReason::InvalidCredentials)
-        );
-        assert_eq!(
-            bearer_token(Some(b"Bearerabc")),
-            Err(DenyReason::InvalidCredentials)
-        );
-        assert_eq!(
-            bearer_token(Some(b"Bearer \xff")),
-            Err(DenyReason::InvalidCredentials)
-        );
-        assert_eq!(
-            bearer_token(Some(b"BEARER\tabc")),
-            Err(DenyReason::InvalidCredentials)
-        );
+        let refused: [&[u8]; 6] = [
+            b"Basic abc",
+            b"Bearer ",
+            b"\xff\xfe",
+            b"Bearerabc",
+            b"Bearer \xff",
+            b"BEARER\tabc",
+        ];
+        for header in refused {
+            assert_eq!(
+                bearer_token(Some(header)),
+                Err(DenyReason::InvalidCredentials),
+                "{header:?}"
+            );
+        }
         assert_eq!(bearer_token(None), Err(DenyReason::MissingCredentials));
     }
 

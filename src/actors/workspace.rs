@@ -13,6 +13,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
+use actix_web::http::header::HeaderValue;
 use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, RwLock};
 
@@ -83,6 +84,10 @@ impl CachedKey {
 /// What a workspace's actor owns; shared with request handlers through an `Arc`.
 pub struct WorkspaceState {
     pub id: Arc<str>,
+    /// The id as an HTTP header value, made once: forward-auth answers repeat it on every
+    /// request. `None` only for an id that is not a valid header value (ids are ASCII
+    /// letters, digits and `_`).
+    pub id_header: Option<HeaderValue>,
     keys: RwLock<HashMap<KeyHash, Arc<CachedKey>, KeyHashState>>,
     live_limiter: Mutex<RateLimiter>,
     test_limiter: Mutex<RateLimiter>,
@@ -96,6 +101,7 @@ pub struct WorkspaceState {
 impl WorkspaceState {
     pub fn new(id: Arc<str>, now_ms: u64) -> WorkspaceState {
         WorkspaceState {
+            id_header: HeaderValue::from_str(&id).ok(),
             id,
             keys: RwLock::new(HashMap::default()),
             live_limiter: Mutex::new(RateLimiter::new(Environment::Live.requests_per_minute())),

@@ -160,7 +160,11 @@ pub async fn authz(
     let mut response = HttpResponse::Ok().finish();
     let answer = response.headers_mut();
     rate_headers::insert(answer, &granted.rate);
-    answer.insert(X_WORKSPACE.clone(), id_value(&*key.workspace_id)?);
+    let workspace = match &granted.workspace.id_header {
+        Some(value) => value.clone(),
+        None => id_value(&*key.workspace_id)?,
+    };
+    answer.insert(X_WORKSPACE.clone(), workspace);
     answer.insert(
         X_SCOPES.clone(),
         forward_auth_headers::scopes_value(key.scopes.effective()),
