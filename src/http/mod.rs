@@ -4,7 +4,7 @@
 pub mod admin;
 pub mod error;
 pub mod extractors;
-pub mod forward_auth_headers;
+pub mod header_values;
 pub mod openapi;
 pub mod public;
 pub mod rate_headers;

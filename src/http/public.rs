@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::{forward_auth_headers, rate_headers};
+use super::{header_values, rate_headers};
 use crate::domain::route::{required_scope, RouteError, RouteRequirement};
 use crate::metrics::HotRoute;
 use crate::request_scope;
@@ -160,14 +160,12 @@ pub async fn authz(
     let mut response = HttpResponse::Ok().finish();
     let answer = response.headers_mut();
     rate_headers::insert(answer, &granted.rate);
-    let workspace = match &granted.workspace.id_header {
-        Some(value) => value.clone(),
-        None => id_value(&*key.workspace_id)?,
-    };
+    // `None` only for an id that is no header value: `id_value` would refuse it too.
+    let workspace = granted.workspace.id_header.clone().ok_or_else(corrupt_id)?;
     answer.insert(X_WORKSPACE.clone(), workspace);
     answer.insert(
         X_SCOPES.clone(),
-        forward_auth_headers::scopes_value(key.scopes.effective()),
+        header_values::scopes(key.scopes.effective()),
     );
     answer.insert(X_CREDENTIAL.clone(), id_value(credential_header(&key.id))?);
     // A static value: no copy, unlike a `&str` turned into a header value.
@@ -184,10 +182,12 @@ fn id_value<T>(id: T) -> Result<HeaderValue, ApiError>
 where
     HeaderValue: TryFrom<T>,
 {
-    HeaderValue::try_from(id).map_err(|_| {
-        tracing::error!("an id from storage is not a valid header value");
-        super::error::ErrorKind::Internal.into()
-    })
+    HeaderValue::try_from(id).map_err(|_| corrupt_id())
+}
+
+fn corrupt_id() -> ApiError {
+    tracing::error!("an id from storage is not a valid header value");
+    super::error::ErrorKind::Internal.into()
 }
 
 /// `api_key:<id>`, without the formatting machinery (this runs on every request).

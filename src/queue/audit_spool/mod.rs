@@ -116,9 +116,7 @@ impl AuditSpool {
             }
             outstanding.insert(segment, events.len() as u64);
             leftovers.segments.push((segment, events.len() as u64));
-            for encoded in events.iter().map_while(Result::ok) {
-                leftovers.events.push_encoded(encoded);
-            }
+            leftovers.events.extend(&events);
         }
         // Past every existing segment. A file appearing under our feet means another spool
         // is still running in this directory (a test's abandoned one): step past it.
@@ -223,18 +221,10 @@ impl AuditSpool {
 
     /// The bytes of `segment`'s file that `slots` of that segment span, in one read.
     fn read_span(&self, segment: Segment, slots: &[RecordSlot]) -> Source {
-        use std::io::{Read, Seek, SeekFrom};
         let in_segment = slots.iter().filter(|slot| slot.segment == segment);
         let start = in_segment.clone().map(|slot| slot.start).min().unwrap_or(0);
         let end = in_segment.map(|slot| slot.end).max().unwrap_or(0);
-        let read = || -> io::Result<Vec<u8>> {
-            let mut file = std::fs::File::open(segment_path(&self.dir, segment))?;
-            file.seek(SeekFrom::Start(start as u64))?;
-            let mut bytes = vec![0; end.saturating_sub(start)];
-            file.read_exact(&mut bytes)?;
-            Ok(bytes)
-        };
-        match read() {
+        match self.read_range(segment, start, end) {
             Ok(bytes) => Source::Read { start, bytes },
             Err(error) => {
                 tracing::error!(%error, segment, "cannot read queued audit events back from the spool; they wait there for the next start");
@@ -252,13 +242,18 @@ impl AuditSpool {
         start: usize,
         end: usize,
     ) -> io::Result<EncodedEvents> {
+        let bytes = self.read_range(segment, start, end)?;
+        Ok(parse_records(&bytes, &segment_path(&self.dir, segment)))
+    }
+
+    /// The bytes `start..end` of `segment`'s file.
+    fn read_range(&self, segment: Segment, start: usize, end: usize) -> io::Result<Vec<u8>> {
         use std::io::{Read, Seek, SeekFrom};
-        let path = segment_path(&self.dir, segment);
-        let mut file = std::fs::File::open(&path)?;
+        let mut file = std::fs::File::open(segment_path(&self.dir, segment))?;
         file.seek(SeekFrom::Start(start as u64))?;
         let mut bytes = vec![0; end.saturating_sub(start)];
         file.read_exact(&mut bytes)?;
-        Ok(parse_records(&bytes, &path))
+        Ok(bytes)
     }
 
     /// `counts` events of each segment are in the job queue's hands for good. The next
