@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, CachedStatement, Connection, Row, Statement};
+use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
 use super::{corrupt, from_millis, sqlite_error};
@@ -122,29 +123,44 @@ fn merge(conn: &mut Connection) -> Result<(), StoreError> {
                 .collect::<Result<Vec<_>, _>>()
         })
         .map_err(sqlite_error)?;
-    let mut events: Vec<Keyed<'_>> = Vec::new();
-    for body in &bodies {
-        events.extend(keyed_events(body));
-    }
-    events.sort_unstable_by(|a, b| {
-        (a.key.workspace_id, a.key.id).cmp(&(b.key.workspace_id, b.key.id))
-    });
-    events.dedup_by(|a, b| a.key.workspace_id == b.key.workspace_id && a.key.id == b.key.id);
     {
         let mut insert = chunk_insert(&tx)?;
-        for workspace in events.chunk_by(|a, b| a.key.workspace_id == b.key.workspace_id) {
-            for chunk in workspace.chunks(CHUNK_EVENTS) {
+        for (workspace_id, events) in by_workspace(&bodies) {
+            for chunk in events.chunks(CHUNK_EVENTS) {
                 let mut builder = ChunkBuilder::default();
                 for event in chunk {
                     builder.add(&event.key, event.bytes);
                 }
-                builder.insert(&mut insert, chunk[0].key.workspace_id)?;
+                builder.insert(&mut insert, workspace_id)?;
             }
         }
     }
     tx.execute("DELETE FROM audit_batches", [])
         .map_err(sqlite_error)?;
     tx.commit().map_err(sqlite_error)
+}
+
+/// The events of `bodies` grouped by workspace, workspaces in name order (so that the chunks'
+/// index is written in key order), each workspace's events in id order and each event once.
+/// Grouped through a hash map rather than by one sort of every event by (workspace, id): that
+/// sort compared workspace names some 16 times per event, and took nearly half the audit
+/// log's CPU (measured with callgrind: 2.7k of 6.1k instructions per event).
+fn by_workspace<'b>(bodies: &'b [Vec<u8>]) -> Vec<(&'b str, Vec<Keyed<'b>>)> {
+    let mut groups: FxHashMap<&str, Vec<Keyed<'_>>> = FxHashMap::default();
+    for event in bodies.iter().flat_map(|body| keyed_events(body)) {
+        groups
+            .entry(event.key.workspace_id)
+            .or_default()
+            .push(event);
+    }
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    groups.sort_unstable_by_key(|(workspace_id, _)| *workspace_id);
+    for (_, events) in &mut groups {
+        // A stable sort: events arrive nearly in id order, in runs that it merges cheaply.
+        events.sort_by_key(|event| event.key.id);
+        events.dedup_by_key(|event| event.key.id);
+    }
+    groups
 }
 
 /// The events of a stored body, by key. A body is written by this module only, so one that
@@ -540,6 +556,10 @@ mod tests {
         );
         assert_eq!(all(&conn, "ws_a"), ["r4", "r3", "r2", "r1", "r0"]);
         assert_eq!(all(&conn, "ws_b"), ["other"]);
+        let stored: i64 = conn
+            .query_row("SELECT SUM(events) FROM audit_chunks", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, 6, "the re-delivered batch is stored once");
 
         // Re-delivered after the regrouping: in a batch again, but read once.
         log.append(&mut conn, &EncodedEvents::from_events(&first))
