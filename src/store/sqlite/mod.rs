@@ -1,6 +1,7 @@
 //! The embedded store: SQLite through rusqlite, a writing and a reading connection, each
-//! behind a mutex, every call on the blocking pool. SQLite serialises writers anyway, and
-//! the hot path only reaches storage on a cache miss, so two connections are enough for the
+//! behind a mutex, every call on the blocking pool but the audit log's writes, which run on
+//! a thread of lower priority (`background`). SQLite serialises writers anyway, and the hot
+//! path only reaches storage on a cache miss, so two connections are enough for the
 //! embedded default.
 
 use std::path::Path;
@@ -13,8 +14,10 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
 mod audit_log;
+mod background;
 
 use self::audit_log::AuditLog;
+use self::background::BackgroundThread;
 use super::migrations::SQLITE as MIGRATIONS;
 use super::{Conflict, Entity, NewApiKey, NewUser, Store, StoreError, KEY_COLUMNS};
 use crate::domain::api_key::Environment;
@@ -25,6 +28,8 @@ use crate::domain::key_record::ApiKeyRecord;
 use crate::domain::scope::ScopeSet;
 use crate::domain::workspace::{Membership, Role, User, Workspace};
 
+const AUDIT_WRITER: &str = "sqlite-audit-writer";
+
 /// Two connections: one writes, one reads. In WAL mode a reader never waits for the writer,
 /// so a key-cache miss or an audit-log query is not stuck behind a large audit-log commit.
 pub struct SqliteStore {
@@ -33,6 +38,8 @@ pub struct SqliteStore {
     reader: Arc<Mutex<Connection>>,
     /// Used only by the writer, under the writer's lock.
     audit_log: Arc<Mutex<AuditLog>>,
+    /// Where the audit log is written.
+    audit_writer: BackgroundThread,
 }
 
 impl SqliteStore {
@@ -49,6 +56,7 @@ impl SqliteStore {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
             audit_log: Arc::new(Mutex::new(AuditLog::new())),
+            audit_writer: BackgroundThread::start(AUDIT_WRITER)?,
         })
     }
 
@@ -62,6 +70,7 @@ impl SqliteStore {
             writer: Arc::clone(&conn),
             reader: conn,
             audit_log: Arc::new(Mutex::new(AuditLog::new())),
+            audit_writer: BackgroundThread::start(AUDIT_WRITER)?,
         })
     }
 
@@ -399,8 +408,12 @@ impl Store for SqliteStore {
     }
 
     async fn insert_audit_events(&self, events: Arc<EncodedEvents>) -> Result<(), StoreError> {
-        let log = Arc::clone(&self.audit_log);
-        self.with_conn(move |conn| log.lock().append(conn, &events))
+        let (log, writer) = (Arc::clone(&self.audit_log), Arc::clone(&self.writer));
+        self.audit_writer
+            .run(move || {
+                let mut conn = writer.lock();
+                log.lock().append(&mut conn, &events)
+            })
             .await
     }
 
