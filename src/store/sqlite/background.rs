@@ -2,14 +2,14 @@
 //! writing the audit log and regrouping it.
 //!
 //! On the two cores this engine is measured on, the HTTP workers and the audit writes take
-//! turns on the same CPUs. At equal priority a regrouping (tens of milliseconds of CPU every
-//! 50,000 events) delays the requests that happen to queue behind it; at nice 10 the workers
-//! go first and the writes use what they leave. Measured with the open-loop client at 20,000
-//! requests/s, these threads reniced by hand, alternating: p99 1.65–2.11 ms against 2.05–2.74
-//! ms at nice 0, better in 7 of 8 rounds, throughput under wrk unchanged. Under a saturating
-//! load the audit backlog then grows further before the writes catch up (35,000 events at
-//! most in a 20 s wrk run, against 12,000), which costs memory only: past the batcher's
-//! capacity, events wait in the spool.
+//! turns on the same CPUs. At equal priority a regrouping (0.1–0.5 s of CPU every 50,000
+//! events under full load) delays the requests that happen to queue behind it; at nice 10
+//! the workers go first and the writes use what they leave. Measured with the open-loop
+//! client at 20,000 requests/s against the build before (`loadtest/compare_latency`, 8
+//! rounds): median p99 2.13 ms against 2.52 ms, lower in 7 of 8 rounds; throughput under wrk
+//! unchanged. Under a saturating load the audit backlog then grows further before the writes
+//! catch up (35,000 events at most in a 20 s wrk run, against 12,000), which costs memory
+//! only: past the batcher's capacity, events wait in the spool.
 //!
 //! Lowering a thread's priority needs no privilege, raising it back does: hence a thread of
 //! its own rather than a thread of the blocking pool.
@@ -23,8 +23,9 @@ use tokio::sync::oneshot;
 use crate::store::StoreError;
 
 /// How much lower than the HTTP workers (nice 0). At 10, CFS gives such a thread about a
-/// tenth of a busy CPU; at 5, a quarter, and p99 improved less (1.66–2.03 ms against
-/// 2.01–2.16 ms, 4 rounds).
+/// tenth of a busy CPU; at 5, a quarter, and p99 improved less (background threads reniced
+/// by hand, 4 rounds each: 1.66–2.03 ms against 2.01–2.16 ms at nice 0; at 10, 1.65–2.11
+/// against 2.05–2.74 ms).
 const BACKGROUND_NICE: i32 = 10;
 
 type Work = Box<dyn FnOnce() + Send>;
