@@ -23,6 +23,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "audit_chunks",
         sql: include_str!("../../migrations/postgres/0003_audit_chunks.sql"),
     },
+    Migration {
+        version: 4,
+        name: "audit_chains",
+        sql: include_str!("../../migrations/postgres/0004_audit_chains.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -40,6 +45,11 @@ pub const SQLITE: &[Migration] = &[
         version: 3,
         name: "audit_chunks",
         sql: include_str!("../../migrations/sqlite/0003_audit_chunks.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "audit_chains",
+        sql: include_str!("../../migrations/sqlite/0004_audit_chains.sql"),
     },
 ];
 

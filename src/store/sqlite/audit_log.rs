@@ -17,8 +17,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rusqlite::types::{Value, ValueRef};
-use rusqlite::{params, CachedStatement, Connection, Row, Statement};
+use rusqlite::types::ValueRef;
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Row};
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
@@ -124,14 +124,14 @@ fn merge(conn: &mut Connection) -> Result<(), StoreError> {
         })
         .map_err(sqlite_error)?;
     {
-        let mut insert = chunk_insert(&tx)?;
+        let mut chains = Chains::new(&tx)?;
         for (workspace_id, events) in by_workspace(&bodies) {
             for chunk in events.chunks(CHUNK_EVENTS) {
                 let mut builder = ChunkBuilder::default();
                 for event in chunk {
                     builder.add(&event.key, event.bytes);
                 }
-                builder.insert(&mut insert, workspace_id)?;
+                chains.append(workspace_id, builder)?;
             }
         }
     }
@@ -183,12 +183,83 @@ fn skipping_unreadable() {
     tracing::error!("skipping an unreadable event in the audit log");
 }
 
-fn chunk_insert<'c>(conn: &'c Connection) -> Result<CachedStatement<'c>, StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO audit_chunks (workspace_id, first_id, last_id, min_at, max_at, events, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )
-    .map_err(sqlite_error)
+/// Appends chunks to their workspace's chain: the chunk by rowid, then the workspace's head.
+/// Three statements per chunk, each touching pages that do not multiply as the log grows.
+struct Chains<'c> {
+    head: CachedStatement<'c>,
+    insert: CachedStatement<'c>,
+    move_head: CachedStatement<'c>,
+}
+
+impl<'c> Chains<'c> {
+    fn new(conn: &'c Connection) -> Result<Chains<'c>, StoreError> {
+        let prepare = |sql| conn.prepare_cached(sql).map_err(sqlite_error);
+        Ok(Chains {
+            head: prepare(
+                "SELECT c.seq, c.upto_last_id, c.upto_max_at
+                 FROM audit_heads h JOIN audit_chunks c ON c.seq = h.seq
+                 WHERE h.workspace_id = ?1",
+            )?,
+            insert: prepare(
+                "INSERT INTO audit_chunks (workspace_id, first_id, last_id, min_at, max_at, events,
+                     body, prev_seq, upto_last_id, upto_max_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?,
+            move_head: prepare(
+                "INSERT INTO audit_heads (workspace_id, seq) VALUES (?1, ?2)
+                 ON CONFLICT (workspace_id) DO UPDATE SET seq = excluded.seq",
+            )?,
+        })
+    }
+
+    /// Adds `chunk` as the newest of `workspace_id`'s chunks.
+    fn append(&mut self, workspace_id: &str, chunk: ChunkBuilder) -> Result<(), StoreError> {
+        let Some(first_id) = chunk.first_id else {
+            return Ok(());
+        };
+        let head = self
+            .head
+            .query_row([workspace_id], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })
+            .optional()
+            .map_err(sqlite_error)?;
+        let (prev_seq, upto_last_id, upto_max_at) = match head {
+            Some((seq, upto_last_id, upto_max_at)) => {
+                let upto_last_id = Uuid::from_slice(&upto_last_id)
+                    .map_err(|_| sqlite_error(corrupt(1, "audit chunk id")))?;
+                (
+                    Some(seq),
+                    upto_last_id.max(chunk.last_id),
+                    upto_max_at.max(chunk.max_at),
+                )
+            }
+            None => (None, chunk.last_id, chunk.max_at),
+        };
+        let seq = self
+            .insert
+            .insert(params![
+                workspace_id,
+                first_id.as_bytes(),
+                chunk.last_id.as_bytes(),
+                chunk.min_at,
+                chunk.max_at,
+                chunk.events,
+                chunk.body,
+                prev_seq,
+                upto_last_id.as_bytes(),
+                upto_max_at,
+            ])
+            .map_err(sqlite_error)?;
+        self.move_head
+            .execute(params![workspace_id, seq])
+            .map(drop)
+            .map_err(sqlite_error)
+    }
 }
 
 /// One chunk's body and ranges, built from events of one workspace in id order.
@@ -215,24 +286,6 @@ impl ChunkBuilder {
         self.events += 1;
         audit_codec::push_framed_bytes(&mut self.body, encoded);
     }
-
-    fn insert(self, insert: &mut Statement<'_>, workspace_id: &str) -> Result<(), StoreError> {
-        let Some(first_id) = self.first_id else {
-            return Ok(());
-        };
-        insert
-            .execute(params![
-                workspace_id,
-                first_id.as_bytes(),
-                self.last_id.as_bytes(),
-                self.min_at,
-                self.max_at,
-                self.events,
-                self.body,
-            ])
-            .map(drop)
-            .map_err(sqlite_error)
-    }
 }
 
 /// One workspace's events, newest first: the batches not yet regrouped, then its chunks by
@@ -255,36 +308,49 @@ pub(super) fn query(
             page.offer_all(workspace_id, blob(row, 0)?);
         }
     }
-    // Chunks that cannot hold a match are skipped in SQL: by id for the cursor, by their
-    // millisecond time range (rounded outwards) for `since` and `until`.
-    let mut sql = String::from("SELECT last_id, body FROM audit_chunks WHERE workspace_id = ?1");
-    let mut values = vec![Value::Text(workspace_id.to_owned())];
-    let mut add = |clause: &str, value: Value| {
-        values.push(value);
-        sql.push_str(&format!(" AND {clause} ?{}", values.len()));
-    };
-    if let Some(before) = query.before {
-        add("first_id <", Value::Blob(before.as_bytes().to_vec()));
-    }
-    if let Some(since) = query.since {
-        add("max_at >=", Value::Integer(since.timestamp_millis()));
-    }
-    if let Some(until) = query.until {
-        add("min_at <=", Value::Integer(until.timestamp_millis()));
-    }
-    sql.push_str(" ORDER BY last_id DESC");
-    let mut chunks = conn.prepare(&sql).map_err(sqlite_error)?;
-    let mut rows = chunks
-        .query(rusqlite::params_from_iter(values))
+    // The workspace's chunks, newest first along its chain. A chunk that cannot hold a match
+    // is skipped without reading its body: by id for the cursor, by its millisecond time
+    // range (rounded outwards) for `since` and `until`. The walk stops once no chunk before
+    // this one can: every event before it is at most `upto_last_id` and at most `upto_max_at`.
+    let since_ms = query.since.map(|at| at.timestamp_millis());
+    let until_ms = query.until.map(|at| at.timestamp_millis());
+    let mut next: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM audit_heads WHERE workspace_id = ?1")
+        .and_then(|mut head| head.query_row([workspace_id], |row| row.get(0)).optional())
         .map_err(sqlite_error)?;
-    while let Some(row) = rows.next().map_err(sqlite_error)? {
-        let last_id = Uuid::from_slice(blob(row, 0)?)
-            .map_err(|_| sqlite_error(corrupt(0, "audit chunk id")))?;
-        // Every event of this chunk and of the ones after it is at most `last_id`.
-        if page.is_settled_above(last_id) {
+    let mut chunk = conn
+        .prepare_cached(
+            "SELECT prev_seq, first_id, min_at, max_at, upto_last_id, upto_max_at, body
+             FROM audit_chunks WHERE seq = ?1",
+        )
+        .map_err(sqlite_error)?;
+    while let Some(seq) = next {
+        let mut rows = chunk.query([seq]).map_err(sqlite_error)?;
+        let Some(row) = rows.next().map_err(sqlite_error)? else {
+            return Err(sqlite_error(corrupt(0, "audit chunk chain")));
+        };
+        let id = |column| {
+            Uuid::from_slice(blob(row, column)?)
+                .map_err(|_| sqlite_error(corrupt(column, "audit chunk id")))
+        };
+        let (upto_last_id, upto_max_at): (Uuid, i64) = (id(4)?, row.get(5).map_err(sqlite_error)?);
+        if page.is_settled_above(upto_last_id) || since_ms.is_some_and(|since| upto_max_at < since)
+        {
             break;
         }
-        page.offer_all(workspace_id, blob(row, 1)?);
+        next = row.get(0).map_err(sqlite_error)?;
+        let (min_at, max_at): (i64, i64) = (
+            row.get(2).map_err(sqlite_error)?,
+            row.get(3).map_err(sqlite_error)?,
+        );
+        let skip = query
+            .before
+            .is_some_and(|before| id(1).is_ok_and(|first| first >= before))
+            || since_ms.is_some_and(|since| max_at < since)
+            || until_ms.is_some_and(|until| min_at > until);
+        if !skip {
+            page.offer_all(workspace_id, blob(row, 6)?);
+        }
     }
     Ok(page.into_events())
 }
@@ -404,7 +470,7 @@ pub(super) fn convert_version_2_tables(conn: &Connection) -> Result<usize, Store
                  ORDER BY workspace_id, id"
             ))
             .map_err(sqlite_error)?;
-        let mut insert = chunk_insert(conn)?;
+        let mut chains = Chains::new(conn)?;
         let mut rows = select.query([]).map_err(sqlite_error)?;
         let mut current: Option<(String, ChunkBuilder)> = None;
         let mut encoded = Vec::new();
@@ -418,7 +484,7 @@ pub(super) fn convert_version_2_tables(conn: &Connection) -> Result<usize, Store
             };
             if starts_chunk {
                 if let Some((workspace, builder)) = current.take() {
-                    builder.insert(&mut insert, &workspace)?;
+                    chains.append(&workspace, builder)?;
                 }
                 current = Some((event.workspace_id.to_string(), ChunkBuilder::default()));
             }
@@ -435,7 +501,7 @@ pub(super) fn convert_version_2_tables(conn: &Connection) -> Result<usize, Store
             }
         }
         if let Some((workspace, builder)) = current {
-            builder.insert(&mut insert, &workspace)?;
+            chains.append(&workspace, builder)?;
         }
     }
     conn.execute_batch("DROP TABLE audit_events; DROP TABLE audit_inbox;")
@@ -701,6 +767,73 @@ mod tests {
     }
 
     #[test]
+    fn version_3_chunks_are_chained_by_the_migration() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for migration in &crate::store::migrations::SQLITE[..3] {
+            conn.execute_batch(migration.sql).unwrap();
+        }
+        // Chunks as version 3 wrote them, in seq order: ws_a's second chunk holds an event
+        // older than its first (a late re-delivery).
+        let events: Vec<_> = (0..4).map(|i| event("ws_a", &format!("r{i}"))).collect();
+        let chunk = |events: &[&AuditEvent]| {
+            let mut builder = ChunkBuilder::default();
+            let encoded = EncodedEvents::from_events(
+                &events.iter().map(|e| (*e).clone()).collect::<Vec<_>>(),
+            );
+            for record in audit_codec::framed(encoded.as_bytes()) {
+                let bytes = record.unwrap();
+                builder.add(&EventKey::parse(bytes).unwrap(), bytes);
+            }
+            builder
+        };
+        for (workspace, builder) in [
+            ("ws_a", chunk(&[&events[1], &events[2]])),
+            ("ws_b", chunk(&[&event("ws_b", "other")])),
+            ("ws_a", chunk(&[&events[0], &events[3]])),
+        ] {
+            conn.execute(
+                "INSERT INTO audit_chunks (workspace_id, first_id, last_id, min_at, max_at, events, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    workspace,
+                    builder.first_id.unwrap().as_bytes(),
+                    builder.last_id.as_bytes(),
+                    builder.min_at,
+                    builder.max_at,
+                    builder.events,
+                    builder.body,
+                ],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(crate::store::migrations::SQLITE[3].sql)
+            .unwrap();
+        assert_eq!(all(&conn, "ws_a"), ["r3", "r2", "r1", "r0"]);
+        assert_eq!(all(&conn, "ws_b"), ["other"]);
+        assert_eq!(
+            requests(
+                &conn,
+                "ws_a",
+                AuditQuery {
+                    limit: 2,
+                    ..AuditQuery::default()
+                }
+            ),
+            ["r3", "r2"]
+        );
+
+        // New chunks continue the chains.
+        let mut log = AuditLog::with_thresholds(1, Duration::from_secs(3600));
+        log.append(
+            &mut conn,
+            &EncodedEvents::from_events(&[event("ws_a", "r4")]),
+        )
+        .unwrap();
+        assert_eq!(all(&conn, "ws_a"), ["r4", "r3", "r2", "r1", "r0"]);
+        assert_eq!(rows(&conn, "audit_heads"), 2);
+    }
+
+    #[test]
     fn version_2_rows_are_converted_once() {
         let conn = Connection::open_in_memory().unwrap();
         for migration in &crate::store::migrations::SQLITE[..2] {
@@ -729,8 +862,9 @@ mod tests {
         insert("audit_inbox", &events[2]);
         insert("audit_events", &event("ws_b", "other"));
 
-        conn.execute_batch(crate::store::migrations::SQLITE[2].sql)
-            .unwrap();
+        for migration in &crate::store::migrations::SQLITE[2..] {
+            conn.execute_batch(migration.sql).unwrap();
+        }
         assert_eq!(convert_version_2_tables(&conn).unwrap(), 4);
         assert_eq!(convert_version_2_tables(&conn).unwrap(), 0, "once");
         assert_eq!(all(&conn, "ws_a"), ["r2", "r1", "r0"]);
