@@ -341,19 +341,15 @@ pub(super) fn query(
             Uuid::from_slice(blob(row, column)?)
                 .map_err(|_| sqlite_error(corrupt(column, "audit chunk id")))
         };
-        let (upto_last_id, upto_max_at): (Uuid, i64) = (id(4)?, row.get(5).map_err(sqlite_error)?);
+        let int = |column| row.get::<_, i64>(column).map_err(sqlite_error);
+        let (first_id, min_at, max_at) = (id(1)?, int(2)?, int(3)?);
+        let (upto_last_id, upto_max_at) = (id(4)?, int(5)?);
         if page.is_settled_above(upto_last_id) || since_ms.is_some_and(|since| upto_max_at < since)
         {
             break;
         }
         next = row.get(0).map_err(sqlite_error)?;
-        let (min_at, max_at): (i64, i64) = (
-            row.get(2).map_err(sqlite_error)?,
-            row.get(3).map_err(sqlite_error)?,
-        );
-        let skip = query
-            .before
-            .is_some_and(|before| id(1).is_ok_and(|first| first >= before))
+        let skip = query.before.is_some_and(|before| first_id >= before)
             || since_ms.is_some_and(|since| max_at < since)
             || until_ms.is_some_and(|until| min_at > until);
         if !skip {
