@@ -1,0 +1,40 @@
+# Shared by the scripts that start engines of their own (compare_builds, compare_latency,
+# audit_growth): a temporary work dir, the engines, and stopping them on exit. Source it;
+# it sets WORK and TOKEN, and HERE must be this directory.
+#
+#   start_engine NAME BIN PUBLIC_PORT   # admin on PUBLIC_PORT + 1; data in $WORK/NAME; sets ENGINE_PID
+#   wait_healthy PORT...                # until each answers /healthz (10 s at most each)
+#   seed_engine PUBLIC_PORT COUNT       # COUNT workspaces, one live key each: $WORK/keys-PUBLIC_PORT.txt
+
+TOKEN="loadtest-admin-token-0123456789abcdef"
+WORK="$(mktemp -d /tmp/statuspulse-loadtest-engines.XXXXXX)"
+PIDS=()
+stop_everything() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap stop_everything EXIT
+
+# Fresh SQLite data dir, 2 HTTP workers, RUST_LOG as set or info.
+start_engine() {
+    env STATUSPULSE_DATA_DIR="$WORK/$1" STATUSPULSE_PUBLIC_ADDR="127.0.0.1:$3" \
+        STATUSPULSE_ADMIN_ADDR="127.0.0.1:$(($3 + 1))" STATUSPULSE_ADMIN_TOKEN="$TOKEN" \
+        STATUSPULSE_HTTP_WORKERS=2 RUST_LOG="${RUST_LOG:-info}" "$2" serve > "$WORK/$1.log" 2>&1 &
+    ENGINE_PID=$!
+    PIDS+=("$ENGINE_PID")
+}
+
+wait_healthy() {
+    for port in "$@"; do
+        for _ in $(seq 100); do
+            curl -sf "http://127.0.0.1:$port/healthz" > /dev/null && break
+            sleep 0.1
+        done
+    done
+}
+
+seed_engine() {
+    python3 "$HERE/seed.py" --admin-url "http://127.0.0.1:$(($1 + 1))" --admin-token "$TOKEN" \
+        --count "$2" --out "$WORK/keys-$1.txt" 2> "$WORK/seed-$1.log"
+}
