@@ -5,6 +5,10 @@
 #   start_engine NAME BIN PUBLIC_PORT   # admin on PUBLIC_PORT + 1; data in $WORK/NAME; sets ENGINE_PID
 #   wait_healthy PORT...                # until each answers /healthz (10 s at most each)
 #   seed_engine PUBLIC_PORT COUNT       # COUNT workspaces, one live key each: $WORK/keys-PUBLIC_PORT.txt
+#   run PORT KEYS                       # one wrk -t2 -c64 run of SECONDS_PER_RUN s over KEYS; prints req/s
+#   requests                            # how many requests that run made
+#   cpu_ticks PID                       # the process's CPU time so far, in clock ticks
+#   drain ADMIN_PORT                    # until the engine has written its audit backlog (60 s at most)
 
 TOKEN="loadtest-admin-token-0123456789abcdef"
 WORK="$(mktemp -d /tmp/statuspulse-loadtest-engines.XXXXXX)"
@@ -37,4 +41,22 @@ wait_healthy() {
 seed_engine() {
     python3 "$HERE/seed.py" --admin-url "http://127.0.0.1:$(($1 + 1))" --admin-token "$TOKEN" \
         --count "$2" --out "$WORK/keys-$1.txt" 2> "$WORK/seed-$1.log"
+}
+
+# run PORT KEYS: one wrk run; prints req/s and leaves wrk's report in $WORK/last.txt.
+run() {
+    wrk -t2 -c64 -d"${SECONDS_PER_RUN}s" -s "$HERE/authz_keys.lua" "http://127.0.0.1:$1" -- "$2" 2 \
+        > "$WORK/last.txt" 2>&1
+    awk '/Requests\/sec/ {print $2}' "$WORK/last.txt"
+}
+requests() { awk '/requests in/ {print $1}' "$WORK/last.txt"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# drain ADMIN_PORT: waits (up to 60 s) until the engine has written its audit backlog.
+drain() {
+    for _ in $(seq 120); do
+        pending="$(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$1/metrics" \
+            | awk '/^statuspulse_audit_events_pending / {print $2}')"
+        [[ "$pending" == "0" ]] && return 0
+        sleep 0.5
+    done
 }
