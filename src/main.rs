@@ -48,13 +48,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let filter = match statuspulse_auth::telemetry::filter_from_env() {
+        Ok(filter) => filter,
+        Err(error) => {
+            eprintln!("statuspulse-auth: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    statuspulse_auth::telemetry::init(
-        settings.log_format,
-        ansi,
-        statuspulse_auth::telemetry::filter_from_env(),
-        std::io::stdout,
-    );
+    statuspulse_auth::telemetry::init(settings.log_format, ansi, filter, std::io::stdout);
     let runtime = match statuspulse_auth::startup::main_runtime() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -86,12 +86,7 @@ impl Application {
         settings: Settings,
         cache: CacheSettings,
     ) -> Result<Application, ConfigError> {
-        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
-            ConfigError::new(
-                "STATUSPULSE_DATA_DIR",
-                format!("cannot create {}: {e}", settings.data_dir.display()),
-            )
-        })?;
+        create_data_dir(&settings.data_dir)?;
         let secret_error =
             |e: secrets::SecretFileError| ConfigError::new("STATUSPULSE_DATA_DIR", e.to_string());
         let hashing_key = match settings.hashing_key_bytes() {
@@ -252,12 +247,7 @@ pub async fn open_store(settings: &Settings) -> Result<SharedStore, ConfigError>
         }
         None => {
             let path = settings.data_dir.join(SQLITE_FILE);
-            std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
-                ConfigError::new(
-                    "STATUSPULSE_DATA_DIR",
-                    format!("cannot create {}: {e}", settings.data_dir.display()),
-                )
-            })?;
+            create_data_dir(&settings.data_dir)?;
             let store = SqliteStore::open(&path).map_err(|e| {
                 ConfigError::new(
                     "STATUSPULSE_DATA_DIR",
@@ -267,6 +257,21 @@ pub async fn open_store(settings: &Settings) -> Result<SharedStore, ConfigError>
             Ok(Arc::new(store))
         }
     }
+}
+
+/// Creates the data dir if needed, readable by this user only: it holds the hashing key,
+/// the admin token's hash and the database.
+fn create_data_dir(dir: &std::path::Path) -> Result<(), ConfigError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| {
+        ConfigError::new(
+            "STATUSPULSE_DATA_DIR",
+            format!("cannot create {}: {e}", dir.display()),
+        )
+    })
 }
 
 fn database_variable(settings: &Settings) -> &'static str {

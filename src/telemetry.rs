@@ -17,9 +17,28 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 use crate::request_scope;
 
-/// The filter of `RUST_LOG`, or `info`.
-pub fn filter_from_env() -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+/// The filter when `RUST_LOG` is unset or empty. actix-http logs every request it cannot
+/// parse at `ERROR` ("stream error: request parse error"), so any client could fill the
+/// error log with malformed requests; the client gets its 400 either way.
+const DEFAULT_FILTER: &str = "info,actix_http::h1::dispatcher=off";
+
+/// The filter of `RUST_LOG` (`DEFAULT_FILTER` when unset or empty). A value that does not
+/// parse is an error naming the variable: a typo must not silently log at another level.
+pub fn filter_from_env() -> Result<EnvFilter, String> {
+    match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(EnvFilter::new(DEFAULT_FILTER)),
+        Err(std::env::VarError::NotUnicode(_)) => Err("RUST_LOG: not UTF-8".to_owned()),
+        Ok(value) => filter_from(&value),
+    }
+}
+
+fn filter_from(value: &str) -> Result<EnvFilter, String> {
+    if value.trim().is_empty() {
+        return Ok(EnvFilter::new(DEFAULT_FILTER));
+    }
+    EnvFilter::builder().parse(value).map_err(|error| {
+        format!("RUST_LOG: {error} (for example RUST_LOG=info or RUST_LOG=statuspulse_auth=debug)")
+    })
 }
 
 /// Installs the process's subscriber. Call once, from `main` (or a test harness); a second
@@ -109,6 +128,17 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_log_filter_that_does_not_parse_is_refused() {
+        assert!(filter_from("info").is_ok());
+        assert!(filter_from("statuspulse_auth=debug,actix_web=warn").is_ok());
+        assert!(filter_from("").is_ok());
+        for bad in ["[[[bad", "foo=notalevel"] {
+            let error = filter_from(bad).unwrap_err();
+            assert!(error.starts_with("RUST_LOG: "), "{error}");
+        }
+    }
+
     use std::io;
     use std::sync::{Arc, Mutex};
 

@@ -65,7 +65,9 @@ pub fn required_scope(method: &str, uri: &str) -> Result<RouteRequirement, Route
     let Some(resource) = Resource::from_path_segment(first) else {
         return Ok(RouteRequirement::UnknownResource);
     };
-    let access = if method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD") {
+    // Methods are case-sensitive (RFC 9110, 9.1): `get` is not `GET`, and like every
+    // method other than `GET` and `HEAD` it needs the write scope.
+    let access = if method == "GET" || method == "HEAD" {
         Access::Read
     } else {
         Access::Write
@@ -121,9 +123,11 @@ mod tests {
         assert_eq!(scope_for("DELETE", "/v1/teams/1/members/2"), "teams:write");
         assert_eq!(scope_for("OPTIONS", "/v1/billing"), "billing:write");
         assert_eq!(
-            scope_for("get", "/v1/billing/invoices?page=2"),
+            scope_for("GET", "/v1/billing/invoices?page=2"),
             "billing:read"
         );
+        assert_eq!(scope_for("get", "/v1/checks"), "checks:write");
+        assert_eq!(scope_for("Head", "/v1/checks"), "checks:write");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Body and query extractor settings whose errors become our JSON errors, naming the
 //! problem (serde's messages name the field: "missing field `label`", "unknown field …").
 
+use actix_web::dev::Payload;
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
-use actix_web::{web, HttpMessage, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ErrorKind};
@@ -34,6 +36,38 @@ pub fn json_config() -> web::JsonConfig {
         })
 }
 
+/// A JSON request body, as `web::Json` reads it (same limit, content type and syntax
+/// errors, from `json_config`), but whose data errors name the field they are about:
+/// serde_json alone says "invalid type: integer, expected a string" without saying where.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let json = web::Json::<serde_json::Value>::from_request(request, payload);
+        Box::pin(async move {
+            let web::Json(value) = json.await?;
+            serde_path_to_error::deserialize(value)
+                .map(JsonBody)
+                .map_err(|error| invalid_body(&error).into())
+        })
+    }
+}
+
+fn invalid_body(error: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = error.path().to_string();
+    let problem = describe(error.inner());
+    let message = if path == "." {
+        // About the body itself ("missing field `label`"): the message names the field.
+        format!("Invalid JSON body: {problem}")
+    } else {
+        format!("Invalid JSON body: `{path}`: {problem}")
+    };
+    ApiError::bad_request("invalid_body", message)
+}
+
 /// Raw bodies (`web::Bytes`, for optional bodies) get the same size limit as JSON ones.
 pub fn payload_config() -> web::PayloadConfig {
     web::PayloadConfig::new(MAX_JSON_BODY)
@@ -56,12 +90,8 @@ pub fn optional_json<T: DeserializeOwned + Default>(
         }
         .into());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_body",
-            format!("Invalid JSON body: {}", describe(&e)),
-        )
-    })
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
+        .map_err(|error| invalid_body(&error))
 }
 
 pub fn query_config() -> web::QueryConfig {
@@ -127,6 +157,30 @@ mod tests {
             count: u32,
         }
         describe(&serde_json::from_str::<Body>(body).unwrap_err())
+    }
+
+    #[test]
+    fn type_errors_name_the_field_they_are_about() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Body {
+            name: String,
+            scopes: Vec<String>,
+        }
+        let message = |body: &str| {
+            let value: serde_json::Value = serde_json::from_str(body).unwrap();
+            let error = serde_path_to_error::deserialize::<_, Body>(value).unwrap_err();
+            invalid_body(&error).to_string()
+        };
+        let wrong = message(r#"{"name": 5, "scopes": []}"#);
+        assert!(
+            wrong.contains("`name`: invalid type: integer, expected a string"),
+            "{wrong}"
+        );
+        let nested = message(r#"{"name": "x", "scopes": ["a", 7]}"#);
+        assert!(nested.contains("`scopes[1]`"), "{nested}");
+        let missing = message(r#"{"name": "x"}"#);
+        assert!(missing.contains("missing field `scopes`"), "{missing}");
     }
 
     #[test]

@@ -22,6 +22,16 @@ use crate::domain::workspace::{Membership, Role, User, Workspace};
 const KEY_COLUMNS: &str = "id, workspace_id, key_hash, key_hint, label, environment, scopes, \
                            created_at, expires_at, revoked_at";
 
+/// Whether a stored key's scopes (as `api_keys.scopes` holds them) grant exactly what
+/// `scopes` grants. The two-active-keys rule compares what keys can do, so
+/// `checks:write checks:read` and `checks:write` are one scope set: `X:write` implies
+/// `X:read`, and listing the implied scope must not make room for a third key.
+fn grants_the_same(stored: &str, scopes: ScopeSet) -> Result<bool, StoreError> {
+    let stored = ScopeSet::parse_canonical(stored)
+        .map_err(|_| StoreError::Internal(anyhow::anyhow!("corrupt scopes in api_keys")))?;
+    Ok(stored.effective() == scopes.effective())
+}
+
 /// What can go wrong in storage, in the terms callers act on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -118,7 +128,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError>;
 
     /// Stores a key unless `max_active` active keys already share its workspace,
-    /// environment and scope set at `now` (`Conflict::TooManyActiveKeys`).
+    /// environment and scope set (compared by what the scopes grant) at `now`
+    /// (`Conflict::TooManyActiveKeys`).
     async fn insert_api_key(
         &self,
         key: &NewApiKey,

@@ -15,7 +15,9 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::migrations::POSTGRES as MIGRATIONS;
-use super::{Conflict, Entity, NewApiKey, NewUser, Store, StoreError, KEY_COLUMNS};
+use super::{
+    grants_the_same, Conflict, Entity, NewApiKey, NewUser, Store, StoreError, KEY_COLUMNS,
+};
 use crate::domain::api_key::Environment;
 use crate::domain::audit::{AuditEvent, AuditQuery, CredentialType};
 use crate::domain::audit_codec::EncodedEvents;
@@ -495,23 +497,28 @@ async fn count_active(
     excluding: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<i64, StoreError> {
-    let row = tx
-        .query_one(
-            "SELECT COUNT(*) FROM api_keys
-             WHERE workspace_id = $1 AND environment = $2 AND scopes = $3
-               AND (revoked_at IS NULL OR revoked_at > $4) AND expires_at > $4
-               AND id <> COALESCE($5, '')",
+    let rows = tx
+        .query(
+            "SELECT scopes FROM api_keys
+             WHERE workspace_id = $1 AND environment = $2
+               AND (revoked_at IS NULL OR revoked_at > $3) AND expires_at > $3
+               AND id <> COALESCE($4, '')",
             &[
                 &key.workspace_id,
                 &key.environment.as_str(),
-                &key.scopes.to_canonical_string(),
                 &now,
                 &excluding,
             ],
         )
         .await
         .map_err(pg)?;
-    row.try_get(0).map_err(pg)
+    let mut same = 0;
+    for row in rows {
+        if grants_the_same(row.try_get(0).map_err(pg)?, key.scopes)? {
+            same += 1;
+        }
+    }
+    Ok(same)
 }
 
 async fn insert_key(

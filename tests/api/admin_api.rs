@@ -108,6 +108,14 @@ async fn malformed_and_hostile_bodies_get_clear_4xx_errors() {
     let missing = post(b"{}").await;
     missing.assert_error(400, "invalid_body");
     assert!(missing.body["message"].as_str().unwrap().contains("name"));
+    let wrong_type = post(br#"{"name":12345}"#).await;
+    wrong_type.assert_error(400, "invalid_body");
+    let message = wrong_type.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("`name`: invalid type: integer"),
+        "{message}"
+    );
+    assert!(!message.contains("12345"), "the value is echoed: {message}");
     post(br#"{"name":""}"#)
         .await
         .assert_error(422, "invalid_name");
@@ -268,6 +276,14 @@ async fn at_most_two_active_keys_per_environment_and_scope_set() {
         )
         .await;
     third.assert_error(409, "too_many_active_keys");
+    // Scope sets are compared by what they grant: naming a write scope's implied read
+    // scope, or leaving one out, is the same set.
+    app.create_key(&ws, "w1", "live", &["checks:write"]).await;
+    app.create_key(&ws, "w2", "live", &["checks:read", "checks:write"])
+        .await;
+    app.create_key_raw(&ws, json!({ "label": "w3", "scopes": ["checks:write"] }))
+        .await
+        .assert_error(409, "too_many_active_keys");
     // Another scope set or environment is another group.
     app.create_key(&ws, "c", "live", &["checks:read"]).await;
     app.create_key(&ws, "c", "test", &["checks:read", "incidents:read"])

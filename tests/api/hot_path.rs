@@ -205,6 +205,10 @@ async fn authz_applies_the_route_to_scope_rule() {
 
     let denied = app.authz(&key, "POST", "/v1/status-pages").await;
     denied.assert_error(403, "insufficient_scope");
+    // Methods are case-sensitive: `get` is no `GET`, so it needs the write scope.
+    app.authz(&key, "get", "/v1/status-pages")
+        .await
+        .assert_error(403, "insufficient_scope");
     assert_eq!(
         denied.header("www-authenticate"),
         Some("Bearer realm=\"statuspulse\", error=\"insufficient_scope\", scope=\"status_pages:write\"")

@@ -38,7 +38,7 @@ async fn created_keys_never_reach_storage_or_logs() {
     match app.backend {
         Backend::Sqlite => {
             // Every file under the data dir: the database, its WAL, the secrets, and what is
-            // left in the audit spool.
+            // left in the audit spool. The database's files are the owner's alone.
             let mut bytes = Vec::new();
             let mut dirs = vec![app.data_dir.clone()];
             while let Some(dir) = dirs.pop() {
@@ -47,6 +47,12 @@ async fn created_keys_never_reach_storage_or_logs() {
                     if path.is_dir() {
                         dirs.push(path);
                     } else {
+                        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                        if name.starts_with("statuspulse.db") {
+                            use std::os::unix::fs::PermissionsExt;
+                            let mode = path.metadata().unwrap().permissions().mode();
+                            assert_eq!(mode & 0o777, 0o600, "{name} is readable by others");
+                        }
                         bytes.extend(std::fs::read(path).unwrap());
                     }
                 }

@@ -12,6 +12,7 @@ use crate::domain::ids;
 use crate::domain::key_record::{expiry_for, ApiKeyRecord, MAX_ACTIVE_KEYS_PER_SCOPE_SET};
 use crate::domain::scope::ScopeSet;
 use crate::http::error::ApiError;
+use crate::http::extractors::JsonBody;
 use crate::http::openapi::ErrorBody;
 use crate::http::state::AppState;
 use crate::store::NewApiKey;
@@ -96,9 +97,9 @@ impl ApiKeyView {
 pub async fn create(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<CreateApiKey>,
+    body: JsonBody<CreateApiKey>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let JsonBody(body) = body;
     let label = required_text(&body.label, "invalid_label", "label", 100)?;
     let environment = match body.environment.as_deref() {
         None => Environment::Live,

@@ -13,6 +13,7 @@ use super::{existing_workspace, required_text};
 use crate::domain::ids;
 use crate::domain::workspace::{is_plausible_email, Membership, Role, User};
 use crate::http::error::{ApiError, ErrorKind};
+use crate::http::extractors::JsonBody;
 use crate::http::openapi::ErrorBody;
 use crate::http::state::AppState;
 use crate::store::NewUser;
@@ -83,9 +84,9 @@ impl From<Membership> for MemberView {
     security(("admin_token" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
-    body: web::Json<CreateUser>,
+    body: JsonBody<CreateUser>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let JsonBody(body) = body;
     let email = body.email.trim().to_owned();
     if !is_plausible_email(&email) {
         return Err(ApiError::unprocessable(
@@ -123,9 +124,9 @@ pub async fn create(
 pub async fn add_member(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<AddMember>,
+    body: JsonBody<AddMember>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let JsonBody(body) = body;
     let role = Role::parse(&body.role).ok_or_else(|| {
         ApiError::unprocessable(
             "invalid_role",

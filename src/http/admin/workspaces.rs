@@ -10,6 +10,7 @@ use crate::domain::api_key::Environment;
 use crate::domain::ids;
 use crate::domain::workspace::Workspace;
 use crate::http::error::ApiError;
+use crate::http::extractors::JsonBody;
 use crate::http::openapi::ErrorBody;
 use crate::http::state::AppState;
 
@@ -55,7 +56,7 @@ impl From<Workspace> for WorkspaceView {
     security(("admin_token" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
-    body: web::Json<CreateWorkspace>,
+    JsonBody(body): JsonBody<CreateWorkspace>,
 ) -> Result<HttpResponse, ApiError> {
     let name = required_text(&body.name, "invalid_name", "name", 100)?;
     let workspace = Workspace {

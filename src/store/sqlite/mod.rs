@@ -19,7 +19,9 @@ mod background;
 use self::audit_log::AuditLog;
 use self::background::BackgroundThread;
 use super::migrations::SQLITE as MIGRATIONS;
-use super::{Conflict, Entity, NewApiKey, NewUser, Store, StoreError, KEY_COLUMNS};
+use super::{
+    grants_the_same, Conflict, Entity, NewApiKey, NewUser, Store, StoreError, KEY_COLUMNS,
+};
 use crate::domain::api_key::Environment;
 use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::audit_codec::EncodedEvents;
@@ -45,6 +47,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        restrict_to_owner(path).map_err(|e| StoreError::Internal(e.into()))?;
         let writer = SqliteStore::configure(Connection::open(path).map_err(sqlite_error)?)?;
         let reader = SqliteStore::configure(Connection::open(path).map_err(sqlite_error)?)?;
         // Point lookups and paged queries: a small page cache is enough, and every MiB here
@@ -478,21 +481,32 @@ fn count_active(
     excluding: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<u32, StoreError> {
-    conn.query_row(
-        "SELECT COUNT(*) FROM api_keys
-         WHERE workspace_id = ?1 AND environment = ?2 AND scopes = ?3
-           AND (revoked_at IS NULL OR revoked_at > ?4) AND expires_at > ?4
-           AND id <> COALESCE(?5, '')",
-        params![
-            key.workspace_id,
-            key.environment.as_str(),
-            key.scopes.to_canonical_string(),
-            now.timestamp_millis(),
-            excluding
-        ],
-        |row| row.get(0),
-    )
-    .map_err(sqlite_error)
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT scopes FROM api_keys
+             WHERE workspace_id = ?1 AND environment = ?2
+               AND (revoked_at IS NULL OR revoked_at > ?3) AND expires_at > ?3
+               AND id <> COALESCE(?4, '')",
+        )
+        .map_err(sqlite_error)?;
+    let rows = statement
+        .query_map(
+            params![
+                key.workspace_id,
+                key.environment.as_str(),
+                now.timestamp_millis(),
+                excluding
+            ],
+            |row| row.get::<_, String>(0),
+        )
+        .map_err(sqlite_error)?;
+    let mut same = 0;
+    for scopes in rows {
+        if grants_the_same(&scopes.map_err(sqlite_error)?, key.scopes)? {
+            same += 1;
+        }
+    }
+    Ok(same)
 }
 
 fn insert_key(conn: &Connection, key: &NewApiKey) -> Result<(), StoreError> {
@@ -514,6 +528,24 @@ fn insert_key(conn: &Connection, key: &NewApiKey) -> Result<(), StoreError> {
     )
     .map_err(sqlite_error)?;
     Ok(())
+}
+
+/// Creates the database file if needed, and makes it readable and writable by this user
+/// only, before SQLite opens it: it holds password and key hashes. SQLite gives the
+/// write-ahead log and its index the database file's permissions.
+fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let file = options.open(path)?;
+        // A file made by an earlier version (or a wider umask) is narrowed too.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+    }
+    #[cfg(not(unix))]
+    options.open(path).map(drop)
 }
 
 fn from_millis(ms: i64) -> DateTime<Utc> {
