@@ -65,9 +65,30 @@ struct FileSettings {
     admin_token: Option<String>,
     issuer: Option<String>,
     log_format: Option<String>,
+    #[serde(default, deserialize_with = "number_or_text")]
     http_workers: Option<String>,
     hashing_key: Option<String>,
+    #[serde(default, deserialize_with = "number_or_text")]
     database_max_connections: Option<String>,
+}
+
+/// A count in the file, written as TOML writes numbers (`http_workers = 4`) or as text
+/// (`"4"`, as the environment gives it); checked like the variable's value afterwards.
+fn number_or_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a number")]
+    enum Count {
+        Number(i64),
+        Text(String),
+    }
+    Ok(
+        Option::<Count>::deserialize(deserializer)?.map(|count| match count {
+            Count::Number(n) => n.to_string(),
+            Count::Text(text) => text,
+        }),
+    )
 }
 
 const KEYS: [&str; 11] = [
@@ -339,6 +360,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(settings.public_addr.port(), 9100);
+        // Counts as TOML numbers or as text; either is checked as the variable would be.
+        std::fs::write(
+            &path,
+            "http_workers = 3\ndatabase_max_connections = \"7\"\n",
+        )
+        .unwrap();
+        let settings = Settings::from_sources(Some(&path), &env(&[])).unwrap();
+        assert_eq!(settings.http_workers, Some(3));
+        assert_eq!(settings.database_max_connections, 7);
+        std::fs::write(&path, "http_workers = 0\n").unwrap();
+        assert!(Settings::from_sources(Some(&path), &env(&[])).is_err());
+        std::fs::write(&path, "http_workers = true\n").unwrap();
+        let err = Settings::from_sources(Some(&path), &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("a number"), "{err}");
         std::fs::write(&path, "publik_addr = \"127.0.0.1:9000\"\n").unwrap();
         let err = Settings::from_sources(Some(&path), &env(&[])).unwrap_err();
         assert!(err.to_string().contains("publik_addr"), "{err}");

@@ -57,6 +57,7 @@ pub struct Application {
     batcher: AuditBatcher,
     queue: Arc<InProcessQueue>,
     jobs: JobContext,
+    registry: Arc<WorkspaceRegistry>,
     /// The admin token generated on this start, to be printed once; `None` if it existed.
     pub generated_admin_token: Option<String>,
     pub store: SharedStore,
@@ -86,6 +87,13 @@ impl Application {
         settings: Settings,
         cache: CacheSettings,
     ) -> Result<Application, ConfigError> {
+        // Before anything is created or migrated: this setting cannot work yet.
+        if settings.amqp_url.is_some() {
+            return Err(ConfigError::new(
+                "STATUSPULSE_AMQP_URL",
+                "the RabbitMQ transport is not part of this build yet; unset it to use the in-process queue",
+            ));
+        }
         create_data_dir(&settings.data_dir)?;
         let secret_error =
             |e: secrets::SecretFileError| ConfigError::new("STATUSPULSE_DATA_DIR", e.to_string());
@@ -108,12 +116,6 @@ impl Application {
                 format!("migrations failed: {}", error_chain(&e)),
             )
         })?;
-        if settings.amqp_url.is_some() {
-            return Err(ConfigError::new(
-                "STATUSPULSE_AMQP_URL",
-                "the RabbitMQ transport is not part of this build yet; unset it to use the in-process queue",
-            ));
-        }
 
         let metrics = Arc::new(Metrics::default());
         let jobs = JobContext::new(Arc::clone(&store), Arc::clone(&metrics));
@@ -133,6 +135,7 @@ impl Application {
         );
         let hasher = KeyHasher::new(hashing_key);
         let registry = WorkspaceRegistry::new(Arc::clone(&store), cache);
+        carry_over_rate_limits(&store, &registry).await;
         let state = web::Data::new(AppState {
             verifier: Verifier::new(
                 hasher.clone(),
@@ -142,7 +145,7 @@ impl Application {
             ),
             store: Arc::clone(&store),
             queue: Arc::clone(&queue) as Arc<dyn JobQueue>,
-            registry,
+            registry: Arc::clone(&registry),
             hasher,
             metrics,
             admin_token_hash,
@@ -185,6 +188,7 @@ impl Application {
             batcher,
             queue,
             jobs,
+            registry,
             generated_admin_token,
             store,
         })
@@ -221,12 +225,43 @@ impl Application {
             admin,
         )
         .await;
-        tracing::info!("listeners stopped; flushing audit events");
+        tracing::info!("listeners stopped; saving rate-limit counts and flushing audit events");
+        save_rate_limits(&self.store, &self.registry).await;
         self.jobs.begin_shutdown();
         self.batcher.flush_and_stop().await;
         self.queue.shutdown().await;
         tracing::info!("shutdown complete");
         public_result.and(admin_result)
+    }
+}
+
+/// Gives each workspace the rate-limit counts the previous run saved at its shutdown, so
+/// that a restart does not give every workspace a fresh minute. Without them (a first
+/// start, a crash, storage failing here) limiters start empty; that is logged, not fatal.
+async fn carry_over_rate_limits(store: &SharedStore, registry: &WorkspaceRegistry) {
+    match store.take_rate_limits().await {
+        Ok(saved) if saved.is_empty() => {}
+        Ok(saved) => {
+            tracing::info!(limiters = saved.len(), "rate-limit counts carried over");
+            registry.carry_over(saved, crate::clock::now_ms());
+        }
+        Err(error) => tracing::warn!(
+            error = %error_chain(&error),
+            "cannot read the saved rate-limit counts; limiters start empty"
+        ),
+    }
+}
+
+/// Saves every live workspace's rate-limit counts for the next start (after the listeners
+/// stopped, so that no request is counted after this).
+async fn save_rate_limits(store: &SharedStore, registry: &WorkspaceRegistry) {
+    let limits = registry.rate_limits(crate::clock::now_ms());
+    match store.save_rate_limits(&limits).await {
+        Ok(()) => tracing::info!(limiters = limits.len(), "rate-limit counts saved"),
+        Err(error) => tracing::warn!(
+            error = %error_chain(&error),
+            "cannot save the rate-limit counts; the next start begins with empty limiters"
+        ),
     }
 }
 

@@ -5,12 +5,15 @@ use std::time::Duration;
 
 use actix::{Actor, Addr};
 use dashmap::DashMap;
-use rustc_hash::FxBuildHasher;
+use parking_lot::Mutex;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use super::workspace::{CachedKey, RefreshKey, WorkspaceActor, WorkspaceState};
+use crate::domain::api_key::Environment;
 use crate::domain::hashing::{KeyHash, KeyHashState};
 use crate::domain::key_record::ApiKeyRecord;
-use crate::store::{SharedStore, StoreError};
+use crate::domain::rate_limit::{RateCounts, WINDOW_SECS};
+use crate::store::{SavedRateLimit, SharedStore, StoreError};
 
 /// How long things stay cached.
 #[derive(Clone, Debug)]
@@ -63,7 +66,18 @@ pub struct WorkspaceRegistry {
     unknown_keys: DashMap<KeyHash, u64, KeyHashState>,
     store: SharedStore,
     settings: CacheSettings,
+    /// Rate-limit counts from before a restart, by workspace, waiting for each workspace's
+    /// first actor.
+    carried_over: Mutex<CarriedOver>,
     this: Weak<WorkspaceRegistry>,
+}
+
+/// Rate-limit counts saved by the previous run, until they have all left the window.
+#[derive(Default)]
+struct CarriedOver {
+    by_workspace: FxHashMap<String, Vec<(Environment, RateCounts)>>,
+    /// After this (ms since the epoch) every count has left the window.
+    until_ms: u64,
 }
 
 impl WorkspaceRegistry {
@@ -74,6 +88,7 @@ impl WorkspaceRegistry {
             unknown_keys: DashMap::default(),
             store,
             settings,
+            carried_over: Mutex::default(),
             this: this.clone(),
         })
     }
@@ -158,6 +173,9 @@ impl WorkspaceRegistry {
 
     fn start(&self, id: &Arc<str>, now_ms: u64) -> WorkspaceHandle {
         let state = Arc::new(WorkspaceState::new(Arc::clone(id), now_ms));
+        for (environment, counts) in self.take_carried_over(id, now_ms) {
+            state.restore_rate(environment, &counts, now_ms);
+        }
         let actor = WorkspaceActor::new(
             Arc::clone(&state),
             self.this.clone(),
@@ -167,6 +185,53 @@ impl WorkspaceRegistry {
             addr: actor.start(),
             state,
         }
+    }
+
+    /// Every live workspace's rate-limit counts, to save at shutdown.
+    pub fn rate_limits(&self, now_ms: u64) -> Vec<SavedRateLimit> {
+        let mut saved = Vec::new();
+        for handle in self.workspaces.iter() {
+            for (environment, counts) in handle.state.rate_counts(now_ms) {
+                saved.push(SavedRateLimit {
+                    workspace_id: handle.state.id.to_string(),
+                    environment,
+                    counts,
+                });
+            }
+        }
+        saved
+    }
+
+    /// Counts saved before a restart: each workspace's first actor starts with them, so
+    /// that the restart gives no workspace a fresh minute. Call before serving.
+    pub fn carry_over(&self, saved: Vec<SavedRateLimit>, now_ms: u64) {
+        let mut carried = self.carried_over.lock();
+        let window_ms = (WINDOW_SECS + 1) * 1000;
+        for limit in saved {
+            let newest_ms = limit.counts.last().map_or(0, |&(second, _)| second * 1000);
+            if newest_ms + window_ms <= now_ms {
+                continue;
+            }
+            carried.until_ms = carried.until_ms.max(newest_ms + window_ms);
+            carried
+                .by_workspace
+                .entry(limit.workspace_id)
+                .or_default()
+                .push((limit.environment, limit.counts));
+        }
+    }
+
+    fn take_carried_over(&self, id: &str, now_ms: u64) -> Vec<(Environment, RateCounts)> {
+        let mut carried = self.carried_over.lock();
+        if carried.by_workspace.is_empty() {
+            return Vec::new();
+        }
+        if now_ms >= carried.until_ms {
+            // Whatever is left has left the window: free it.
+            *carried = CarriedOver::default();
+            return Vec::new();
+        }
+        carried.by_workspace.remove(id).unwrap_or_default()
     }
 
     /// Applies an admin change (revocation, rotation) to the cache at once, so that it holds

@@ -21,7 +21,7 @@ use super::registry::WorkspaceRegistry;
 use crate::domain::api_key::Environment;
 use crate::domain::hashing::{KeyHash, KeyHashState};
 use crate::domain::key_record::{key_status, ApiKeyRecord, KeyStatus};
-use crate::domain::rate_limit::{RateDecision, RateLimiter};
+use crate::domain::rate_limit::{RateCounts, RateDecision, RateLimiter};
 use crate::domain::scope::ScopeSet;
 
 /// A key in the cache: only what the hot path needs, with the strings that every audit event
@@ -173,6 +173,20 @@ impl WorkspaceState {
     /// limit is checked).
     pub fn peek_rate(&self, environment: Environment, now_ms: u64) -> RateDecision {
         self.limiter(environment).lock().peek(now_ms)
+    }
+
+    /// Each environment's counts still in the window at `now_ms`, where there are any.
+    pub fn rate_counts(&self, now_ms: u64) -> Vec<(Environment, RateCounts)> {
+        [Environment::Live, Environment::Test]
+            .into_iter()
+            .map(|environment| (environment, self.limiter(environment).lock().counts(now_ms)))
+            .filter(|(_, counts)| !counts.is_empty())
+            .collect()
+    }
+
+    /// Adds counts carried over a restart to an environment's limiter.
+    pub fn restore_rate(&self, environment: Environment, counts: &[(u64, u16)], now_ms: u64) {
+        self.limiter(environment).lock().restore(counts, now_ms);
     }
 
     fn limiter(&self, environment: Environment) -> &Mutex<RateLimiter> {

@@ -110,6 +110,60 @@ impl RateLimiter {
     }
 }
 
+/// A limiter's counts, to carry them over a restart: accepted requests per second (since
+/// the Unix epoch), oldest first, empty seconds left out.
+pub type RateCounts = Vec<(u64, u16)>;
+
+impl RateLimiter {
+    /// The counts still in the window at `now_ms`.
+    pub fn counts(&mut self, now_ms: u64) -> RateCounts {
+        self.advance_to(now_ms / 1000);
+        let oldest_second = (self.newest_second + 1).saturating_sub(SLOTS as u64);
+        (oldest_second..=self.newest_second)
+            .map(|second| (second, self.counts[slot(second)]))
+            .filter(|&(_, count)| count > 0)
+            .collect()
+    }
+
+    /// Adds counts taken from another limiter (before a restart) to this one's, keeping
+    /// those still in the window at `now_ms`. A second after `now_ms` (the clock stepped
+    /// back since) counts as `now_ms`'s, as `check` treats time going backwards.
+    pub fn restore(&mut self, counts: &[(u64, u16)], now_ms: u64) {
+        let now_second = now_ms / 1000;
+        self.advance_to(now_second);
+        let newest = self.newest_second;
+        for &(second, count) in counts {
+            let second = second.min(newest);
+            if newest - second >= SLOTS as u64 {
+                continue;
+            }
+            let bucket = &mut self.counts[slot(second)];
+            let added = count.min(u16::MAX - *bucket);
+            *bucket += added;
+            self.total += u32::from(added);
+        }
+    }
+}
+
+/// Counts as text, for storage: "second:count" pairs, space-separated.
+pub fn encode_counts(counts: &[(u64, u16)]) -> String {
+    counts
+        .iter()
+        .map(|(second, count)| format!("{second}:{count}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The counts `encode_counts` wrote; `None` for anything else.
+pub fn decode_counts(text: &str) -> Option<RateCounts> {
+    text.split_whitespace()
+        .map(|pair| {
+            let (second, count) = pair.split_once(':')?;
+            Some((second.parse().ok()?, count.parse().ok()?))
+        })
+        .collect()
+}
+
 fn slot(second: u64) -> usize {
     (second % SLOTS as u64) as usize
 }
@@ -255,6 +309,56 @@ mod tests {
         assert!(limiter.check(1_000).allowed);
         assert!(limiter.check(2_000).allowed);
         assert!(!limiter.check(3_000).allowed);
+    }
+
+    #[test]
+    fn restored_counts_keep_the_limit_exact_across_a_restart() {
+        // 100 accepted over the first 30 s, then a restart at 45 s.
+        let mut before = RateLimiter::new(120);
+        for i in 0..100 {
+            assert!(before.check(START_MS + i * 300).allowed);
+        }
+        let counts = before.counts(START_MS + 45_000);
+        assert_eq!(counts.iter().map(|&(_, c)| u32::from(c)).sum::<u32>(), 100);
+        let mut after = RateLimiter::new(120);
+        after.restore(&counts, START_MS + 45_000);
+        let accepted = (0..200)
+            .filter(|i| after.check(START_MS + 45_000 + i).allowed)
+            .count();
+        assert_eq!(accepted, 20);
+        // Each restored second frees capacity 61 s after it began, as it would have.
+        assert!(!after.check(START_MS + 60_999).allowed);
+        assert!(after.check(START_MS + 61_000).allowed);
+    }
+
+    #[test]
+    fn counts_survive_their_text_form() {
+        let counts = vec![(1_800_000_000, 3), (1_800_000_059, 65_535)];
+        assert_eq!(encode_counts(&counts), "1800000000:3 1800000059:65535");
+        assert_eq!(decode_counts(&encode_counts(&counts)), Some(counts));
+        assert_eq!(decode_counts(""), Some(vec![]));
+        for bad in ["1:2:3", "x:1", "1:70000", "1"] {
+            assert_eq!(decode_counts(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn counts_older_than_the_window_are_not_restored() {
+        let mut before = RateLimiter::new(5);
+        for _ in 0..5 {
+            before.check(START_MS);
+        }
+        let counts = before.counts(START_MS + 1_000);
+        let mut after = RateLimiter::new(5);
+        after.restore(&counts, START_MS + 61_000);
+        assert_eq!(after.peek(START_MS + 61_000).remaining, 5);
+        let mut soon_after = RateLimiter::new(5);
+        soon_after.restore(&counts, START_MS + 60_999);
+        assert_eq!(soon_after.peek(START_MS + 60_999).remaining, 0);
+        // Seconds from a clock that has since stepped back count as now.
+        let mut stepped = RateLimiter::new(5);
+        stepped.restore(&[(START_MS / 1000 + 30, 3)], START_MS);
+        assert_eq!(stepped.peek(START_MS).remaining, 2);
     }
 
     #[test]

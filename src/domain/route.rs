@@ -20,6 +20,12 @@ pub enum RouteError {
     BadMethod,
     #[error("the URI is not an absolute path under /v1/")]
     NotUnderV1,
+    #[error("the URI is missing")]
+    MissingUri,
+    #[error("the URI is not visible ASCII (percent-encode other characters)")]
+    NotAscii,
+    #[error("the URI is longer than 4096 bytes")]
+    TooLong,
     #[error("the URI has dot segments, empty segments, backslashes or encoded separators")]
     Ambiguous,
 }
@@ -37,7 +43,7 @@ pub fn required_scope(method: &str, uri: &str) -> Result<RouteRequirement, Route
         return Err(RouteError::BadMethod);
     }
     if uri.len() > MAX_URI_LEN {
-        return Err(RouteError::NotUnderV1);
+        return Err(RouteError::TooLong);
     }
     let path = uri.split(['?', '#']).next().unwrap_or_default();
     let rest = path.strip_prefix("/v1/").ok_or(RouteError::NotUnderV1)?;
@@ -187,6 +193,10 @@ mod tests {
                 "{uri}"
             );
         }
+        assert_eq!(
+            required_scope("GET", &format!("/v1/checks/{}", "x".repeat(4096))),
+            Err(RouteError::TooLong)
+        );
         assert_eq!(
             required_scope("G ET", "/v1/checks"),
             Err(RouteError::BadMethod)

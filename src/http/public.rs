@@ -134,7 +134,8 @@ pub async fn authz(
     let uri = headers.get(&X_FORWARDED_URI).map(|v| v.to_str().ok());
     let requirement = match (method, uri) {
         (None, _) => Err(RouteError::BadMethod),
-        (Some(_), None | Some(None)) => Err(RouteError::NotUnderV1),
+        (Some(_), None) => Err(RouteError::MissingUri),
+        (Some(_), Some(None)) => Err(RouteError::NotAscii),
         (Some(method), Some(Some(uri))) => required_scope(method, uri),
     };
     // Behind a gateway the peer is the gateway; the client is the first forwarded hop.

@@ -28,6 +28,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "audit_chains",
         sql: include_str!("../../migrations/postgres/0004_audit_chains.sql"),
     },
+    Migration {
+        version: 5,
+        name: "rate_limit_counts",
+        sql: include_str!("../../migrations/postgres/0005_rate_limit_counts.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -50,6 +55,11 @@ pub const SQLITE: &[Migration] = &[
         version: 4,
         name: "audit_chains",
         sql: include_str!("../../migrations/sqlite/0004_audit_chains.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "rate_limit_counts",
+        sql: include_str!("../../migrations/sqlite/0005_rate_limit_counts.sql"),
     },
 ];
 

@@ -15,6 +15,7 @@ use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::audit_codec::EncodedEvents;
 use crate::domain::hashing::KeyHash;
 use crate::domain::key_record::ApiKeyRecord;
+use crate::domain::rate_limit::RateCounts;
 use crate::domain::scope::ScopeSet;
 use crate::domain::workspace::{Membership, Role, User, Workspace};
 
@@ -30,6 +31,20 @@ fn grants_the_same(stored: &str, scopes: ScopeSet) -> Result<bool, StoreError> {
     let stored = ScopeSet::parse_canonical(stored)
         .map_err(|_| StoreError::Internal(anyhow::anyhow!("corrupt scopes in api_keys")))?;
     Ok(stored.effective() == scopes.effective())
+}
+
+/// A `rate_limit_counts` row, read back.
+fn saved_rate_limit(
+    workspace_id: String,
+    environment: &str,
+    counts: &str,
+) -> Result<SavedRateLimit, StoreError> {
+    let corrupt = || StoreError::Internal(anyhow::anyhow!("corrupt row in rate_limit_counts"));
+    Ok(SavedRateLimit {
+        workspace_id,
+        environment: Environment::parse(environment).ok_or_else(corrupt)?,
+        counts: crate::domain::rate_limit::decode_counts(counts).ok_or_else(corrupt)?,
+    })
 }
 
 /// What can go wrong in storage, in the terms callers act on.
@@ -72,6 +87,14 @@ pub enum Conflict {
     KeyNotActive,
     EmailTaken,
     AlreadyMember,
+}
+
+/// A workspace's rate-limit counts for one environment, kept over a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedRateLimit {
+    pub workspace_id: String,
+    pub environment: Environment,
+    pub counts: RateCounts,
 }
 
 /// A key about to be stored. `id` and times are decided by the caller.
@@ -175,6 +198,12 @@ pub trait Store: Send + Sync + 'static {
         role: Role,
         now: DateTime<Utc>,
     ) -> Result<Membership, StoreError>;
+
+    /// Replaces the saved rate-limit counts with `limits` (at a graceful shutdown).
+    async fn save_rate_limits(&self, limits: &[SavedRateLimit]) -> Result<(), StoreError>;
+    /// The saved rate-limit counts, deleted as they are read (at start): a later crash must
+    /// not bring back counts that the running server has since moved past.
+    async fn take_rate_limits(&self) -> Result<Vec<SavedRateLimit>, StoreError>;
 
     /// Inserts events, ignoring ids already stored (redelivery is expected).
     async fn insert_audit_events(&self, events: Arc<EncodedEvents>) -> Result<(), StoreError>;

@@ -16,13 +16,15 @@ use uuid::Uuid;
 
 use super::migrations::POSTGRES as MIGRATIONS;
 use super::{
-    grants_the_same, Conflict, Entity, NewApiKey, NewUser, Store, StoreError, KEY_COLUMNS,
+    grants_the_same, saved_rate_limit, Conflict, Entity, NewApiKey, NewUser, SavedRateLimit, Store,
+    StoreError, KEY_COLUMNS,
 };
 use crate::domain::api_key::Environment;
 use crate::domain::audit::{AuditEvent, AuditQuery, CredentialType};
 use crate::domain::audit_codec::EncodedEvents;
 use crate::domain::hashing::KeyHash;
 use crate::domain::key_record::{ApiKeyRecord, KeyStatus};
+use crate::domain::rate_limit::encode_counts;
 use crate::domain::scope::ScopeSet;
 use crate::domain::workspace::{Membership, Role, User, Workspace};
 
@@ -322,6 +324,46 @@ impl Store for PostgresStore {
             role,
             created_at: now,
         })
+    }
+
+    async fn save_rate_limits(&self, limits: &[SavedRateLimit]) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute("DELETE FROM rate_limit_counts", &[])
+            .await
+            .map_err(pg)?;
+        // One statement for all rows: a server may hold thousands of active workspaces.
+        let workspaces: Vec<&str> = limits.iter().map(|l| l.workspace_id.as_str()).collect();
+        let environments: Vec<&str> = limits.iter().map(|l| l.environment.as_str()).collect();
+        let counts: Vec<String> = limits.iter().map(|l| encode_counts(&l.counts)).collect();
+        tx.execute(
+            "INSERT INTO rate_limit_counts (workspace_id, environment, counts)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])",
+            &[&workspaces, &environments, &counts],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn take_rate_limits(&self) -> Result<Vec<SavedRateLimit>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "DELETE FROM rate_limit_counts RETURNING workspace_id, environment, counts",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        rows.into_iter()
+            .map(|row| {
+                saved_rate_limit(
+                    row.try_get(0).map_err(pg)?,
+                    row.try_get(1).map_err(pg)?,
+                    row.try_get(2).map_err(pg)?,
+                )
+            })
+            .collect()
     }
 
     async fn insert_audit_events(&self, events: Arc<EncodedEvents>) -> Result<(), StoreError> {

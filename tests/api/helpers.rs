@@ -77,6 +77,9 @@ pub struct TestApp {
     client: awc::Client,
     handle: ApplicationHandle,
     server: Option<JoinHandle<std::io::Result<()>>>,
+    /// What the app was built with, to build it again on the same storage (`restart`).
+    settings: Settings,
+    cache: CacheSettings,
 }
 
 /// A response, read whole.
@@ -136,29 +139,48 @@ pub async fn spawn_app_with_cache(cache: CacheSettings) -> TestApp {
         }
         _ => Backend::Sqlite,
     };
-    let app = Application::build_with_cache(settings, cache)
-        .await
-        .expect("the app builds");
-    let public = format!("http://127.0.0.1:{}", app.public_port());
-    let admin = format!("http://127.0.0.1:{}", app.admin_port());
-    let handle = app.handle();
-    let store = app.store.clone();
-    let server = actix_web::rt::spawn(app.run_until_stopped());
+    let running = Running::start(settings.clone(), cache.clone()).await;
     let hasher = KeyHasher::new(statuspulse_auth::config::decode_hex_32(HASHING_KEY_HEX).unwrap());
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .finish();
     TestApp {
-        public,
-        admin,
+        public: running.public,
+        admin: running.admin,
         backend,
-        store,
+        store: running.store,
         data_dir,
         database_name,
         hasher,
         client,
-        handle,
-        server: Some(server),
+        handle: running.handle,
+        server: Some(running.server),
+        settings,
+        cache,
+    }
+}
+
+/// An app built and serving.
+struct Running {
+    public: String,
+    admin: String,
+    store: SharedStore,
+    handle: ApplicationHandle,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    async fn start(settings: Settings, cache: CacheSettings) -> Running {
+        let app = Application::build_with_cache(settings, cache)
+            .await
+            .expect("the app builds");
+        Running {
+            public: format!("http://127.0.0.1:{}", app.public_port()),
+            admin: format!("http://127.0.0.1:{}", app.admin_port()),
+            handle: app.handle(),
+            store: app.store.clone(),
+            server: actix_web::rt::spawn(app.run_until_stopped()),
+        }
     }
 }
 
@@ -392,6 +414,18 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("server result");
         }
+    }
+
+    /// Stops the server gracefully, then starts a new one on the same storage (on new
+    /// ports), as a deploy would.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let running = Running::start(self.settings.clone(), self.cache.clone()).await;
+        self.public = running.public;
+        self.admin = running.admin;
+        self.store = running.store;
+        self.handle = running.handle;
+        self.server = Some(running.server);
     }
 }
 

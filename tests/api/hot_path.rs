@@ -245,19 +245,22 @@ async fn authz_applies_the_route_to_scope_rule() {
     )
     .await
     .assert_error(400, "invalid_forwarded_method");
-    app.raw(
-        &public,
-        "GET",
-        "/v1/authz",
-        &[
-            ("Authorization", auth.as_bytes()),
-            ("X-Forwarded-Method", b"GET"),
-            ("X-Forwarded-Uri", b"/v1/\xffchecks"),
-        ],
-        None,
-    )
-    .await
-    .assert_error(400, "invalid_forwarded_uri");
+    let not_ascii = app
+        .raw(
+            &public,
+            "GET",
+            "/v1/authz",
+            &[
+                ("Authorization", auth.as_bytes()),
+                ("X-Forwarded-Method", b"GET"),
+                ("X-Forwarded-Uri", b"/v1/\xffchecks"),
+            ],
+            None,
+        )
+        .await;
+    not_ascii.assert_error(400, "invalid_forwarded_uri");
+    let message = not_ascii.body["message"].as_str().unwrap();
+    assert!(message.contains("not visible ASCII"), "{message}");
     // A bad credential is reported as such, whatever the route.
     app.authz("sp_live_nope", "GET", "/v1/checks")
         .await
@@ -537,4 +540,33 @@ async fn refusals_before_the_rate_check_carry_the_rate_limit_headers() {
     let revoked = app.me(&key).await;
     revoked.assert_error(403, "key_revoked");
     assert_eq!(revoked.header("ratelimit-limit"), Some("1200"));
+}
+
+#[actix_web::test]
+async fn a_restart_gives_no_workspace_a_fresh_minute() {
+    let mut app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let (_, key) = app.create_key(&ws, "ci", "test", &["checks:read"]).await;
+    for _ in 0..100 {
+        let reply = app.authz(&key, "GET", "/v1/checks").await;
+        assert_eq!(reply.status.as_u16(), 200, "{}", reply.body);
+    }
+    app.restart().await;
+    // The test limit is 120 a minute: 20 left, whatever the restart.
+    let first = app.authz(&key, "GET", "/v1/checks").await;
+    assert_eq!(first.header("ratelimit-remaining"), Some("19"));
+    for _ in 0..19 {
+        let reply = app.authz(&key, "GET", "/v1/checks").await;
+        assert_eq!(reply.status.as_u16(), 200, "{}", reply.body);
+    }
+    app.authz(&key, "GET", "/v1/checks")
+        .await
+        .assert_error(429, "rate_limited");
+    // Taken once: a second restart carries over what this run counted, not the first
+    // run's counts again.
+    app.restart().await;
+    app.authz(&key, "GET", "/v1/checks")
+        .await
+        .assert_error(429, "rate_limited");
+    app.stop().await;
 }

@@ -20,13 +20,15 @@ use self::audit_log::AuditLog;
 use self::background::BackgroundThread;
 use super::migrations::SQLITE as MIGRATIONS;
 use super::{
-    grants_the_same, Conflict, Entity, NewApiKey, NewUser, Store, StoreError, KEY_COLUMNS,
+    grants_the_same, saved_rate_limit, Conflict, Entity, NewApiKey, NewUser, SavedRateLimit, Store,
+    StoreError, KEY_COLUMNS,
 };
 use crate::domain::api_key::Environment;
 use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::audit_codec::EncodedEvents;
 use crate::domain::hashing::KeyHash;
 use crate::domain::key_record::ApiKeyRecord;
+use crate::domain::rate_limit::encode_counts;
 use crate::domain::scope::ScopeSet;
 use crate::domain::workspace::{Membership, Role, User, Workspace};
 
@@ -406,6 +408,64 @@ impl Store for SqliteStore {
                 role,
                 created_at: now,
             })
+        })
+        .await
+    }
+
+    async fn save_rate_limits(&self, limits: &[SavedRateLimit]) -> Result<(), StoreError> {
+        let limits = limits.to_vec();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction().map_err(sqlite_error)?;
+            tx.execute("DELETE FROM rate_limit_counts", [])
+                .map_err(sqlite_error)?;
+            {
+                let mut insert = tx
+                    .prepare(
+                        "INSERT INTO rate_limit_counts (workspace_id, environment, counts)
+                         VALUES (?1, ?2, ?3)",
+                    )
+                    .map_err(sqlite_error)?;
+                for limit in &limits {
+                    insert
+                        .execute(params![
+                            limit.workspace_id,
+                            limit.environment.as_str(),
+                            encode_counts(&limit.counts)
+                        ])
+                        .map_err(sqlite_error)?;
+                }
+            }
+            tx.commit().map_err(sqlite_error)
+        })
+        .await
+    }
+
+    async fn take_rate_limits(&self) -> Result<Vec<SavedRateLimit>, StoreError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction().map_err(sqlite_error)?;
+            let rows = {
+                let mut select = tx
+                    .prepare("SELECT workspace_id, environment, counts FROM rate_limit_counts")
+                    .map_err(sqlite_error)?;
+                let rows = select
+                    .query_map([], |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                        ))
+                    })
+                    .map_err(sqlite_error)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)?
+            };
+            tx.execute("DELETE FROM rate_limit_counts", [])
+                .map_err(sqlite_error)?;
+            tx.commit().map_err(sqlite_error)?;
+            rows.into_iter()
+                .map(|(workspace, environment, counts)| {
+                    saved_rate_limit(workspace, &environment, &counts)
+                })
+                .collect()
         })
         .await
     }
