@@ -248,7 +248,7 @@ impl Verifier {
             key_label: Some(&key.label),
             app_name: None,
             method: &method,
-            path: truncate(request.path.split('?').next().unwrap_or_default(), 512),
+            path: audit_path(request.path),
             scope: scope.map(Scope::as_str),
             error_code,
             request_id: request.request_id,
@@ -346,7 +346,7 @@ fn audit_method(method: &str) -> Cow<'static, str> {
 
 /// Extracts the token of `Authorization: Bearer <token>`. On bytes: the scheme and the
 /// separator are ASCII, so only the token is checked as text.
-fn bearer_token(header: Option<&[u8]>) -> Result<&str, DenyReason> {
+pub fn bearer_token(header: Option<&[u8]>) -> Result<&str, DenyReason> {
     const SCHEME: &[u8] = b"bearer ";
     let header = header.ok_or(DenyReason::MissingCredentials)?;
     let (scheme, token) = header
@@ -360,6 +360,12 @@ fn bearer_token(header: Option<&[u8]>) -> Result<&str, DenyReason> {
         return Err(DenyReason::InvalidCredentials);
     }
     std::str::from_utf8(token).map_err(|_| DenyReason::InvalidCredentials)
+}
+
+/// The path for the audit log: the part the route rule judged, without the query (which
+/// may carry secrets) or a fragment, capped.
+fn audit_path(uri: &str) -> &str {
+    truncate(uri.split(['?', '#']).next().unwrap_or_default(), 512)
 }
 
 /// At most `max_bytes` of `text`, cut at a character boundary.
@@ -489,6 +495,14 @@ mod tests {
             );
         }
         assert_eq!(bearer_token(None), Err(DenyReason::MissingCredentials));
+    }
+
+    #[test]
+    fn audit_paths_lose_query_and_fragment() {
+        assert_eq!(audit_path("/v1/checks/1?token=abc"), "/v1/checks/1");
+        assert_eq!(audit_path("/v1/checks/1#top"), "/v1/checks/1");
+        assert_eq!(audit_path("/v1/checks/1#top?x=1"), "/v1/checks/1");
+        assert_eq!(audit_path(&"/v1/".repeat(200)).len(), 512);
     }
 
     #[test]

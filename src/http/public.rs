@@ -2,11 +2,12 @@
 
 use std::net::IpAddr;
 
-use actix_web::http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::authorization::authorization_header;
 use super::error::ApiError;
 use super::state::AppState;
 use super::{header_values, rate_headers};
@@ -76,10 +77,7 @@ pub async fn me(
     let granted = state
         .verifier
         .verify(AccessRequest {
-            authorization: request
-                .headers()
-                .get(AUTHORIZATION)
-                .map(HeaderValue::as_bytes),
+            authorization: authorization_header(request.headers()),
             method: request.method().as_str(),
             path: request.path(),
             requirement: Ok(RouteRequirement::NoScope),
@@ -148,7 +146,7 @@ pub async fn authz(
     let granted = state
         .verifier
         .verify(AccessRequest {
-            authorization: headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),
+            authorization: authorization_header(headers),
             method: method.unwrap_or("?"),
             path: uri.flatten().unwrap_or(""),
             requirement,

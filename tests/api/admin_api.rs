@@ -29,8 +29,34 @@ async fn admin_api_requires_the_admin_token() {
         )
         .await;
     wrong.assert_error(401, "invalid_credentials");
-    // The admin API is not served on the public listener at all.
     let auth = format!("Bearer {ADMIN_TOKEN}");
+    // The token twice is ambiguous, and refused; a non-UTF-8 one is malformed, not missing.
+    let twice = app
+        .raw(
+            &app.admin,
+            "POST",
+            "/admin/v1/workspaces",
+            &[
+                json,
+                ("Authorization", auth.as_bytes()),
+                ("Authorization", auth.as_bytes()),
+            ],
+            Some(body),
+        )
+        .await;
+    twice.assert_error(401, "invalid_credentials");
+    let not_utf8 = app
+        .raw(
+            &app.admin,
+            "POST",
+            "/admin/v1/workspaces",
+            &[json, ("Authorization", b"Bearer \xff\xfe")],
+            Some(body),
+        )
+        .await;
+    not_utf8.assert_error(401, "invalid_credentials");
+    assert_ne!(not_utf8.body["message"], missing.body["message"]);
+    // The admin API is not served on the public listener at all.
     let public = app
         .raw(
             &app.public,

@@ -275,8 +275,9 @@ impl TestApp {
         let mut request = self
             .client
             .request(method.parse().unwrap(), format!("{base}{path}"));
+        // Appended, so that a test can send a header twice.
         for (name, value) in headers {
-            request = request.insert_header((
+            request = request.append_header((
                 *name,
                 awc::http::header::HeaderValue::from_bytes(value).unwrap(),
             ));

@@ -261,6 +261,21 @@ async fn authz_applies_the_route_to_scope_rule() {
     not_ascii.assert_error(400, "invalid_forwarded_uri");
     let message = not_ascii.body["message"].as_str().unwrap();
     assert!(message.contains("not visible ASCII"), "{message}");
+    // Two Authorization headers are ambiguous: refused even when the first is valid.
+    app.raw(
+        &public,
+        "GET",
+        "/v1/authz",
+        &[
+            ("Authorization", auth.as_bytes()),
+            ("Authorization", b"Bearer sp_live_other"),
+            ("X-Forwarded-Method", b"GET"),
+            ("X-Forwarded-Uri", b"/v1/checks"),
+        ],
+        None,
+    )
+    .await
+    .assert_error(401, "invalid_credentials");
     // A bad credential is reported as such, whatever the route.
     app.authz("sp_live_nope", "GET", "/v1/checks")
         .await

@@ -8,13 +8,14 @@ pub mod workspaces;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::AUTHORIZATION;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpResponse};
 
+use super::authorization::authorization_header;
 use super::error::{ApiError, ErrorKind};
 use super::state::AppState;
 use crate::domain::ids;
+use crate::verify::{bearer_token, DenyReason};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -59,22 +60,18 @@ async fn require_admin_token<B: MessageBody>(
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     let state = request.app_data::<web::Data<AppState>>().cloned();
-    let presented = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_owned());
-    let allowed = match (&state, &presented) {
-        (Some(state), Some(token)) => {
+    // Parsed as on the public listener: a non-UTF-8 or doubled header is a malformed
+    // credential, not a missing one.
+    let token = bearer_token(authorization_header(request.headers()));
+    let allowed = match (&state, &token) {
+        (Some(state), Ok(token)) => {
             crate::secrets::admin_token_hash(token).ct_eq(&state.admin_token_hash)
         }
         _ => false,
     };
     if !allowed {
         let error = ApiError::from(ErrorKind::InvalidCredentials {
-            presented: presented.is_some(),
+            presented: !matches!(token, Err(DenyReason::MissingCredentials)),
         });
         return Ok(request.error_response(error).map_into_right_body());
     }
