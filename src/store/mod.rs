@@ -171,7 +171,14 @@ pub trait Store: Send + Sync + 'static {
         max_active: u32,
         now: DateTime<Utc>,
     ) -> Result<ApiKeyRecord, StoreError>;
-    async fn list_api_keys(&self, workspace_id: &str) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// A workspace's keys by id (so by creation), after the key `after` when given, at most
+    /// `limit`.
+    async fn list_api_keys(
+        &self,
+        workspace_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ApiKeyRecord>, StoreError>;
     async fn get_api_key(
         &self,
         workspace_id: &str,

@@ -206,12 +206,20 @@ impl Store for PostgresStore {
         Ok(old)
     }
 
-    async fn list_api_keys(&self, workspace_id: &str) -> Result<Vec<ApiKeyRecord>, StoreError> {
+    async fn list_api_keys(
+        &self,
+        workspace_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(
-                &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = $1 ORDER BY id"),
-                &[&workspace_id],
+                &format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = $1 AND id > $2
+                     ORDER BY id LIMIT $3"
+                ),
+                &[&workspace_id, &after.unwrap_or_default(), &i64::from(limit)],
             )
             .await
             .map_err(pg)?;

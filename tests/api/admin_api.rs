@@ -287,6 +287,52 @@ async fn key_creation_validates_every_field() {
 }
 
 #[actix_web::test]
+async fn key_listings_come_a_page_at_a_time() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let mut ids = Vec::new();
+    for scope in ["checks:read", "incidents:read", "teams:read"] {
+        ids.push(app.create_key(&ws, scope, "live", &[scope]).await.0);
+    }
+    let list = |query: String| {
+        let path = format!("/admin/v1/workspaces/{ws}/api-keys{query}");
+        let app = &app;
+        async move { app.admin_call("GET", &path, None).await }
+    };
+    let first = list("?limit=2".into()).await;
+    assert_eq!(first.status.as_u16(), 200, "{}", first.body);
+    let page_ids = |reply: &crate::helpers::Reply| -> Vec<String> {
+        reply.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(page_ids(&first), ids[..2]);
+    assert_eq!(first.body["has_more"], true);
+    let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
+    let second = list(format!("?limit=2&cursor={cursor}")).await;
+    assert_eq!(page_ids(&second), ids[2..]);
+    assert_eq!(second.body["has_more"], false);
+    assert!(second.body["next_cursor"].is_null());
+    // Without parameters: every key (up to 100), oldest first.
+    assert_eq!(page_ids(&list(String::new()).await), ids);
+    list("?limit=0".into())
+        .await
+        .assert_error(400, "invalid_limit");
+    list("?limit=101".into())
+        .await
+        .assert_error(400, "invalid_limit");
+    list("?cursor=key_nope".into())
+        .await
+        .assert_error(400, "invalid_cursor");
+    list("?page=2".into())
+        .await
+        .assert_error(400, "invalid_query");
+}
+
+#[actix_web::test]
 async fn at_most_two_active_keys_per_environment_and_scope_set() {
     let app = spawn_app().await;
     let ws = app.create_workspace("Acme").await;

@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{existing_workspace, required_text};
 use crate::domain::api_key::{generate_key, Environment};
@@ -19,6 +19,8 @@ use crate::store::NewApiKey;
 
 /// The longest grace period a rotation may give the old key.
 const MAX_GRACE_SECONDS: i64 = 7 * 24 * 3600;
+/// Keys per page of a listing, by default and at most.
+const MAX_PAGE: u32 = 100;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +71,21 @@ pub struct CreatedApiKey {
 #[derive(Serialize, ToSchema)]
 pub struct ApiKeyList {
     data: Vec<ApiKeyView>,
+    has_more: bool,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// A page of a key listing, as Stripe's lists page: oldest first, `cursor` the last key id
+/// of the previous page.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyListParams {
+    /// 1 to 100, default 100.
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
 }
 
 impl ApiKeyView {
@@ -125,20 +142,56 @@ pub async fn create(
     }))
 }
 
-/// Lists a workspace's keys (hints only), oldest first.
+/// Lists a workspace's keys (hints only), oldest first, a page at a time.
 #[utoipa::path(get, path = "/admin/v1/workspaces/{ws}/api-keys", tag = "admin",
-    params(("ws" = String, Path, description = "workspace id")),
-    responses((status = 200, body = ApiKeyList), (status = 404, body = ErrorBody)),
+    params(("ws" = String, Path, description = "workspace id"), ApiKeyListParams),
+    responses((status = 200, body = ApiKeyList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("admin_token" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
     path: web::Path<String>,
+    params: web::Query<ApiKeyListParams>,
 ) -> Result<HttpResponse, ApiError> {
+    let params = params.into_inner();
+    let limit = match params.limit.as_deref() {
+        None => MAX_PAGE,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit must be from 1 to {MAX_PAGE}."),
+                )
+            })?,
+    };
+    if let Some(cursor) = &params.cursor {
+        if !ids::looks_like_id(cursor, ids::API_KEY) {
+            return Err(ApiError::bad_request(
+                "invalid_cursor",
+                "cursor is not a cursor this API returned.",
+            ));
+        }
+    }
     let workspace = existing_workspace(&state, &path).await?;
     let now = now();
-    let keys = state.store.list_api_keys(&workspace.id).await?;
+    // One more than asked tells whether another page exists.
+    let mut keys = state
+        .store
+        .list_api_keys(&workspace.id, params.cursor.as_deref(), limit + 1)
+        .await?;
+    let has_more = keys.len() > limit as usize;
+    keys.truncate(limit as usize);
+    let next_cursor = if has_more {
+        keys.last().map(|k| k.id.clone())
+    } else {
+        None
+    };
     Ok(HttpResponse::Ok().json(ApiKeyList {
         data: keys.iter().map(|k| ApiKeyView::new(k, now)).collect(),
+        has_more,
+        next_cursor,
     }))
 }
 

@@ -280,15 +280,26 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_api_keys(&self, workspace_id: &str) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let ws = workspace_id.to_owned();
+    async fn list_api_keys(
+        &self,
+        workspace_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let (ws, after) = (
+            workspace_id.to_owned(),
+            after.unwrap_or_default().to_owned(),
+        );
         self.with_reader(move |conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = ?1 ORDER BY id"
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = ?1 AND id > ?2
+                     ORDER BY id LIMIT ?3"
                 ))
                 .map_err(sqlite_error)?;
-            let rows = stmt.query_map([&ws], key_from_row).map_err(sqlite_error)?;
+            let rows = stmt
+                .query_map(params![ws, after, limit], key_from_row)
+                .map_err(sqlite_error)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)
         })
         .await
