@@ -59,6 +59,8 @@ pub struct Metrics {
     pub audit_pending: AtomicI64,
     pub audit_ingested: AtomicU64,
     pub audit_lost: AtomicU64,
+    /// Events of jobs that failed for good, kept in the dead-letter directory.
+    pub audit_dead_lettered: AtomicU64,
     /// Events that could not be written to the audit spool (held in memory only).
     pub audit_spool_failures: AtomicU64,
     /// Events that left memory for the spool alone while ingestion was behind.
@@ -69,6 +71,12 @@ impl Metrics {
     /// `count` pending audit events were written to the audit log.
     pub fn audit_events_ingested(&self, count: u64) {
         self.audit_ingested.fetch_add(count, Relaxed);
+        self.audit_pending.fetch_sub(count as i64, Relaxed);
+    }
+
+    /// `count` pending audit events were set aside with a job that failed for good.
+    pub fn audit_events_dead_lettered(&self, count: u64) {
+        self.audit_dead_lettered.fetch_add(count, Relaxed);
         self.audit_pending.fetch_sub(count as i64, Relaxed);
     }
 
@@ -179,6 +187,11 @@ impl Metrics {
                 "statuspulse_audit_events_lost_total",
                 "Audit events that could not be delivered (should stay 0).",
                 self.audit_lost.load(Relaxed),
+            ),
+            (
+                "statuspulse_audit_events_dead_lettered_total",
+                "Audit events of jobs that failed for good, kept in the dead-letter directory and retried at each start (should stay 0).",
+                self.audit_dead_lettered.load(Relaxed),
             ),
             (
                 "statuspulse_audit_spool_failures_total",

@@ -16,7 +16,8 @@ use crate::jobs::JobContext;
 use crate::metrics::{Listener, Metrics};
 use crate::queue::audit_sink::AuditBatcher;
 use crate::queue::audit_spool::AuditSpool;
-use crate::queue::in_process::InProcessQueue;
+use crate::queue::dead_letters::DeadLetters;
+use crate::queue::in_process::{resubmit_dead_letters, InProcessQueue};
 use crate::queue::JobQueue;
 use crate::secrets;
 use crate::store::postgres::PostgresStore;
@@ -26,6 +27,9 @@ use crate::verify::Verifier;
 
 /// Under the data dir: the audit events not yet stored (see `queue::audit_spool`).
 const AUDIT_SPOOL_DIR: &str = "audit-spool";
+
+/// Under the data dir: jobs that failed for good (see `queue::dead_letters`).
+const DEAD_LETTERS_DIR: &str = "dead-letters";
 
 /// The SQLite file of the embedded default, inside the data directory.
 pub const SQLITE_FILE: &str = "statuspulse.db";
@@ -119,7 +123,15 @@ impl Application {
 
         let metrics = Arc::new(Metrics::default());
         let jobs = JobContext::new(Arc::clone(&store), Arc::clone(&metrics));
-        let queue = InProcessQueue::start(jobs.clone());
+        let open_dead_letters = || {
+            DeadLetters::open(&settings.data_dir.join(DEAD_LETTERS_DIR)).map_err(|e| {
+                ConfigError::new(
+                    "STATUSPULSE_DATA_DIR",
+                    format!("cannot open the dead letters: {e}"),
+                )
+            })
+        };
+        let queue = InProcessQueue::start(jobs.clone(), Some(open_dead_letters()?));
         let (spool, leftovers) = AuditSpool::open(&settings.data_dir.join(AUDIT_SPOOL_DIR))
             .map_err(|e| {
                 ConfigError::new(
@@ -133,6 +145,11 @@ impl Application {
             Arc::new(spool),
             leftovers,
         );
+        tokio::spawn(resubmit_dead_letters(
+            Arc::clone(&queue),
+            open_dead_letters()?,
+            jobs.clone(),
+        ));
         let hasher = KeyHasher::new(hashing_key);
         let registry = WorkspaceRegistry::new(Arc::clone(&store), cache);
         carry_over_rate_limits(&store, &registry).await;

@@ -48,6 +48,28 @@ impl JobContext {
             .is_some_and(|deadline| Instant::now() >= *deadline)
     }
 
+    /// Counts a job's events as pending: a job that did not come from the audit batcher
+    /// (one handed back from the dead letters at start), whose completion will count them
+    /// done.
+    pub fn job_resubmitted(&self, job: &Job) {
+        match job {
+            Job::IngestAudit { events } => {
+                self.metrics
+                    .audit_pending
+                    .fetch_add(events.len() as i64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Records a job set aside in the dead letters.
+    pub fn job_dead_lettered(&self, job: &Job) {
+        match job {
+            Job::IngestAudit { events } => {
+                self.metrics.audit_events_dead_lettered(events.len() as u64);
+            }
+        }
+    }
+
     /// Records a job that could not be run (only at shutdown with storage down). Its audit
     /// events are no longer pending in this run; the batcher knows which of them are in the
     /// spool for the next start and counts the others as lost.
@@ -62,11 +84,22 @@ impl JobContext {
     }
 }
 
-/// Why a job failed; every failure is worth a retry.
+/// Why a job failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl JobError {
+    /// Whether running the job again can only fail again: anything but storage being
+    /// unreachable or busy (a bug, or data that storage refuses).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            JobError::Store(StoreError::Unavailable(_)) => false,
+            JobError::Store(_) => true,
+        }
+    }
 }
 
 /// Runs one job to completion.

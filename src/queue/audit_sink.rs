@@ -648,8 +648,10 @@ mod tests {
         let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
         store.migrate().await.unwrap();
         let metrics = Arc::new(Metrics::default());
-        let inner =
-            InProcessQueue::start(JobContext::new(Arc::clone(&store), Arc::clone(&metrics)));
+        let inner = InProcessQueue::start(
+            JobContext::new(Arc::clone(&store), Arc::clone(&metrics)),
+            None,
+        );
         let (gate, open) = tokio::sync::watch::channel(false);
         let queue = Arc::new(GatedQueue {
             inner: Arc::clone(&inner),
@@ -710,8 +712,10 @@ mod tests {
         let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
         store.migrate().await.unwrap();
         let metrics = Arc::new(Metrics::default());
-        let queue =
-            InProcessQueue::start(JobContext::new(Arc::clone(&store), Arc::clone(&metrics)));
+        let queue = InProcessQueue::start(
+            JobContext::new(Arc::clone(&store), Arc::clone(&metrics)),
+            None,
+        );
         let dir = spool_dir();
         let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
         let (sink, mut batcher) = AuditBatcher::start_with_capacity(
@@ -767,8 +771,10 @@ mod tests {
         let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
         store.migrate().await.unwrap();
         let metrics = Arc::new(Metrics::default());
-        let queue =
-            InProcessQueue::start(JobContext::new(Arc::clone(&store), Arc::clone(&metrics)));
+        let queue = InProcessQueue::start(
+            JobContext::new(Arc::clone(&store), Arc::clone(&metrics)),
+            None,
+        );
         let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
         assert_eq!(leftovers.events.len(), 25);
         let spool = Arc::new(spool);

@@ -4,6 +4,7 @@
 
 pub mod audit_sink;
 pub mod audit_spool;
+pub mod dead_letters;
 pub mod in_process;
 
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 use serde_json::Value;
 use statuspulse_auth::domain::audit::AuditQuery;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{metric, spawn_app};
 
 #[actix_web::test]
 async fn every_credentialed_request_yields_one_event_with_the_contract_fields() {
@@ -171,4 +171,63 @@ async fn graceful_shutdown_flushes_every_pending_audit_event() {
     };
     let stored = app.store.query_audit_events(&ws, &query).await.unwrap();
     assert_eq!(stored.len(), 50);
+}
+
+#[actix_web::test]
+async fn a_batch_that_storage_refuses_for_good_is_set_aside_and_retried_at_the_next_start() {
+    let mut app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let (_, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
+    // Storage refuses every audit write, as a bug or a bad row would: not an outage.
+    app.execute_in_database(
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_batches
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+         CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events
+           FOR EACH STATEMENT EXECUTE FUNCTION refuse_audit();",
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(app.me(&key).await.status.as_u16(), 200);
+    }
+    let mut dead_lettered = 0.0;
+    for _ in 0..200 {
+        dead_lettered = metric(
+            &app.metrics().await,
+            "statuspulse_audit_events_dead_lettered_total",
+        );
+        if dead_lettered >= 3.0 {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(dead_lettered, 3.0);
+    let dead_letters = app.data_dir.join("dead-letters");
+    assert_eq!(std::fs::read_dir(&dead_letters).unwrap().count(), 1);
+    assert_eq!(
+        metric(&app.metrics().await, "statuspulse_audit_events_pending"),
+        0.0
+    );
+
+    // Once storage takes writes again, the queue is not stuck behind the refused batch...
+    app.execute_in_database(
+        "DROP TRIGGER refuse_audit;",
+        "DROP TRIGGER refuse_audit ON audit_events;",
+    )
+    .await;
+    app.me(&key).await;
+    assert_eq!(app.wait_for_audit_events(&ws, 1).await.len(), 1);
+    // ...and the next start brings the set-aside events into the audit log.
+    app.restart().await;
+    let events = app.wait_for_audit_events(&ws, 4).await;
+    assert_eq!(events.len(), 4);
+    for _ in 0..200 {
+        if std::fs::read_dir(&dead_letters).unwrap().count() == 0 {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(std::fs::read_dir(&dead_letters).unwrap().count(), 0);
+    app.stop().await;
 }

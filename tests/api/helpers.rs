@@ -409,6 +409,31 @@ impl TestApp {
         reply.body.as_str().unwrap_or_default().to_owned()
     }
 
+    /// Runs SQL directly in this app's own database, beside the server (to stage a
+    /// failure): `sqlite` on the embedded store, `postgres` on PostgreSQL.
+    pub async fn execute_in_database(&self, sqlite: &str, postgres: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let conn =
+                    rusqlite::Connection::open(self.data_dir.join("statuspulse.db")).unwrap();
+                conn.execute_batch(sqlite).expect("SQLite SQL");
+            }
+            Backend::Postgres => {
+                let url = std::env::var("STATUSPULSE_TEST_DATABASE_URL").unwrap();
+                let database = self.database_name.as_ref().unwrap();
+                let (client, connection) =
+                    tokio_postgres::connect(&with_database(&url, database), tokio_postgres::NoTls)
+                        .await
+                        .expect("PostgreSQL reachable");
+                actix_web::rt::spawn(connection);
+                client
+                    .batch_execute(postgres)
+                    .await
+                    .expect("PostgreSQL SQL");
+            }
+        }
+    }
+
     /// Stops the server gracefully and waits until it has flushed everything.
     pub async fn stop(&mut self) {
         self.handle.stop(true).await;
