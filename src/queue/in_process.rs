@@ -111,8 +111,11 @@ async fn run_with_retries(
         let Err(error) = crate::jobs::run(job, context).await else {
             return true;
         };
+        // In a row: an outage in between says nothing about the job.
         if error.is_permanent() {
             permanent_failures += 1;
+        } else {
+            permanent_failures = 0;
         }
         if let Some(dead_letters) = dead_letters {
             if permanent_failures >= PERMANENT_FAILURES_BEFORE_DEAD_LETTER {
