@@ -13,13 +13,15 @@
 //! CPU), `FLOOR_KEYS` (a file of keys, one a line, as `loadtest/seed.py` writes them).
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use statuspulse_auth::domain::api_key::parse_key;
 use statuspulse_auth::domain::hashing::{KeyHash, KeyHashHasher, KeyHasher};
-use uuid::{NoContext, Timestamp, Uuid};
+use statuspulse_auth::http::request_context::fresh_request_id;
+
+#[path = "server_env.rs"]
+mod server_env;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -68,34 +70,13 @@ async fn authz(request: HttpRequest, floor: web::Data<Floor>) -> HttpResponse {
     response
 }
 
-fn fresh_request_id() -> HeaderValue {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let id = Uuid::new_v7(Timestamp::from_unix(
-        NoContext,
-        now.as_secs(),
-        now.subsec_nanos(),
-    ));
-    let mut text = Uuid::encode_buffer();
-    HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
-}
-
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().finish()
 }
 
-fn invalid(variable: &str, problem: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::InvalidInput,
-        format!("{variable}: {problem}"),
-    )
-}
-
 /// One answer per key of the file; ids as long as the engine's, made up from the line number.
 fn load_keys(path: &str, hasher: &KeyHasher) -> std::io::Result<Keys> {
-    let text = std::fs::read_to_string(path).map_err(|e| invalid("FLOOR_KEYS", e))?;
+    let text = std::fs::read_to_string(path).map_err(|e| server_env::invalid("FLOOR_KEYS", e))?;
     let mut keys = Keys::default();
     for (line, key) in text
         .lines()
@@ -103,8 +84,9 @@ fn load_keys(path: &str, hasher: &KeyHasher) -> std::io::Result<Keys> {
         .filter(|k| !k.is_empty())
         .enumerate()
     {
-        let value =
-            |text: String| HeaderValue::try_from(text).map_err(|e| invalid("FLOOR_KEYS", e));
+        let value = |text: String| {
+            HeaderValue::try_from(text).map_err(|e| server_env::invalid("FLOOR_KEYS", e))
+        };
         keys.insert(
             hasher.hash(key),
             Answer {
@@ -119,22 +101,10 @@ fn load_keys(path: &str, hasher: &KeyHasher) -> std::io::Result<Keys> {
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
-    let addr: std::net::SocketAddr = var("FLOOR_ADDR")
-        .unwrap_or_else(|| "127.0.0.1:8091".to_owned())
-        .parse()
-        .map_err(|e| invalid("FLOOR_ADDR", e))?;
-    let workers = match var("FLOOR_WORKERS") {
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if n >= 1 => n,
-            Ok(_) => return Err(invalid("FLOOR_WORKERS", "must be at least 1")),
-            Err(e) => return Err(invalid("FLOOR_WORKERS", e)),
-        },
-        None => std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(1),
-    };
-    let keys_path = var("FLOOR_KEYS").ok_or_else(|| invalid("FLOOR_KEYS", "not set"))?;
+    let addr = server_env::addr("FLOOR_ADDR", "127.0.0.1:8091")?;
+    let workers = server_env::workers("FLOOR_WORKERS")?;
+    let keys_path = server_env::var("FLOOR_KEYS")
+        .ok_or_else(|| server_env::invalid("FLOOR_KEYS", "not set"))?;
     let hasher = KeyHasher::new(rand::random());
     let keys = load_keys(&keys_path, &hasher)?;
     eprintln!(

@@ -103,7 +103,7 @@ fn oversized_head(request: &ServiceRequest) -> Option<ApiError> {
 
 /// A new request id: a UUIDv7 from this instant. Not `Uuid::now_v7`, whose counter sits
 /// behind a process-wide lock that every request would take.
-fn fresh_request_id() -> HeaderValue {
+pub fn fresh_request_id() -> HeaderValue {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

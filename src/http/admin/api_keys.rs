@@ -6,7 +6,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{existing_workspace, required_text};
+use super::{existing_workspace, invalid_cursor, page_limit, required_text};
 use crate::domain::api_key::{generate_key, Environment};
 use crate::domain::ids;
 use crate::domain::key_record::{expiry_for, ApiKeyRecord, MAX_ACTIVE_KEYS_PER_SCOPE_SET};
@@ -153,25 +153,10 @@ pub async fn list(
     params: web::Query<ApiKeyListParams>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params.into_inner();
-    let limit = match params.limit.as_deref() {
-        None => MAX_PAGE,
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_limit",
-                    format!("limit must be from 1 to {MAX_PAGE}."),
-                )
-            })?,
-    };
+    let limit = page_limit(params.limit.as_deref(), MAX_PAGE, MAX_PAGE)?;
     if let Some(cursor) = &params.cursor {
         if !ids::looks_like_id(cursor, ids::API_KEY) {
-            return Err(ApiError::bad_request(
-                "invalid_cursor",
-                "cursor is not a cursor this API returned.",
-            ));
+            return Err(invalid_cursor());
         }
     }
     let workspace = existing_workspace(&state, &path).await?;

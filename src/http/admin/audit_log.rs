@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{existing_workspace, text_problem};
+use super::{existing_workspace, invalid_cursor, page_limit, text_problem};
 use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::scope::Scope;
 use crate::http::error::ApiError;
@@ -59,19 +59,7 @@ pub async fn list(
     params: web::Query<AuditLogParams>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params.into_inner();
-    let limit = match params.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_limit",
-                    format!("limit must be from 1 to {MAX_LIMIT}."),
-                )
-            })?,
-    };
+    let limit = page_limit(params.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     if let Some(scope) = &params.scope {
         if Scope::parse(scope).is_none() {
             return Err(ApiError::bad_request(
@@ -83,14 +71,7 @@ pub async fn list(
     let before = params
         .cursor
         .as_deref()
-        .map(|c| {
-            Uuid::parse_str(c).map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_cursor",
-                    "cursor is not a cursor this API returned.",
-                )
-            })
-        })
+        .map(|c| Uuid::parse_str(c).map_err(|_| invalid_cursor()))
         .transpose()?;
     let query = AuditQuery {
         key_label: text_filter(params.key_label, "invalid_key_label", "key_label")?,

@@ -137,3 +137,24 @@ pub(crate) fn text_problem(text: &str, field: &str, max_chars: usize) -> Option<
     }
     None
 }
+
+/// A list's `limit` parameter: `default` when absent, else a number from 1 to `max`.
+pub(crate) fn page_limit(limit: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+    let Some(text) = limit else {
+        return Ok(default);
+    };
+    text.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::bad_request("invalid_limit", format!("limit must be from 1 to {max}."))
+        })
+}
+
+/// The error for a `cursor` this API did not hand out.
+pub(crate) fn invalid_cursor() -> ApiError {
+    ApiError::bad_request(
+        "invalid_cursor",
+        "cursor is not a cursor this API returned.",
+    )
+}
