@@ -123,15 +123,14 @@ impl Application {
 
         let metrics = Arc::new(Metrics::default());
         let jobs = JobContext::new(Arc::clone(&store), Arc::clone(&metrics));
-        let open_dead_letters = || {
+        let dead_letters =
             DeadLetters::open(&settings.data_dir.join(DEAD_LETTERS_DIR)).map_err(|e| {
                 ConfigError::new(
                     "STATUSPULSE_DATA_DIR",
                     format!("cannot open the dead letters: {e}"),
                 )
-            })
-        };
-        let queue = InProcessQueue::start(jobs.clone(), Some(open_dead_letters()?));
+            })?;
+        let queue = InProcessQueue::start(jobs.clone(), Some(dead_letters.clone()));
         let (spool, leftovers) = AuditSpool::open(&settings.data_dir.join(AUDIT_SPOOL_DIR))
             .map_err(|e| {
                 ConfigError::new(
@@ -147,7 +146,7 @@ impl Application {
         );
         tokio::spawn(resubmit_dead_letters(
             Arc::clone(&queue),
-            open_dead_letters()?,
+            dead_letters,
             jobs.clone(),
         ));
         let hasher = KeyHasher::new(hashing_key);

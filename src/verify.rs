@@ -16,7 +16,7 @@ use crate::domain::audit_codec::EventView;
 use crate::domain::hashing::KeyHasher;
 use crate::domain::key_record::KeyStatus;
 use crate::domain::rate_limit::RateDecision;
-use crate::domain::route::{RouteError, RouteRequirement};
+use crate::domain::route::{path_of, RouteError, RouteRequirement};
 use crate::domain::scope::Scope;
 use crate::metrics::{HotRoute, Metrics, Outcome};
 use crate::queue::audit_sink::AuditSink;
@@ -365,7 +365,7 @@ pub fn bearer_token(header: Option<&[u8]>) -> Result<&str, DenyReason> {
 /// The path for the audit log: the part the route rule judged, without the query (which
 /// may carry secrets) or a fragment, capped.
 fn audit_path(uri: &str) -> &str {
-    truncate(uri.split(['?', '#']).next().unwrap_or_default(), 512)
+    truncate(path_of(uri), 512)
 }
 
 /// At most `max_bytes` of `text`, cut at a character boundary.

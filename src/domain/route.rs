@@ -45,7 +45,7 @@ pub fn required_scope(method: &str, uri: &str) -> Result<RouteRequirement, Route
     if uri.len() > MAX_URI_LEN {
         return Err(RouteError::TooLong);
     }
-    let path = uri.split(['?', '#']).next().unwrap_or_default();
+    let path = path_of(uri);
     let rest = path.strip_prefix("/v1/").ok_or(RouteError::NotUnderV1)?;
     if path.contains('\\') || contains_encoded_separator(path) {
         return Err(RouteError::Ambiguous);
@@ -79,6 +79,11 @@ pub fn required_scope(method: &str, uri: &str) -> Result<RouteRequirement, Route
         Access::Write
     };
     Ok(RouteRequirement::Scope(Scope::new(resource, access)))
+}
+
+/// A request target's path: without its query and fragment.
+pub fn path_of(uri: &str) -> &str {
+    uri.split(['?', '#']).next().unwrap_or_default()
 }
 
 fn contains_encoded_separator(path: &str) -> bool {

@@ -52,35 +52,23 @@ impl JobContext {
     /// (one handed back from the dead letters at start), whose completion will count them
     /// done.
     pub fn job_resubmitted(&self, job: &Job) {
-        match job {
-            Job::IngestAudit { events } => {
-                self.metrics
-                    .audit_pending
-                    .fetch_add(events.len() as i64, Ordering::Relaxed);
-            }
-        }
+        self.metrics
+            .audit_pending
+            .fetch_add(job.audit_events() as i64, Ordering::Relaxed);
     }
 
     /// Records a job set aside in the dead letters.
     pub fn job_dead_lettered(&self, job: &Job) {
-        match job {
-            Job::IngestAudit { events } => {
-                self.metrics.audit_events_dead_lettered(events.len() as u64);
-            }
-        }
+        self.metrics.audit_events_dead_lettered(job.audit_events());
     }
 
     /// Records a job that could not be run (only at shutdown with storage down). Its audit
     /// events are no longer pending in this run; the batcher knows which of them are in the
     /// spool for the next start and counts the others as lost.
     pub fn job_abandoned(&self, job: &Job) {
-        match job {
-            Job::IngestAudit { events } => {
-                self.metrics
-                    .audit_pending
-                    .fetch_sub(events.len() as i64, Ordering::Relaxed);
-            }
-        }
+        self.metrics
+            .audit_pending
+            .fetch_sub(job.audit_events() as i64, Ordering::Relaxed);
     }
 }
 

@@ -19,6 +19,7 @@ use super::Job;
 /// is not a dead letter.
 const SUFFIX: &str = ".job.json";
 
+#[derive(Clone)]
 pub struct DeadLetters {
     dir: PathBuf,
 }

@@ -23,6 +23,15 @@ pub enum Job {
     IngestAudit { events: Arc<EncodedEvents> },
 }
 
+impl Job {
+    /// The audit events a job carries, for the pending-events gauge.
+    pub fn audit_events(&self) -> u64 {
+        match self {
+            Job::IngestAudit { events } => events.len() as u64,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("job queue unavailable")]
