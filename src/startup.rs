@@ -4,12 +4,13 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{web, HttpServer};
+use actix_web::web;
 use secrecy::ExposeSecret;
 
 use crate::actors::{CacheSettings, WorkspaceRegistry};
 use crate::config::{ConfigError, Settings};
 use crate::domain::hashing::KeyHasher;
+use crate::http::server::{self, ServerSettings};
 use crate::http::state::AppState;
 use crate::http::{admin, public};
 use crate::jobs::JobContext;
@@ -171,31 +172,31 @@ impl Application {
         let admin_listener = bind("STATUSPULSE_ADMIN_ADDR", settings.admin_addr)?;
         let public_port = local_port(&public_listener);
         let admin_port = local_port(&admin_listener);
-        let public_state = state.clone();
-        let mut public_server = HttpServer::new(move || {
-            crate::http::listener_app(public_state.clone(), Listener::Public, public::routes)
-        });
-        if let Some(workers) = settings.http_workers {
-            public_server = public_server.workers(workers);
-        }
         // Signals are `main`'s to handle (`ApplicationHandle::stop`): actix-web's own handling
         // treats Ctrl-C as a forced stop, and stops the whole runtime 300 ms after the first
         // listener is done, cutting off requests still in flight on the other.
-        let public_server = public_server
-            .disable_signals()
-            .worker_max_blocking_threads(BLOCKING_THREADS_PER_RUNTIME)
-            .listen(public_listener)
-            .map_err(|e| ConfigError::new("STATUSPULSE_PUBLIC_ADDR", e.to_string()))?
-            .run();
-        let admin_server = HttpServer::new(move || {
-            crate::http::listener_app(state.clone(), Listener::Admin, admin::routes)
-        })
-        .workers(1)
-        .disable_signals()
-        .worker_max_blocking_threads(BLOCKING_THREADS_PER_RUNTIME)
-        .listen(admin_listener)
-        .map_err(|e| ConfigError::new("STATUSPULSE_ADMIN_ADDR", e.to_string()))?
-        .run();
+        let public_server = server::serve(
+            public_listener,
+            ServerSettings {
+                workers: settings.http_workers,
+                max_blocking_threads: BLOCKING_THREADS_PER_RUNTIME,
+            },
+            state.clone(),
+            Listener::Public,
+            public::routes,
+        )
+        .map_err(|e| ConfigError::new("STATUSPULSE_PUBLIC_ADDR", e.to_string()))?;
+        let admin_server = server::serve(
+            admin_listener,
+            ServerSettings {
+                workers: Some(1),
+                max_blocking_threads: BLOCKING_THREADS_PER_RUNTIME,
+            },
+            state,
+            Listener::Admin,
+            admin::routes,
+        )
+        .map_err(|e| ConfigError::new("STATUSPULSE_ADMIN_ADDR", e.to_string()))?;
         Ok(Application {
             public_port,
             admin_port,

@@ -63,9 +63,11 @@ pub enum ErrorKind {
     UnsupportedMediaType {
         message: String,
     },
-    /// 431: the header fields together exceed the limit, in bytes.
+    /// 431: more header fields than the HTTP layer parses, or more bytes of them than the
+    /// request context allows. Both limits are named, as a client cannot tell which it hit.
     HeadersTooLarge {
-        limit: usize,
+        max_fields: usize,
+        max_bytes: usize,
     },
     /// 414: the request target exceeds the limit, in bytes.
     UriTooLong {
@@ -164,9 +166,12 @@ impl ApiError {
             | ErrorKind::PayloadTooLarge { message }
             | ErrorKind::UnsupportedMediaType { message } => message.clone(),
             ErrorKind::MethodNotAllowed => "This method is not allowed on this path.".into(),
-            ErrorKind::HeadersTooLarge { limit } => {
-                format!("The request headers are too large: at most {limit} bytes in all.")
-            }
+            ErrorKind::HeadersTooLarge {
+                max_fields,
+                max_bytes,
+            } => format!(
+                "The request headers are too large: at most {max_fields} fields and {max_bytes} bytes in all."
+            ),
             ErrorKind::UriTooLong { limit } => {
                 format!("The request URI is too long: at most {limit} bytes.")
             }
@@ -353,7 +358,11 @@ mod tests {
             ),
             (ErrorKind::Unavailable.into(), 503, "unavailable"),
             (
-                ErrorKind::HeadersTooLarge { limit: 16 }.into(),
+                ErrorKind::HeadersTooLarge {
+                    max_fields: 96,
+                    max_bytes: 16,
+                }
+                .into(),
                 431,
                 "headers_too_large",
             ),

@@ -7,9 +7,11 @@ pub mod error;
 pub mod extractors;
 pub mod header_values;
 pub mod openapi;
+pub mod parse_refusals;
 pub mod public;
 pub mod rate_headers;
 pub mod request_context;
+pub mod server;
 pub mod state;
 
 use actix_web::middleware::from_fn;

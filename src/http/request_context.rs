@@ -13,6 +13,7 @@ use actix_web::web;
 use uuid::{NoContext, Timestamp, Uuid};
 
 use super::error::{ApiError, ErrorKind, X_ERROR};
+use super::parse_refusals::MAX_HEADER_FIELDS;
 use super::state::AppState;
 use crate::metrics::Listener;
 use crate::request_scope;
@@ -67,8 +68,8 @@ async fn respond<B: MessageBody + 'static>(
 }
 
 /// Most bytes of header fields (names, values, and 4 per line for `: ` and CRLF), as Node.js
-/// and http.sys allow; the HTTP layer itself only refuses past 128 KiB or 96 fields, with an
-/// empty body. A credential is under 100 bytes.
+/// and http.sys allow; the HTTP layer itself refuses past 128 KiB or 96 fields (answered in
+/// our form by `parse_refusals`). A credential is under 100 bytes.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Most bytes of a request target (path and query).
 const MAX_URI_BYTES: usize = 8 * 1024;
@@ -93,12 +94,16 @@ fn oversized_head(request: &ServiceRequest) -> Option<ApiError> {
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
-    (header_bytes > MAX_HEADER_BYTES).then(|| {
-        ErrorKind::HeadersTooLarge {
-            limit: MAX_HEADER_BYTES,
-        }
-        .into()
-    })
+    (header_bytes > MAX_HEADER_BYTES).then(headers_too_large)
+}
+
+/// The 431 for a head past either limit: ours in bytes, or the HTTP layer's in fields.
+pub fn headers_too_large() -> ApiError {
+    ErrorKind::HeadersTooLarge {
+        max_fields: MAX_HEADER_FIELDS,
+        max_bytes: MAX_HEADER_BYTES,
+    }
+    .into()
 }
 
 /// A new request id: a UUIDv7 from this instant. Not `Uuid::now_v7`, whose counter sits
@@ -179,10 +184,7 @@ fn framework_error(status: StatusCode) -> ApiError {
             message: "The request body is too large.".into(),
         }
         .into(),
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorKind::HeadersTooLarge {
-            limit: MAX_HEADER_BYTES,
-        }
-        .into(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => headers_too_large(),
         StatusCode::URI_TOO_LONG => ErrorKind::UriTooLong {
             limit: MAX_URI_BYTES,
         }

@@ -87,6 +87,8 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: HashMap<String, String>,
     pub body: Value,
+    /// What followed the response on the connection (`raw_bytes` only).
+    pub rest: Option<String>,
 }
 
 impl Reply {
@@ -247,6 +249,7 @@ impl TestApp {
             status,
             headers,
             body,
+            rest: None,
         }
     }
 
@@ -287,6 +290,41 @@ impl TestApp {
             None => request.send().await,
         };
         Self::read(response.expect("request")).await
+    }
+
+    /// Bytes written straight to a listener's socket, for requests no HTTP client would
+    /// send. The answer is read until the server closes the connection; the first response
+    /// is parsed, and whatever follows it is kept as text in `rest`.
+    pub async fn raw_bytes(&self, base: &str, request: &[u8]) -> Reply {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request).await.expect("write");
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        tokio::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .expect("the server closes the connection")
+            .expect("read");
+        let answer = String::from_utf8(answer).expect("UTF-8 answer");
+        let (head, after_head) = answer.split_once("\r\n\r\n").expect("a whole head");
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .unwrap();
+        let headers = lines
+            .filter_map(|line| line.split_once(": "))
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
+            .collect::<HashMap<_, _>>();
+        let length: usize = headers["content-length"].parse().unwrap();
+        let (body, rest) = after_head.split_at(length);
+        Reply {
+            status: StatusCode::from_bytes(status.as_bytes()).unwrap(),
+            headers,
+            body: serde_json::from_str(body).unwrap_or(Value::Null),
+            rest: (!rest.is_empty()).then(|| rest.to_owned()),
+        }
     }
 
     pub async fn create_workspace(&self, name: &str) -> String {

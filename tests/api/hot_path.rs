@@ -150,6 +150,52 @@ async fn oversized_request_heads_get_json_errors_on_both_listeners() {
 }
 
 #[actix_web::test]
+async fn requests_the_http_parser_refuses_get_json_errors_on_both_listeners() {
+    let app = spawn_app().await;
+    let fields: String = (0..100).map(|i| format!("x-field-{i}: v\r\n")).collect();
+    let too_many_fields = format!("GET /v1/me HTTP/1.1\r\nhost: a\r\n{fields}\r\n");
+    for base in [&app.public, &app.admin] {
+        app.raw_bytes(base, too_many_fields.as_bytes())
+            .await
+            .assert_error(431, "headers_too_large");
+        for malformed in [
+            &b"GET /v1/me HTTP/1.1 junk\r\nhost: a\r\n\r\n"[..],
+            b"GET /v1/me HTTP/1.1\r\nhost: a\r\nbad name: v\r\n\r\n",
+            b"POST /admin/v1/workspaces HTTP/1.1\r\nhost: a\r\ncontent-length: ten\r\n\r\n",
+            b"GET /v1/me HTTP/1.1\r\nhost: a\r\nx-bytes: \xff\x00\r\n\r\n",
+        ] {
+            app.raw_bytes(base, malformed)
+                .await
+                .assert_error(400, "malformed_request");
+        }
+    }
+    // A good request and then a bad one on the same connection: the first is answered as
+    // usual, the second in our form, and then the connection closes.
+    let first = app
+        .raw_bytes(
+            &app.public,
+            b"GET /healthz HTTP/1.1\r\nhost: a\r\n\r\nGET /v1/me HTTP/1.1\r\nbad name: v\r\n\r\n",
+        )
+        .await;
+    assert_eq!(first.status.as_u16(), 200);
+    let second = first.rest.expect("a second answer");
+    assert!(
+        second.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{second}"
+    );
+    assert!(
+        second.contains("\"error\":\"malformed_request\""),
+        "{second}"
+    );
+    // Counted as responses like any other: 5 on the admin listener.
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("statuspulse_http_responses_total{listener=\"admin\",class=\"4xx\"} 5"),
+        "{metrics}"
+    );
+}
+
+#[actix_web::test]
 async fn unknown_keys_are_remembered_so_a_flood_spares_storage() {
     let app = spawn_app().await;
     let generated = generate_key(Environment::Live, &mut rand::thread_rng(), |k| {

@@ -1,0 +1,269 @@
+//! The API's JSON answer for requests the HTTP layer refuses before the application sees
+//! them.
+//!
+//! actix-http answers a request it cannot parse on its own, before any middleware runs:
+//! - a malformed request line, header or body framing gets an empty `400`;
+//! - more than 96 header fields, or a head past 128 KiB, gets an empty `431`.
+//!
+//! Neither answer has a body or an `X-Request-ID`, and the contract wants both on every
+//! error. The dispatcher has no hook for these answers, so each connection's stream is
+//! wrapped instead. Such an answer has a fixed shape and is always the last thing written
+//! before the connection closes. The wrapper recognises it at the end of a write and writes
+//! the API's answer in its place. Every other write passes through untouched, at the cost of
+//! comparing its last bytes.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use actix_web::ResponseError;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::error::ApiError;
+use super::request_context::{fresh_request_id, headers_too_large};
+use crate::metrics::{Listener, Metrics};
+
+/// Most header fields actix-http parses (its `h1::decoder::MAX_HEADERS`).
+pub const MAX_HEADER_FIELDS: usize = 96;
+
+/// What actix-http refused a request for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    Malformed,
+    HeadTooLarge,
+}
+
+impl Refusal {
+    fn error(self) -> ApiError {
+        match self {
+            Refusal::Malformed => ApiError::bad_request(
+                "malformed_request",
+                "The request is not valid HTTP/1.1: check the request line, the header syntax \
+                 and Content-Length or Transfer-Encoding.",
+            ),
+            Refusal::HeadTooLarge => headers_too_large(),
+        }
+    }
+}
+
+/// actix-http's own answers, as its `h1::dispatcher` writes them, up to the value of the
+/// date header. `connection: close` is left out when the connection was already closing.
+const CANNED_ANSWERS: [(&[u8], Refusal); 4] = [
+    (
+        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\ndate: ",
+        Refusal::Malformed,
+    ),
+    (
+        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: ",
+        Refusal::Malformed,
+    ),
+    (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\ndate: ",
+        Refusal::HeadTooLarge,
+    ),
+    (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: ",
+        Refusal::HeadTooLarge,
+    ),
+];
+
+/// An IMF-fixdate ("Mon, 30 Nov 2026 22:55:34 GMT") is always 29 bytes.
+const DATE_BYTES: usize = 29;
+const HEAD_END: &[u8] = b"\r\n\r\n";
+
+/// A canned answer that ends `written`: where it starts, what it refuses, and its date.
+fn canned_answer_at_end(written: &[u8]) -> Option<(usize, Refusal, &[u8])> {
+    // Most writes fail this first test; /v1/authz answers end in a date too, and fail the
+    // one below on their first byte.
+    if !written.ends_with(b" GMT\r\n\r\n") {
+        return None;
+    }
+    CANNED_ANSWERS.iter().find_map(|(head, refusal)| {
+        let start = written
+            .len()
+            .checked_sub(head.len() + DATE_BYTES + HEAD_END.len())?;
+        let answer = &written[start..];
+        answer.starts_with(head).then(|| {
+            let date = &answer[head.len()..head.len() + DATE_BYTES];
+            (start, *refusal, date)
+        })
+    })
+}
+
+/// The API's answer for a refusal (the JSON error with a fresh request id, and the date
+/// actix-http would have sent), and its status.
+fn api_answer(refusal: Refusal, date: &[u8]) -> (u16, Vec<u8>) {
+    let error = refusal.error();
+    let request_id = fresh_request_id();
+    let request_id = request_id.to_str().unwrap_or_default();
+    let body = error.body(request_id);
+    let status = error.status_code();
+    tracing::debug!(
+        request_id,
+        status = status.as_u16(),
+        error = error.code(),
+        "request refused by the HTTP parser"
+    );
+    let mut answer = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         x-error: {}\r\nx-request-id: {request_id}\r\nconnection: close\r\ndate: ",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or_default(),
+        body.len(),
+        error.code(),
+    )
+    .into_bytes();
+    answer.extend_from_slice(date);
+    answer.extend_from_slice(HEAD_END);
+    answer.extend_from_slice(body.as_bytes());
+    (status.as_u16(), answer)
+}
+
+/// A connection's stream that writes the API's answer in place of actix-http's own.
+pub struct ParseRefusals<T> {
+    io: T,
+    /// The API's answer and how much of it is written, until all of it is.
+    pending: Option<(Vec<u8>, usize)>,
+    metrics: Arc<Metrics>,
+    listener: Listener,
+}
+
+impl<T> ParseRefusals<T> {
+    pub fn new(io: T, metrics: Arc<Metrics>, listener: Listener) -> ParseRefusals<T> {
+        ParseRefusals {
+            io,
+            pending: None,
+            metrics,
+            listener,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> ParseRefusals<T> {
+    /// Writes what is left of a pending answer; ready when none is left.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((answer, written)) = self.pending.as_mut() {
+            if *written == answer.len() {
+                self.pending = None;
+                break;
+            }
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &answer[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ParseRefusals<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ParseRefusals<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_pending(cx))?;
+        match canned_answer_at_end(buf) {
+            None => Pin::new(&mut this.io).poll_write(cx, buf),
+            // Answers to earlier pipelined requests go out first, as they are.
+            Some((start, _, _)) if start > 0 => {
+                Pin::new(&mut this.io).poll_write(cx, &buf[..start])
+            }
+            Some((_, refusal, date)) => {
+                let (status, answer) = api_answer(refusal, date);
+                this.metrics.record_response(this.listener, status);
+                this.pending = Some((answer, 0));
+                // The canned answer counts as written; ours goes out on this and the
+                // following polls, before any flush or shutdown completes.
+                if let Poll::Ready(Err(error)) = this.poll_pending(cx) {
+                    return Poll::Ready(Err(error));
+                }
+                Poll::Ready(Ok(buf.len()))
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_pending(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_pending(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATE: &str = "Mon, 30 Nov 2026 22:55:34 GMT";
+
+    fn canned(head: &[u8]) -> Vec<u8> {
+        [head, DATE.as_bytes(), HEAD_END].concat()
+    }
+
+    #[test]
+    fn every_canned_answer_is_recognised_after_earlier_answers() {
+        let earlier = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-request-id: 1\r\ndate: {DATE}\r\n\r\n"
+        );
+        for (head, refusal) in CANNED_ANSWERS {
+            assert_eq!(
+                canned_answer_at_end(&canned(head)),
+                Some((0, refusal, DATE.as_bytes()))
+            );
+            let both = [earlier.as_bytes(), &canned(head)].concat();
+            assert_eq!(
+                canned_answer_at_end(&both),
+                Some((earlier.len(), refusal, DATE.as_bytes()))
+            );
+        }
+    }
+
+    #[test]
+    fn the_applications_own_answers_pass_through() {
+        for answer in [
+            format!("HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-request-id: 1\r\ndate: {DATE}\r\n\r\n"),
+            format!("HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\nx-error: x\r\ndate: {DATE}\r\n\r\n{{}}"),
+            format!("HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nx-request-id: 1\r\ndate: {DATE}\r\n\r\n"),
+            // A canned head cut short is not one.
+            format!("Request\r\ncontent-length: 0\r\ndate: {DATE}\r\n\r\n"),
+            String::new(),
+        ] {
+            assert_eq!(canned_answer_at_end(answer.as_bytes()), None, "{answer}");
+        }
+    }
+
+    #[test]
+    fn the_api_answer_is_a_complete_json_error() {
+        let (status, answer) = api_answer(Refusal::HeadTooLarge, DATE.as_bytes());
+        assert_eq!(status, 431);
+        let answer = String::from_utf8(answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+        assert!(head.contains(&format!("content-length: {}\r\n", body.len())));
+        assert!(head.contains("x-error: headers_too_large\r\n"));
+        assert!(head.ends_with(&format!("date: {DATE}")));
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"], "headers_too_large");
+        let id = body["request_id"].as_str().unwrap();
+        assert!(head.contains(&format!("x-request-id: {id}\r\n")));
+    }
+}
