@@ -73,6 +73,10 @@ pub enum ErrorKind {
     UriTooLong {
         limit: usize,
     },
+    /// 408: the request head did not arrive whole within this many seconds.
+    RequestTimeout {
+        secs: u64,
+    },
     /// 500; the cause is logged where it happened, never shown.
     Internal,
 }
@@ -128,6 +132,7 @@ impl ApiError {
             ErrorKind::UnsupportedMediaType { .. } => "unsupported_media_type",
             ErrorKind::HeadersTooLarge { .. } => "headers_too_large",
             ErrorKind::UriTooLong { .. } => "uri_too_long",
+            ErrorKind::RequestTimeout { .. } => "request_timeout",
             ErrorKind::Internal => "internal_error",
         }
     }
@@ -175,6 +180,9 @@ impl ApiError {
             ErrorKind::UriTooLong { limit } => {
                 format!("The request URI is too long: at most {limit} bytes.")
             }
+            ErrorKind::RequestTimeout { secs } => {
+                format!("The request head did not arrive in time: send it whole within {secs} seconds.")
+            }
             ErrorKind::Internal => "Something went wrong on our side; it has been logged.".into(),
         }
     }
@@ -220,6 +228,7 @@ impl ResponseError for ApiError {
             ErrorKind::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ErrorKind::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -370,6 +379,11 @@ mod tests {
                 ErrorKind::UriTooLong { limit: 8 }.into(),
                 414,
                 "uri_too_long",
+            ),
+            (
+                ErrorKind::RequestTimeout { secs: 5 }.into(),
+                408,
+                "request_timeout",
             ),
             (
                 ApiError::unprocessable("invalid_scopes", "x"),

@@ -20,8 +20,9 @@ use std::task::{ready, Context, Poll};
 use actix_web::ResponseError;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
 use super::request_context::{fresh_request_id, headers_too_large};
+use super::server::REQUEST_HEAD_TIMEOUT;
 use crate::metrics::{Listener, Metrics};
 
 /// Most header fields actix-http parses (its `h1::decoder::MAX_HEADERS`).
@@ -32,6 +33,10 @@ pub const MAX_HEADER_FIELDS: usize = 96;
 enum Refusal {
     Malformed,
     HeadTooLarge,
+    /// The head did not arrive whole within the request timeout (a slow or stalled client).
+    TooSlow,
+    /// Framing actix-http could not follow; it logs the cause.
+    Internal,
 }
 
 impl Refusal {
@@ -43,29 +48,26 @@ impl Refusal {
                  and Content-Length or Transfer-Encoding.",
             ),
             Refusal::HeadTooLarge => headers_too_large(),
+            Refusal::TooSlow => ErrorKind::RequestTimeout {
+                secs: REQUEST_HEAD_TIMEOUT.as_secs(),
+            }
+            .into(),
+            Refusal::Internal => ErrorKind::Internal.into(),
         }
     }
 }
 
-/// actix-http's own answers, as its `h1::dispatcher` writes them, up to the value of the
-/// date header. `connection: close` is left out when the connection was already closing.
-const CANNED_ANSWERS: [(&[u8], Refusal); 4] = [
+/// The status lines of actix-http's own answers (its `h1::dispatcher`), and what each
+/// refuses. Each such answer is the status line, `content-length: 0`, `connection: close`
+/// unless the connection was already closing, and the date.
+const CANNED_STATUS_LINES: [(&[u8], Refusal); 4] = [
+    (b"HTTP/1.1 400 Bad Request\r\n", Refusal::Malformed),
+    (b"HTTP/1.1 408 Request Timeout\r\n", Refusal::TooSlow),
     (
-        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\ndate: ",
-        Refusal::Malformed,
-    ),
-    (
-        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: ",
-        Refusal::Malformed,
-    ),
-    (
-        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\ndate: ",
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
         Refusal::HeadTooLarge,
     ),
-    (
-        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: ",
-        Refusal::HeadTooLarge,
-    ),
+    (b"HTTP/1.1 500 Internal Server Error\r\n", Refusal::Internal),
 ];
 
 /// An IMF-fixdate ("Mon, 30 Nov 2026 22:55:34 GMT") is always 29 bytes.
@@ -73,21 +75,18 @@ const DATE_BYTES: usize = 29;
 const HEAD_END: &[u8] = b"\r\n\r\n";
 
 /// A canned answer that ends `written`: where it starts, what it refuses, and its date.
+/// Every answer of the application has an `X-Request-ID`, so none has this shape.
 fn canned_answer_at_end(written: &[u8]) -> Option<(usize, Refusal, &[u8])> {
-    // Most writes fail this first test; /v1/authz answers end in a date too, and fail the
-    // one below on their first byte.
-    if !written.ends_with(b" GMT\r\n\r\n") {
-        return None;
-    }
-    CANNED_ANSWERS.iter().find_map(|(head, refusal)| {
-        let start = written
-            .len()
-            .checked_sub(head.len() + DATE_BYTES + HEAD_END.len())?;
-        let answer = &written[start..];
-        answer.starts_with(head).then(|| {
-            let date = &answer[head.len()..head.len() + DATE_BYTES];
-            (start, *refusal, date)
-        })
+    // Most writes fail at the first or second step: bodies do not end in a blank line, and
+    // /v1/authz answers (no body) have headers between their length and their date.
+    let head = written.strip_suffix(HEAD_END)?;
+    let (head, date) = head.split_at(head.len().checked_sub(DATE_BYTES)?);
+    let head = head.strip_suffix(b"date: ")?;
+    let head = head.strip_suffix(b"connection: close\r\n").unwrap_or(head);
+    let head = head.strip_suffix(b"content-length: 0\r\n")?;
+    CANNED_STATUS_LINES.iter().find_map(|(line, refusal)| {
+        head.ends_with(line)
+            .then(|| (head.len() - line.len(), *refusal, date))
     })
 }
 
@@ -215,8 +214,21 @@ mod tests {
 
     const DATE: &str = "Mon, 30 Nov 2026 22:55:34 GMT";
 
-    fn canned(head: &[u8]) -> Vec<u8> {
-        [head, DATE.as_bytes(), HEAD_END].concat()
+    fn canned(status_line: &[u8], closing: bool) -> Vec<u8> {
+        let connection: &[u8] = if closing {
+            b"connection: close\r\n"
+        } else {
+            b""
+        };
+        [
+            status_line,
+            b"content-length: 0\r\n",
+            connection,
+            b"date: ",
+            DATE.as_bytes(),
+            HEAD_END,
+        ]
+        .concat()
     }
 
     #[test]
@@ -224,16 +236,19 @@ mod tests {
         let earlier = format!(
             "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-request-id: 1\r\ndate: {DATE}\r\n\r\n"
         );
-        for (head, refusal) in CANNED_ANSWERS {
-            assert_eq!(
-                canned_answer_at_end(&canned(head)),
-                Some((0, refusal, DATE.as_bytes()))
-            );
-            let both = [earlier.as_bytes(), &canned(head)].concat();
-            assert_eq!(
-                canned_answer_at_end(&both),
-                Some((earlier.len(), refusal, DATE.as_bytes()))
-            );
+        for (status_line, refusal) in CANNED_STATUS_LINES {
+            for closing in [true, false] {
+                let answer = canned(status_line, closing);
+                assert_eq!(
+                    canned_answer_at_end(&answer),
+                    Some((0, refusal, DATE.as_bytes()))
+                );
+                let both = [earlier.as_bytes(), &answer].concat();
+                assert_eq!(
+                    canned_answer_at_end(&both),
+                    Some((earlier.len(), refusal, DATE.as_bytes()))
+                );
+            }
         }
     }
 

@@ -18,6 +18,10 @@ use super::parse_refusals::ParseRefusals;
 use super::state::AppState;
 use crate::metrics::Listener;
 
+/// How long a client has to send a request's head (actix-web's default); past it the
+/// connection gets a 408 and is closed.
+pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How a listener's server runs.
 pub struct ServerSettings {
     /// HTTP worker threads; `None` for one per core.
@@ -54,7 +58,7 @@ pub fn serve(
                 .map_err(|error| error.error_response());
             // HttpServer's defaults.
             let http = HttpService::build()
-                .client_request_timeout(Duration::from_secs(5))
+                .client_request_timeout(REQUEST_HEAD_TIMEOUT)
                 .client_disconnect_timeout(Duration::from_secs(1))
                 .h1_allow_half_closed(true)
                 .local_addr(addr)

@@ -121,7 +121,7 @@ async fn bad_credentials_are_401_with_a_challenge() {
 async fn oversized_request_heads_get_json_errors_on_both_listeners() {
     let app = spawn_app().await;
     let (public, admin) = (app.public.clone(), app.admin.clone());
-    // Past our limits, far below the HTTP layer's own (128 KiB), which answers without a body.
+    // Past our limits, far below the HTTP layer's own (128 KiB; see the test below).
     let huge_value = vec![b'a'; 20 * 1024];
     let many_fields: Vec<(String, Vec<u8>)> = (0..40)
         .map(|i| (format!("x-filler-{i}"), vec![b'b'; 500]))
@@ -193,6 +193,15 @@ async fn requests_the_http_parser_refuses_get_json_errors_on_both_listeners() {
         metrics.contains("statuspulse_http_responses_total{listener=\"admin\",class=\"4xx\"} 5"),
         "{metrics}"
     );
+}
+
+#[actix_web::test]
+async fn a_client_that_stalls_mid_head_gets_a_json_408() {
+    let app = spawn_app().await;
+    // The head never ends: after 5 s the HTTP layer gives up on it.
+    app.raw_bytes(&app.public, b"GET /v1/me HTTP/1.1\r\nhost: a\r\n")
+        .await
+        .assert_error(408, "request_timeout");
 }
 
 #[actix_web::test]
