@@ -98,12 +98,21 @@ fn api_answer(refusal: Refusal, date: &[u8]) -> (u16, Vec<u8>) {
     let request_id = request_id.to_str().unwrap_or_default();
     let body = error.body(request_id);
     let status = error.status_code();
-    tracing::debug!(
-        request_id,
-        status = status.as_u16(),
-        error = error.code(),
-        "request refused by the HTTP parser"
-    );
+    if status.is_server_error() {
+        // actix-http logs the cause under `actix_http::h1::dispatcher`, which the default
+        // filter silences (any client could fill the log with its parse errors).
+        tracing::error!(
+            request_id,
+            "the HTTP layer could not follow a request's framing"
+        );
+    } else {
+        tracing::debug!(
+            request_id,
+            status = status.as_u16(),
+            error = error.code(),
+            "request refused by the HTTP parser"
+        );
+    }
     let mut answer = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
          x-error: {}\r\nx-request-id: {request_id}\r\nconnection: close\r\ndate: ",
