@@ -98,7 +98,9 @@ impl DenyReason {
             }
             DenyReason::KeyRevoked => (403, "key_revoked"),
             DenyReason::KeyExpired => (403, "key_expired"),
-            DenyReason::InvalidRoute(RouteError::BadMethod) => (400, "invalid_forwarded_method"),
+            DenyReason::InvalidRoute(RouteError::BadMethod | RouteError::RepeatedMethod) => {
+                (400, "invalid_forwarded_method")
+            }
             DenyReason::InvalidRoute(_) => (400, "invalid_forwarded_uri"),
             DenyReason::RateLimited => (429, "rate_limited"),
             DenyReason::InsufficientScope(_) => (403, "insufficient_scope"),

@@ -26,8 +26,12 @@ pub enum RouteError {
     NotAscii,
     #[error("the URI is longer than 4096 bytes")]
     TooLong,
-    #[error("the URI has dot segments, empty segments, backslashes or encoded separators")]
+    #[error("the URI has dot segments, empty segments, backslashes, path parameters (`;`) or encoded separators, dots or percent signs")]
     Ambiguous,
+    #[error("the method header is sent more than once")]
+    RepeatedMethod,
+    #[error("the URI header is sent more than once")]
+    RepeatedUri,
 }
 
 const MAX_URI_LEN: usize = 4096;
@@ -36,7 +40,8 @@ const MAX_URI_LEN: usize = 4096;
 /// `<resource>:write`, where the resource is the first path segment under `/v1/`.
 ///
 /// Paths that a gateway or upstream could resolve differently from us (`..`, `.`, `//`,
-/// `%2e`, `%2f`, `\`) are refused outright rather than normalised: a path we read as
+/// `\`, `;` path parameters as in Tomcat's `/v1/checks/..;/billing`, and encoded `.`, `/`,
+/// `\`, `;`, `%` or NUL) are refused outright rather than normalised: a path we read as
 /// `/v1/checks/../billing` must never be authorised as `checks`.
 pub fn required_scope(method: &str, uri: &str) -> Result<RouteRequirement, RouteError> {
     if method.is_empty() || method.len() > 32 || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
@@ -47,7 +52,7 @@ pub fn required_scope(method: &str, uri: &str) -> Result<RouteRequirement, Route
     }
     let path = path_of(uri);
     let rest = path.strip_prefix("/v1/").ok_or(RouteError::NotUnderV1)?;
-    if path.contains('\\') || contains_encoded_separator(path) {
+    if path.contains(['\\', ';']) || contains_encoded_separator(path) {
         return Err(RouteError::Ambiguous);
     }
     let mut segments = rest.split('/');
@@ -86,13 +91,20 @@ pub fn path_of(uri: &str) -> &str {
     uri.split(['?', '#']).next().unwrap_or_default()
 }
 
+/// `%2e` (`.`), `%2f` (`/`), `%5c` (`\`), `%3b` (`;`), `%00`, and `%25` (`%`: a server that
+/// decodes twice would see `%252e` as `.`).
 fn contains_encoded_separator(path: &str) -> bool {
     let bytes = path.as_bytes();
     bytes.windows(3).any(|w| {
         w[0] == b'%'
             && matches!(
                 (w[1].to_ascii_lowercase(), w[2].to_ascii_lowercase()),
-                (b'2', b'e') | (b'2', b'f') | (b'5', b'c')
+                (b'2', b'e')
+                    | (b'2', b'f')
+                    | (b'5', b'c')
+                    | (b'3', b'b')
+                    | (b'0', b'0')
+                    | (b'2', b'5')
             )
     })
 }
@@ -177,6 +189,11 @@ mod tests {
             "/v1/checks/%2E%2E/billing",
             "/v1/checks\\..\\billing",
             "/v1/../v1/billing",
+            "/v1/checks/..;/billing",
+            "/v1/checks;x=1/..;/billing",
+            "/v1/checks/%3b/x",
+            "/v1/checks/%252e%252e/billing",
+            "/v1/checks/a%00",
         ] {
             assert_eq!(
                 required_scope("GET", uri),

@@ -65,6 +65,11 @@ impl Scope {
         Scope { resource, access }
     }
 
+    /// Whether a credential can hold this scope (`billing:write` is only ever required).
+    pub const fn is_grantable(self) -> bool {
+        self.bit().is_some()
+    }
+
     /// The bit of this scope in a [`ScopeSet`], or `None` for a pair that is not grantable.
     const fn bit(self) -> Option<u16> {
         let index = match (self.resource, self.access) {

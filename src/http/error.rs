@@ -73,7 +73,8 @@ pub enum ErrorKind {
     UriTooLong {
         limit: usize,
     },
-    /// 408: the request head did not arrive whole within this many seconds.
+    /// 408: the request (its head, or its body once the head is in) did not arrive whole
+    /// within this many seconds.
     RequestTimeout {
         secs: u64,
     },
@@ -181,7 +182,7 @@ impl ApiError {
                 format!("The request URI is too long: at most {limit} bytes.")
             }
             ErrorKind::RequestTimeout { secs } => {
-                format!("The request head did not arrive in time: send it whole within {secs} seconds.")
+                format!("The request did not arrive in time: send it whole within {secs} seconds.")
             }
             ErrorKind::Internal => "Something went wrong on our side; it has been logged.".into(),
         }
@@ -285,8 +286,9 @@ impl From<Denied> for ApiError {
             DenyReason::RateLimited => ErrorKind::RateLimited {
                 retry_after_secs: denied.rate.map(|r| r.reset_secs).unwrap_or(1),
             },
+            // The challenge names only a scope a credential could be given.
             DenyReason::InsufficientScope(scope) => ErrorKind::InsufficientScope {
-                scope: scope.map(|s| s.as_str()),
+                scope: scope.filter(|s| s.is_grantable()).map(|s| s.as_str()),
             },
             DenyReason::Unavailable => ErrorKind::Unavailable,
         };

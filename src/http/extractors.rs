@@ -1,8 +1,13 @@
 //! Body and query extractor settings whose errors become our JSON errors, naming the
 //! problem (serde's messages name the field: "missing field `label`", "unknown field …").
 
+use std::future::Future;
+use std::time::Duration;
+
 use actix_web::dev::Payload;
-use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::error::QueryPayloadError;
+use actix_web::http::StatusCode;
+use actix_web::mime;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
@@ -12,33 +17,15 @@ use super::error::{ApiError, ErrorKind};
 /// Admin request bodies are small; anything larger is refused before parsing.
 pub const MAX_JSON_BODY: usize = 64 * 1024;
 
-pub fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(MAX_JSON_BODY)
-        .error_handler(|error, _request| {
-            let api_error: ApiError = match &error {
-                JsonPayloadError::OverflowKnownLength { .. }
-                | JsonPayloadError::Overflow { .. } => ErrorKind::PayloadTooLarge {
-                    message: format!("The body is larger than {MAX_JSON_BODY} bytes."),
-                }
-                .into(),
-                JsonPayloadError::ContentType => ErrorKind::UnsupportedMediaType {
-                    message: "Send a JSON body with Content-Type: application/json.".into(),
-                }
-                .into(),
-                JsonPayloadError::Deserialize(cause) => ApiError::bad_request(
-                    "invalid_body",
-                    format!("Invalid JSON body: {}", describe(cause)),
-                ),
-                _ => ApiError::bad_request("invalid_body", "The body could not be read as JSON."),
-            };
-            api_error.into()
-        })
-}
+/// How long a body may take to arrive once the head has: without a limit, a client that
+/// declares a length and sends less holds its request (and a connection) open forever.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A JSON request body, as `web::Json` reads it (same limit, content type and syntax
-/// errors, from `json_config`), but whose data errors name the field they are about:
-/// serde_json alone says "invalid type: integer, expected a string" without saying where.
+/// A JSON object request body. Read whole (at most `MAX_JSON_BODY` bytes, within
+/// `BODY_TIMEOUT`), declared as JSON (`application/json` or a `+json` type), and parsed
+/// straight into `T`, so that a field given twice is refused, as is a JSON array in place
+/// of the object. Data errors name the field they are about: serde_json alone says
+/// "invalid type: integer, expected a string" without saying where.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
@@ -46,14 +33,101 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let json = web::Json::<serde_json::Value>::from_request(request, payload);
+        let declared_json = is_declared_json(request);
+        let body = read_body(request, payload);
         Box::pin(async move {
-            let web::Json(value) = json.await?;
-            serde_path_to_error::deserialize(value)
-                .map(JsonBody)
-                .map_err(|error| invalid_body(&error).into())
+            if !declared_json {
+                return Err(not_json().into());
+            }
+            Ok(JsonBody(parse_object(&body.await?)?))
         })
     }
+}
+
+/// A JSON body that may be left out: an empty body means `T::default()`; a present one
+/// follows the rules of [`JsonBody`].
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJsonBody<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let declared_json = is_declared_json(request);
+        let body = read_body(request, payload);
+        Box::pin(async move {
+            let body = body.await?;
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(OptionalJsonBody(T::default()));
+            }
+            if !declared_json {
+                return Err(not_json().into());
+            }
+            Ok(OptionalJsonBody(parse_object(&body)?))
+        })
+    }
+}
+
+fn read_body(
+    request: &HttpRequest,
+    payload: &mut Payload,
+) -> impl Future<Output = Result<web::Bytes, ApiError>> + 'static {
+    let bytes = web::Bytes::from_request(request, payload);
+    async move {
+        match actix_web::rt::time::timeout(BODY_TIMEOUT, bytes).await {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(error))
+                if error.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(ErrorKind::PayloadTooLarge {
+                    message: format!("The body is larger than {MAX_JSON_BODY} bytes."),
+                }
+                .into())
+            }
+            Ok(Err(_)) => Err(ApiError::bad_request(
+                "invalid_body",
+                "The body could not be read.",
+            )),
+            Err(_elapsed) => Err(ErrorKind::RequestTimeout {
+                secs: BODY_TIMEOUT.as_secs(),
+            }
+            .into()),
+        }
+    }
+}
+
+fn is_declared_json(request: &HttpRequest) -> bool {
+    matches!(request.mime_type(), Ok(Some(mime))
+        if mime.type_() == mime::APPLICATION
+            && (mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON)))
+}
+
+fn not_json() -> ApiError {
+    ErrorKind::UnsupportedMediaType {
+        message: "Send a JSON body with Content-Type: application/json.".into(),
+    }
+    .into()
+}
+
+/// Parses a body that must be one JSON object.
+fn parse_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|&b| b != b'{') {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "Invalid JSON body: expected a JSON object.",
+        ));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| invalid_body(&e))?;
+    deserializer.end().map_err(|error| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("Invalid JSON body: {}", describe(&error)),
+        )
+    })?;
+    Ok(value)
 }
 
 fn invalid_body(error: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
@@ -68,30 +142,9 @@ fn invalid_body(error: &serde_path_to_error::Error<serde_json::Error>) -> ApiErr
     ApiError::bad_request("invalid_body", message)
 }
 
-/// Raw bodies (`web::Bytes`, for optional bodies) get the same size limit as JSON ones.
+/// Raw bodies get the same size limit as JSON ones.
 pub fn payload_config() -> web::PayloadConfig {
     web::PayloadConfig::new(MAX_JSON_BODY)
-}
-
-/// An optional JSON body, with the same rules as `web::Json`: an empty body means
-/// `T::default()`; otherwise it must be declared `application/json` and parse.
-pub fn optional_json<T: DeserializeOwned + Default>(
-    request: &HttpRequest,
-    body: &web::Bytes,
-) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    let is_json =
-        matches!(request.mime_type(), Ok(Some(m)) if m.essence_str() == "application/json");
-    if !is_json {
-        return Err(ErrorKind::UnsupportedMediaType {
-            message: "Send a JSON body with Content-Type: application/json.".into(),
-        }
-        .into());
-    }
-    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
-        .map_err(|error| invalid_body(&error))
 }
 
 pub fn query_config() -> web::QueryConfig {
@@ -168,9 +221,9 @@ mod tests {
             scopes: Vec<String>,
         }
         let message = |body: &str| {
-            let value: serde_json::Value = serde_json::from_str(body).unwrap();
-            let error = serde_path_to_error::deserialize::<_, Body>(value).unwrap_err();
-            invalid_body(&error).to_string()
+            parse_object::<Body>(body.as_bytes())
+                .unwrap_err()
+                .to_string()
         };
         let wrong = message(r#"{"name": 5, "scopes": []}"#);
         assert!(
@@ -181,6 +234,28 @@ mod tests {
         assert!(nested.contains("`scopes[1]`"), "{nested}");
         let missing = message(r#"{"name": "x"}"#);
         assert!(missing.contains("missing field `scopes`"), "{missing}");
+    }
+
+    #[test]
+    fn a_body_must_be_one_object_with_each_field_once() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Body {
+            name: String,
+        }
+        let error = |body: &str| {
+            parse_object::<Body>(body.as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(error(r#"["x"]"#).contains("expected a JSON object"));
+        assert!(error(r#"{"name": "a", "name": "b"}"#).contains("duplicate field `name`"));
+        assert!(error(r#"{"name": "a"} {"name": "b"}"#).contains("malformed JSON"));
+        assert!(error("").contains("malformed JSON"));
+        assert_eq!(
+            parse_object::<Body>(br#" {"name": "a"} "#).unwrap().name,
+            "a"
+        );
     }
 
     #[test]

@@ -38,7 +38,6 @@ pub fn listener_app(
     App::new()
         .app_data(state)
         .app_data(listener)
-        .app_data(extractors::json_config())
         .app_data(extractors::query_config())
         .app_data(extractors::path_config())
         .app_data(extractors::payload_config())

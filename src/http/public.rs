@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -125,30 +125,33 @@ pub async fn authz(
 ) -> Result<HttpResponse, ApiError> {
     let request_id = request_scope::current_id();
     let headers = request.headers();
-    let method = headers
-        .get(&X_FORWARDED_METHOD)
-        .and_then(|v| v.to_str().ok());
-    // Outer `None`: no header; inner `None`: not UTF-8.
-    let uri = headers.get(&X_FORWARDED_URI).map(|v| v.to_str().ok());
+    let method =
+        single_value(headers, &X_FORWARDED_METHOD).map(|v| v.and_then(|v| v.to_str().ok()));
+    // `Ok(None)`: no header; `Ok(Some(None))`: not UTF-8.
+    let uri = single_value(headers, &X_FORWARDED_URI).map(|v| v.map(|v| v.to_str().ok()));
     let requirement = match (method, uri) {
-        (None, _) => Err(RouteError::BadMethod),
-        (Some(_), None) => Err(RouteError::MissingUri),
-        (Some(_), Some(None)) => Err(RouteError::NotAscii),
-        (Some(method), Some(Some(uri))) => required_scope(method, uri),
+        (Err(Repeated), _) => Err(RouteError::RepeatedMethod),
+        (Ok(None), _) => Err(RouteError::BadMethod),
+        (_, Err(Repeated)) => Err(RouteError::RepeatedUri),
+        (_, Ok(None)) => Err(RouteError::MissingUri),
+        (_, Ok(Some(None))) => Err(RouteError::NotAscii),
+        (Ok(Some(method)), Ok(Some(Some(uri)))) => required_scope(method, uri),
     };
-    // Behind a gateway the peer is the gateway; the client is the first forwarded hop.
+    // Behind a gateway the peer is the gateway; the client is the first forwarded hop, when
+    // that is an address (anything else would reach the audit log as the caller wrote it).
     let client_addr = headers
         .get(&X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(',').next())
-        .map(|v| v.trim().chars().take(64).collect())
-        .or_else(|| request.peer_addr().map(|a| ip_text(a.ip())));
+        .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        .or_else(|| request.peer_addr().map(|a| a.ip()))
+        .map(ip_text);
     let granted = state
         .verifier
         .verify(AccessRequest {
             authorization: authorization_header(headers),
-            method: method.unwrap_or("?"),
-            path: uri.flatten().unwrap_or(""),
+            method: method.ok().flatten().unwrap_or("?"),
+            path: uri.ok().flatten().flatten().unwrap_or(""),
             requirement,
             request_id: &request_id,
             client_addr,
@@ -173,6 +176,24 @@ pub async fn authz(
         HeaderValue::from_static(key.environment.as_str()),
     );
     Ok(response)
+}
+
+/// A header field sent more than once where one value is expected.
+#[derive(Clone, Copy, Debug)]
+struct Repeated;
+
+/// The value of a singleton header. Two or more are refused rather than one picked: a proxy
+/// in front of us may act on another one than we would.
+fn single_value<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'a HeaderValue>, Repeated> {
+    let mut values = headers.get_all(name);
+    let first = values.next();
+    match values.next() {
+        None => Ok(first),
+        Some(_) => Err(Repeated),
+    }
 }
 
 /// A header value of an id that storage gave us: ids are ASCII letters, digits and `_`, so

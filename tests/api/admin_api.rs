@@ -125,6 +125,14 @@ async fn malformed_and_hostile_bodies_get_clear_4xx_errors() {
     };
     post(b"{\"name\":").await.assert_error(400, "invalid_body");
     post(b"[]").await.assert_error(400, "invalid_body");
+    // Only an object: no fields by position, and no field twice.
+    post(br#"["Acme"]"#).await.assert_error(400, "invalid_body");
+    let twice = post(br#"{"name":"a","name":"b"}"#).await;
+    twice.assert_error(400, "invalid_body");
+    assert!(twice.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("duplicate field `name`"));
     let unknown_field = post(br#"{"name":"a","plan":"gold"}"#).await;
     unknown_field.assert_error(400, "invalid_body");
     assert!(unknown_field.body["message"]
@@ -484,4 +492,28 @@ async fn optional_bodies_and_query_filters_are_checked_like_the_rest() {
     app.audit_log(&ws, "?key_lable=ci")
         .await
         .assert_error(400, "invalid_query");
+}
+
+#[actix_web::test]
+async fn a_body_that_stops_arriving_gets_a_json_408() {
+    let app = spawn_app().await;
+    // Declares 100 bytes and sends 12; the connection stays open.
+    let request = format!(
+        "POST /admin/v1/workspaces HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"name\":\"x\"}}"
+    );
+    let addr = app.admin.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = vec![0; 4096];
+    let read = tokio::io::AsyncReadExt::read(&mut stream, &mut answer);
+    let n = tokio::time::timeout(std::time::Duration::from_secs(30), read)
+        .await
+        .expect("an answer before the client gives up")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("\"error\":\"request_timeout\""), "{answer}");
 }

@@ -96,6 +96,13 @@ async fn audit_log_filters_and_paginates() {
     assert_eq!(future.body["data"].as_array().unwrap().len(), 0);
     let past = app.audit_log(&ws, "?until=2000-01-01T00:00:00Z").await;
     assert_eq!(past.body["data"].as_array().unwrap().len(), 0);
+    // Times before 1677 or after 2262 (outside nanoseconds in an i64) still compare.
+    let long_ago = app.audit_log(&ws, "?since=1600-01-01T00:00:00Z").await;
+    assert_eq!(long_ago.body["data"].as_array().unwrap().len(), 7);
+    let far_off = app.audit_log(&ws, "?until=3000-01-01T00:00:00Z").await;
+    assert_eq!(far_off.body["data"].as_array().unwrap().len(), 7);
+    let before_then = app.audit_log(&ws, "?until=1600-01-01T00:00:00Z").await;
+    assert_eq!(before_then.body["data"].as_array().unwrap().len(), 0);
 
     // Pages of 3, newest first, covering every event exactly once.
     let mut seen = Vec::new();

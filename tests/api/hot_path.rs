@@ -205,6 +205,91 @@ async fn a_client_that_stalls_mid_head_gets_a_json_408() {
 }
 
 #[actix_web::test]
+async fn forwarded_requests_that_could_be_read_two_ways_are_refused() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let (_, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
+    // Upstreams that strip `;` parameters or decode twice would serve /v1/billing.
+    for uri in ["/v1/checks/..;/billing", "/v1/checks/%252e%252e/billing"] {
+        app.authz(&key, "GET", uri)
+            .await
+            .assert_error(400, "invalid_forwarded_uri");
+    }
+    // A second header of either kind: a proxy could act on the other one.
+    let auth = format!("Bearer {key}");
+    let twice = |name: &'static str, first: &'static str, second: &'static str| {
+        let mut headers: Vec<(&str, &[u8])> = vec![
+            ("Authorization", auth.as_bytes()),
+            ("X-Forwarded-Method", b"GET"),
+            ("X-Forwarded-Uri", b"/v1/checks"),
+        ];
+        headers.retain(|(header, _)| *header != name);
+        headers.push((name, first.as_bytes()));
+        headers.push((name, second.as_bytes()));
+        headers
+    };
+    let public = app.public.clone();
+    let headers = twice("X-Forwarded-Uri", "/v1/checks", "/v1/billing");
+    app.raw(&public, "GET", "/v1/authz", &headers, None)
+        .await
+        .assert_error(400, "invalid_forwarded_uri");
+    let headers = twice("X-Forwarded-Method", "GET", "DELETE");
+    app.raw(&public, "GET", "/v1/authz", &headers, None)
+        .await
+        .assert_error(400, "invalid_forwarded_method");
+    // billing:write is required of writes but can be granted to no one: the challenge
+    // names no scope to ask for.
+    let refused = app.authz(&key, "POST", "/v1/billing").await;
+    refused.assert_error(403, "insufficient_scope");
+    assert_eq!(
+        refused.header("www-authenticate"),
+        Some("Bearer realm=\"statuspulse\", error=\"insufficient_scope\"")
+    );
+}
+
+#[actix_web::test]
+async fn a_forwarded_client_address_is_recorded_only_when_it_is_one() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let (_, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
+    let auth = format!("Bearer {key}");
+    let long = "a".repeat(5_000);
+    for (request_id, forwarded_for) in [
+        ("addr-v6", "2001:db8::7, 10.0.0.1"),
+        ("addr-garbage", "<script>alert(1)</script>"),
+        ("addr-long", long.as_str()),
+    ] {
+        let reply = app
+            .raw(
+                &app.public.clone(),
+                "GET",
+                "/v1/authz",
+                &[
+                    ("Authorization", auth.as_bytes()),
+                    ("X-Forwarded-Method", b"GET"),
+                    ("X-Forwarded-Uri", b"/v1/checks"),
+                    ("X-Request-ID", request_id.as_bytes()),
+                    ("X-Forwarded-For", forwarded_for.as_bytes()),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(reply.status.as_u16(), 200);
+    }
+    let events = app.wait_for_audit_events(&ws, 3).await;
+    let client_of = |request_id: &str| {
+        events
+            .iter()
+            .find(|e| e["request_id"] == request_id)
+            .map(|e| e["client_addr"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(client_of("addr-v6").as_deref(), Some("2001:db8::7"));
+    // Not an address: the peer's is recorded instead.
+    assert_eq!(client_of("addr-garbage").as_deref(), Some("127.0.0.1"));
+    assert_eq!(client_of("addr-long").as_deref(), Some("127.0.0.1"));
+}
+
+#[actix_web::test]
 async fn unknown_keys_are_remembered_so_a_flood_spares_storage() {
     let app = spawn_app().await;
     let generated = generate_key(Environment::Live, &mut rand::thread_rng(), |k| {

@@ -1,6 +1,6 @@
 //! API keys: create (the key is shown once), list, get, revoke, rotate.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use crate::domain::ids;
 use crate::domain::key_record::{expiry_for, ApiKeyRecord, MAX_ACTIVE_KEYS_PER_SCOPE_SET};
 use crate::domain::scope::ScopeSet;
 use crate::http::error::ApiError;
-use crate::http::extractors::JsonBody;
+use crate::http::extractors::{JsonBody, OptionalJsonBody};
 use crate::http::openapi::ErrorBody;
 use crate::http::state::AppState;
 use crate::store::NewApiKey;
@@ -224,14 +224,11 @@ pub async fn revoke(
     security(("admin_token" = [])))]
 pub async fn rotate(
     state: web::Data<AppState>,
-    request: HttpRequest,
     path: web::Path<(String, String)>,
-    body: web::Bytes,
+    // Optional: no body means the defaults.
+    OptionalJsonBody(options): OptionalJsonBody<RotateApiKey>,
 ) -> Result<HttpResponse, ApiError> {
     let (workspace_id, key_id) = path.into_inner();
-    // The body is optional (absent means the defaults), so it is read as bytes; a present
-    // one follows the rules of every other JSON body.
-    let options: RotateApiKey = crate::http::extractors::optional_json(&request, &body)?;
     let grace_seconds = options.grace_seconds.unwrap_or(0);
     if !(0..=MAX_GRACE_SECONDS).contains(&grace_seconds) {
         return Err(ApiError::unprocessable(

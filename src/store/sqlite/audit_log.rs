@@ -379,13 +379,20 @@ struct Page<'q> {
 
 impl<'q> Page<'q> {
     fn new(query: &'q AuditQuery) -> Page<'q> {
-        let nanos = |at: chrono::DateTime<chrono::Utc>| at.timestamp_nanos_opt();
+        // Outside the representable range (years 1677–2262), a time is before or after
+        // every event.
+        let nanos = |at: chrono::DateTime<chrono::Utc>| {
+            at.timestamp_nanos_opt().unwrap_or(if at.timestamp() < 0 {
+                i64::MIN
+            } else {
+                i64::MAX
+            })
+        };
         Page {
             query,
             limit: query.limit as usize,
-            // Out of the representable range (years 1677–2262): before or after every event.
-            since_nanos: query.since.map(|at| nanos(at).unwrap_or(i64::MAX)),
-            until_nanos: query.until.map(|at| nanos(at).unwrap_or(i64::MAX)),
+            since_nanos: query.since.map(nanos),
+            until_nanos: query.until.map(nanos),
             events: BTreeMap::new(),
         }
     }
