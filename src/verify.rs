@@ -36,6 +36,14 @@ pub struct AccessRequest<'a> {
     pub route: HotRoute,
 }
 
+/// What the audit log records of a request, besides its key and outcome.
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub request_id: &'a str,
+    pub client_addr: Option<String>,
+}
+
 /// A request that may proceed.
 pub struct Granted {
     pub workspace: Arc<WorkspaceState>,
@@ -73,6 +81,8 @@ pub enum DenyReason {
     InsufficientScope(Option<Scope>),
     /// Storage is unreachable and the key is not cached.
     Unavailable,
+    /// The listener has no such route (only recorded, never returned by `verify`).
+    NoRoute,
 }
 
 impl DenyReason {
@@ -83,7 +93,7 @@ impl DenyReason {
             }
             DenyReason::KeyRevoked => Outcome::KeyRevoked,
             DenyReason::KeyExpired => Outcome::KeyExpired,
-            DenyReason::InvalidRoute(_) => Outcome::InvalidRoute,
+            DenyReason::InvalidRoute(_) | DenyReason::NoRoute => Outcome::InvalidRoute,
             DenyReason::RateLimited => Outcome::RateLimited,
             DenyReason::InsufficientScope(_) => Outcome::InsufficientScope,
             DenyReason::Unavailable => Outcome::Unavailable,
@@ -105,6 +115,7 @@ impl DenyReason {
             DenyReason::RateLimited => (429, "rate_limited"),
             DenyReason::InsufficientScope(_) => (403, "insufficient_scope"),
             DenyReason::Unavailable => (503, "unavailable"),
+            DenyReason::NoRoute => (404, "not_found"),
         }
     }
 }
@@ -156,7 +167,13 @@ impl Verifier {
                 Err(Refusal::Retired) if attempts < 3 => continue,
                 Err(Refusal::Retired) => (None, Some(DenyReason::Unavailable)),
             };
-            self.audit(request, now_ms, &workspace, &key, scope, denied)
+            let facts = RequestFacts {
+                method: request.method,
+                path: request.path,
+                request_id: request.request_id,
+                client_addr: request.client_addr,
+            };
+            self.audit(facts, now_ms, &workspace, &key, scope, denied)
                 .await;
             break decision
                 .map(|Allowed { rate, scope }| Granted {
@@ -211,9 +228,22 @@ impl Verifier {
         Ok(Identified { workspace, key })
     }
 
+    /// A request for a route the listener does not have, answered 404: when its
+    /// credential names a key, the audit log records it (every request that presents a
+    /// credential yields an event). Nothing is counted against the rate limit.
+    pub async fn record_unrouted(&self, authorization: &[u8], facts: RequestFacts<'_>) {
+        let now_ms = clock::now_ms();
+        if let Ok(Identified { workspace, key }) = self.identify(Some(authorization), now_ms).await
+        {
+            let denied = Some(DenyReason::NoRoute);
+            self.audit(facts, now_ms, &workspace, &key, None, denied)
+                .await;
+        }
+    }
+
     async fn audit(
         &self,
-        request: AccessRequest<'_>,
+        request: RequestFacts<'_>,
         now_ms: u64,
         workspace: &WorkspaceState,
         key: &CachedKey,

@@ -291,6 +291,10 @@ impl From<Denied> for ApiError {
                 scope: scope.filter(|s| s.is_grantable()).map(|s| s.as_str()),
             },
             DenyReason::Unavailable => ErrorKind::Unavailable,
+            DenyReason::NoRoute => ErrorKind::NotFound {
+                code: "not_found",
+                message: "No such route.".into(),
+            },
         };
         ApiError {
             kind,

@@ -15,7 +15,7 @@ pub mod server;
 pub mod state;
 
 use actix_web::middleware::from_fn;
-use actix_web::{web, App};
+use actix_web::{guard, web, App, Route};
 
 use crate::metrics::Listener;
 use state::AppState;
@@ -41,7 +41,15 @@ pub fn listener_app(
         .app_data(extractors::query_config())
         .app_data(extractors::path_config())
         .app_data(extractors::payload_config())
-        .configure(routes)
+        // Before the routes, which may set their own.
         .default_service(web::to(request_context::no_route))
+        .configure(routes)
         .wrap(from_fn(request_context::request_context))
+}
+
+/// A route for reading: `GET`, and `HEAD`, which every resource that answers `GET` must
+/// answer too (RFC 9110, 9.1; load balancers' health checks use it). The HTTP layer sends
+/// a `HEAD` answer's headers without its body.
+pub fn read() -> Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }

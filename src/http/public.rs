@@ -14,7 +14,7 @@ use super::{header_values, rate_headers};
 use crate::domain::route::{required_scope, RouteError, RouteRequirement};
 use crate::metrics::HotRoute;
 use crate::request_scope;
-use crate::verify::AccessRequest;
+use crate::verify::{AccessRequest, RequestFacts};
 
 static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
@@ -29,10 +29,29 @@ pub fn routes(config: &mut web::ServiceConfig) {
         // Gateways call forward-auth with various methods; the forwarded one is what counts.
         // First: routes are matched in order, and this is the hot one.
         .route("/v1/authz", web::route().to(authz))
-        .route("/v1/me", web::get().to(me))
-        .route("/v1/me", web::head().to(me))
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+        .route("/v1/me", super::read().to(me))
+        .route("/healthz", super::read().to(healthz))
+        .route("/readyz", super::read().to(readyz))
+        .default_service(web::to(unrouted));
+}
+
+/// Any other request: 404, after recording the audit event of a credential that names a
+/// key (every request that presents a credential yields one).
+async fn unrouted(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(authorization) = authorization_header(request.headers()) {
+        let request_id = request_scope::current_id();
+        let facts = RequestFacts {
+            method: request.method().as_str(),
+            path: request.path(),
+            request_id: &request_id,
+            client_addr: request.peer_addr().map(|a| ip_text(a.ip())),
+        };
+        state.verifier.record_unrouted(authorization, facts).await;
+    }
+    crate::http::request_context::no_route().await
 }
 
 #[derive(Serialize, ToSchema)]

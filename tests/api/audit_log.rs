@@ -244,3 +244,45 @@ async fn a_batch_that_storage_refuses_for_good_is_set_aside_and_retried_at_the_n
     assert_eq!(std::fs::read_dir(&dead_letters).unwrap().count(), 0);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_credential_sent_to_no_route_still_yields_its_event() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let (key_id, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
+    let auth = format!("Bearer {key}");
+    let public = app.public.clone();
+    for (method, path, request_id) in [
+        ("POST", "/v1/me", "no-route-1"),
+        ("GET", "/v1/checks", "no-route-2"),
+    ] {
+        app.raw(
+            &public,
+            method,
+            path,
+            &[
+                ("Authorization", auth.as_bytes()),
+                ("X-Request-ID", request_id.as_bytes()),
+            ],
+            None,
+        )
+        .await
+        .assert_error(404, "not_found");
+    }
+    // Without a credential there is nothing to record, and no workspace to record it in.
+    app.raw(&public, "GET", "/v1/checks", &[], None)
+        .await
+        .assert_error(404, "not_found");
+    let events = app.wait_for_audit_events(&ws, 2).await;
+    assert_eq!(events.len(), 2);
+    let event = events
+        .iter()
+        .find(|e| e["request_id"] == "no-route-1")
+        .unwrap();
+    assert_eq!(event["credential_id"], key_id.as_str());
+    assert_eq!(event["method"], "POST");
+    assert_eq!(event["path"], "/v1/me");
+    assert_eq!(event["status"], 404);
+    assert_eq!(event["error_code"], "not_found");
+    assert_eq!(event["scope"], Value::Null);
+}

@@ -10,6 +10,28 @@ async fn health_and_readiness() {
     assert_eq!(health.status.as_u16(), 200);
     let ready = app.raw(&public, "GET", "/readyz", &[], None).await;
     assert_eq!(ready.status.as_u16(), 200, "{}", ready.body);
+    // HEAD wherever GET is answered (load balancers' health checks use it): the headers
+    // of the GET answer, no body.
+    let ws = app.create_workspace("Acme").await;
+    let auth = format!("Bearer {}", crate::helpers::ADMIN_TOKEN);
+    for (base, path) in [
+        (&public, "/healthz".to_owned()),
+        (&public, "/readyz".to_owned()),
+        (&app.admin, format!("/admin/v1/workspaces/{ws}")),
+    ] {
+        let head = app
+            .raw(
+                base,
+                "HEAD",
+                &path,
+                &[("Authorization", auth.as_bytes())],
+                None,
+            )
+            .await;
+        assert_eq!(head.status.as_u16(), 200, "HEAD {path}");
+        assert_eq!(head.body, serde_json::Value::Null, "HEAD {path}");
+        assert_eq!(head.header("content-type"), Some("application/json"));
+    }
 }
 
 #[actix_web::test]

@@ -23,15 +23,18 @@ pub fn routes(config: &mut web::ServiceConfig) {
             web::scope("/admin/v1")
                 .wrap(from_fn(require_admin_token))
                 .route("/workspaces", web::post().to(workspaces::create))
-                .route("/workspaces/{ws}", web::get().to(workspaces::get))
+                .route("/workspaces/{ws}", super::read().to(workspaces::get))
                 .route(
                     "/workspaces/{ws}/api-keys",
                     web::post().to(api_keys::create),
                 )
-                .route("/workspaces/{ws}/api-keys", web::get().to(api_keys::list))
+                .route(
+                    "/workspaces/{ws}/api-keys",
+                    super::read().to(api_keys::list),
+                )
                 .route(
                     "/workspaces/{ws}/api-keys/{id}",
-                    web::get().to(api_keys::get),
+                    super::read().to(api_keys::get),
                 )
                 .route(
                     "/workspaces/{ws}/api-keys/{id}",
@@ -46,11 +49,14 @@ pub fn routes(config: &mut web::ServiceConfig) {
                     "/workspaces/{ws}/members",
                     web::post().to(users::add_member),
                 )
-                .route("/workspaces/{ws}/audit-log", web::get().to(audit_log::list)),
+                .route(
+                    "/workspaces/{ws}/audit-log",
+                    super::read().to(audit_log::list),
+                ),
         )
-        .route("/metrics", web::get().to(metrics))
-        .route("/openapi.json", web::get().to(openapi))
-        .route("/healthz", web::get().to(super::public::healthz));
+        .route("/metrics", super::read().to(metrics))
+        .route("/openapi.json", super::read().to(openapi))
+        .route("/healthz", super::read().to(super::public::healthz));
 }
 
 /// Refuses every admin request without the admin token. The presented token is hashed and
