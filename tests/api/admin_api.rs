@@ -156,6 +156,13 @@ async fn malformed_and_hostile_bodies_get_clear_4xx_errors() {
     post(br#"{"name":"a\u0000b"}"#)
         .await
         .assert_error(422, "invalid_name");
+    // Nothing visible, or text that reads in another order than it is stored.
+    post(br#"{"name":"\u200b \ufeff"}"#)
+        .await
+        .assert_error(422, "invalid_name");
+    post(br#"{"name":"admin\u202egnp.exe"}"#)
+        .await
+        .assert_error(422, "invalid_name");
     let long = format!(r#"{{"name":"{}"}}"#, "x".repeat(101))
         .into_bytes()
         .leak();

@@ -120,10 +120,10 @@ pub(crate) fn required_text(
     max_chars: usize,
 ) -> Result<String, ApiError> {
     let trimmed = value.trim();
-    if trimmed.is_empty() {
+    if trimmed.chars().all(is_invisible) {
         return Err(ApiError::unprocessable(
             code,
-            format!("{field} must not be empty."),
+            format!("{field} must not be empty or invisible."),
         ));
     }
     match text_problem(trimmed, field, max_chars) {
@@ -141,7 +141,24 @@ pub(crate) fn text_problem(text: &str, field: &str, max_chars: usize) -> Option<
     if text.chars().any(char::is_control) {
         return Some(format!("{field} must not contain control characters."));
     }
+    if text.chars().any(is_bidi_control) {
+        return Some(format!(
+            "{field} must not contain bidirectional control characters."
+        ));
+    }
     None
+}
+
+/// Characters that reorder the text around them (bidirectional embeddings, overrides and
+/// isolates): in a name shown to people they can make one name read as another.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that show nothing: white space and the zero-width ones.
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(c, '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
 }
 
 /// A list's `limit` parameter: `default` when absent, else a number from 1 to `max`.
