@@ -41,7 +41,7 @@ pub struct ErrorBody {
         admin::audit_log::list,
     ),
     components(schemas(ErrorBody, crate::domain::audit::AuditEvent)),
-    modifiers(&BearerSchemes)
+    modifiers(&BearerSchemes, &CommonAdminErrors)
 )]
 struct ApiDoc;
 
@@ -58,6 +58,57 @@ impl Modify for BearerSchemes {
             "admin_token",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+    }
+}
+
+/// The errors every admin operation can answer, which the handlers' annotations leave out:
+/// 401 for the admin token, and for a body 400, 408, 413 and 415.
+struct CommonAdminErrors;
+
+impl Modify for CommonAdminErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        let admin_paths = openapi
+            .paths
+            .paths
+            .iter_mut()
+            .filter(|(path, _)| path.starts_with("/admin/"));
+        for (_, item) in admin_paths {
+            let operations = [&mut item.get, &mut item.post, &mut item.delete];
+            for operation in operations.into_iter().flatten() {
+                let has_body = operation.request_body.is_some();
+                let responses = &mut operation.responses.responses;
+                let mut add = |status: &str, description: &str| {
+                    responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description).into());
+                };
+                add("401", "no, or a wrong, admin token (`invalid_credentials`)");
+                if has_body {
+                    add("400", "a body that is not one JSON object of the documented fields (`invalid_body`)");
+                    add(
+                        "408",
+                        "a body not whole 10 seconds after the head (`request_timeout`)",
+                    );
+                    add("413", "a body over 64 KiB (`body_too_large`)");
+                    add(
+                        "415",
+                        "a body not declared as JSON (`unsupported_media_type`)",
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -84,5 +135,15 @@ mod tests {
         ] {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }
+        let rotate = &doc["paths"]["/admin/v1/workspaces/{ws}/api-keys/{id}/rotate"]["post"];
+        for status in ["400", "401", "413", "415", "422"] {
+            assert!(
+                rotate["responses"].get(status).is_some(),
+                "rotate: {status}"
+            );
+        }
+        let get = &doc["paths"]["/admin/v1/workspaces/{ws}"]["get"];
+        assert!(get["responses"].get("401").is_some());
+        assert!(get["responses"].get("415").is_none(), "no body, no 415");
     }
 }
