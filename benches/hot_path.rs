@@ -17,6 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use secrecy::ExposeSecret;
+use statuspulse_auth::actors::rate_journal::RateJournal;
 use statuspulse_auth::actors::{CacheSettings, WorkspaceRegistry};
 use statuspulse_auth::domain::api_key::{generate_key, parse_key, Environment};
 use statuspulse_auth::domain::audit::{AuditEvent, CredentialType};
@@ -151,12 +152,15 @@ async fn setup(
         )
     };
     let hasher = KeyHasher::new([7; 32]);
+    // The rate journal is the real one too: one store into a mapped file per counted request.
+    let (rate_journal, _) = RateJournal::open(&spool_dir.join("rate-limits")).unwrap();
     let registry = WorkspaceRegistry::new(
         Arc::clone(&store),
         CacheSettings {
             key_ttl: Duration::from_secs(3600),
             ..Default::default()
         },
+        Some(Arc::new(rate_journal)),
     );
     let verifier = Verifier::new(hasher.clone(), registry, sink, metrics);
     let mut headers = Vec::new();

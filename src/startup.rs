@@ -7,6 +7,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::web;
 use secrecy::ExposeSecret;
 
+use crate::actors::rate_journal::RateJournal;
 use crate::actors::{CacheSettings, WorkspaceRegistry};
 use crate::config::{ConfigError, Settings};
 use crate::domain::hashing::KeyHasher;
@@ -23,11 +24,15 @@ use crate::queue::JobQueue;
 use crate::secrets;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{SharedStore, Store};
+use crate::store::{SavedRateLimit, SharedStore, Store};
 use crate::verify::Verifier;
 
 /// Under the data dir: the audit events not yet stored (see `queue::audit_spool`).
 const AUDIT_SPOOL_DIR: &str = "audit-spool";
+
+/// Under the data dir: the rate limiters' counts, kept through a crash (see
+/// `actors::rate_journal`).
+const RATE_JOURNAL_DIR: &str = "rate-limits";
 
 /// Under the data dir: jobs that failed for good (see `queue::dead_letters`).
 const DEAD_LETTERS_DIR: &str = "dead-letters";
@@ -63,6 +68,7 @@ pub struct Application {
     queue: Arc<InProcessQueue>,
     jobs: JobContext,
     registry: Arc<WorkspaceRegistry>,
+    rate_journal: Arc<RateJournal>,
     /// The admin token generated on this start, to be printed once; `None` if it existed.
     pub generated_admin_token: Option<String>,
     pub store: SharedStore,
@@ -151,8 +157,17 @@ impl Application {
             jobs.clone(),
         ));
         let hasher = KeyHasher::new(hashing_key);
-        let registry = WorkspaceRegistry::new(Arc::clone(&store), cache);
-        carry_over_rate_limits(&store, &registry).await;
+        let (rate_journal, left_by_a_crash) =
+            RateJournal::open(&settings.data_dir.join(RATE_JOURNAL_DIR)).map_err(|e| {
+                ConfigError::new(
+                    "STATUSPULSE_DATA_DIR",
+                    format!("cannot open the rate-limit journal: {e}"),
+                )
+            })?;
+        let rate_journal = Arc::new(rate_journal);
+        let registry =
+            WorkspaceRegistry::new(Arc::clone(&store), cache, Some(Arc::clone(&rate_journal)));
+        carry_over_rate_limits(&store, &registry, left_by_a_crash).await;
         let state = web::Data::new(AppState {
             verifier: Verifier::new(
                 hasher.clone(),
@@ -206,6 +221,7 @@ impl Application {
             queue,
             jobs,
             registry,
+            rate_journal,
             generated_admin_token,
             store,
         })
@@ -243,7 +259,7 @@ impl Application {
         )
         .await;
         tracing::info!("listeners stopped; saving rate-limit counts and flushing audit events");
-        save_rate_limits(&self.store, &self.registry).await;
+        save_rate_limits(&self.store, &self.registry, &self.rate_journal).await;
         self.jobs.begin_shutdown();
         self.batcher.flush_and_stop().await;
         self.queue.shutdown().await;
@@ -252,32 +268,55 @@ impl Application {
     }
 }
 
-/// Gives each workspace the rate-limit counts the previous run saved at its shutdown, so
-/// that a restart does not give every workspace a fresh minute. Without them (a first
-/// start, a crash, storage failing here) limiters start empty; that is logged, not fatal.
-async fn carry_over_rate_limits(store: &SharedStore, registry: &WorkspaceRegistry) {
+/// Gives each workspace the rate-limit counts the previous run left: saved to storage at a
+/// graceful stop, or in the rate journal after a crash (`left_by_a_crash`), so that a
+/// restart gives no workspace a fresh minute. Without them (a first start, storage failing
+/// here) limiters start empty; that is logged, not fatal.
+async fn carry_over_rate_limits(
+    store: &SharedStore,
+    registry: &WorkspaceRegistry,
+    left_by_a_crash: Vec<SavedRateLimit>,
+) {
+    let mut carried = left_by_a_crash;
+    if !carried.is_empty() {
+        tracing::info!(
+            limiters = carried.len(),
+            "rate-limit counts recovered from the journal after a crash"
+        );
+    }
     match store.take_rate_limits().await {
-        Ok(saved) if saved.is_empty() => {}
-        Ok(saved) => {
-            tracing::info!(limiters = saved.len(), "rate-limit counts carried over");
-            registry.carry_over(saved, crate::clock::now_ms());
-        }
+        Ok(saved) => carried.extend(saved),
         Err(error) => tracing::warn!(
             error = %error_chain(&error),
-            "cannot read the saved rate-limit counts; limiters start empty"
+            "cannot read the saved rate-limit counts; limiters start without them"
         ),
+    }
+    if !carried.is_empty() {
+        tracing::info!(limiters = carried.len(), "rate-limit counts carried over");
+        registry.carry_over(carried, crate::clock::now_ms());
     }
 }
 
 /// Saves every live workspace's rate-limit counts for the next start (after the listeners
-/// stopped, so that no request is counted after this).
-async fn save_rate_limits(store: &SharedStore, registry: &WorkspaceRegistry) {
+/// stopped, so that no request is counted after this), and then empties the rate journal,
+/// which would otherwise give the next start the same counts twice. If storage refuses, the
+/// journal keeps them.
+async fn save_rate_limits(
+    store: &SharedStore,
+    registry: &WorkspaceRegistry,
+    rate_journal: &RateJournal,
+) {
     let limits = registry.rate_limits(crate::clock::now_ms());
     match store.save_rate_limits(&limits).await {
-        Ok(()) => tracing::info!(limiters = limits.len(), "rate-limit counts saved"),
+        Ok(()) => {
+            tracing::info!(limiters = limits.len(), "rate-limit counts saved");
+            if let Err(error) = rate_journal.discard() {
+                tracing::warn!(%error, "cannot empty the rate-limit journal; the next start counts some requests twice");
+            }
+        }
         Err(error) => tracing::warn!(
             error = %error_chain(&error),
-            "cannot save the rate-limit counts; the next start begins with empty limiters"
+            "cannot save the rate-limit counts; the next start reads them from the journal"
         ),
     }
 }

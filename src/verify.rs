@@ -440,7 +440,7 @@ mod tests {
             expires_at: expiry_for(created),
             revoked_at: revoked.then_some(created),
         };
-        let state = WorkspaceState::new(Arc::from("ws_1"), NOW_MS);
+        let state = WorkspaceState::new(Arc::from("ws_1"), NOW_MS, None);
         let cached = state.put_key(&record, NOW_MS);
         (state, cached)
     }

@@ -1,5 +1,5 @@
 //! The real binary as a child process: killed with SIGKILL right after answering, no
-//! answered request's audit event may be lost; stopped with SIGINT or SIGTERM, it finishes
+//! answered request's audit event may be lost, nor any count of its rate limit; stopped with SIGINT or SIGTERM, it finishes
 //! the requests in flight. (The API suite runs the server in-process, where neither a crash
 //! nor a signal can be staged.)
 
@@ -142,12 +142,21 @@ fn sigkill_right_after_answering_loses_no_audit_event() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    // The rate limit counted those requests, and the crash did not reset it: the workspace
+    // has 1,200 - 150 left, and this request takes one more.
+    let (status, me) = call(server.public, "GET", "/v1/me", Some(&key), None).unwrap();
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&data_dir);
     assert_eq!(
         stored, REQUESTS,
         "every answered request's event survives the crash"
+    );
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(
+        me["rate_limit"]["remaining"],
+        json!(1_200 - REQUESTS - 1),
+        "the rate-limit counts survive the crash"
     );
 }
 

@@ -1,5 +1,6 @@
 //! Per-workspace actors: each owns its workspace's rate limiters and hot key cache.
 
+pub mod rate_journal;
 pub mod registry;
 pub mod workspace;
 

@@ -8,6 +8,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
+use super::rate_journal::RateJournal;
 use super::workspace::{CachedKey, RefreshKey, WorkspaceActor, WorkspaceState};
 use crate::domain::api_key::Environment;
 use crate::domain::hashing::{KeyHash, KeyHashState};
@@ -69,6 +70,8 @@ pub struct WorkspaceRegistry {
     /// Rate-limit counts from before a restart, by workspace, waiting for each workspace's
     /// first actor.
     carried_over: Mutex<CarriedOver>,
+    /// Where each workspace's limiters keep their counts through a crash.
+    rate_journal: Option<Arc<RateJournal>>,
     this: Weak<WorkspaceRegistry>,
 }
 
@@ -81,7 +84,13 @@ struct CarriedOver {
 }
 
 impl WorkspaceRegistry {
-    pub fn new(store: SharedStore, settings: CacheSettings) -> Arc<Self> {
+    /// `rate_journal`: where limiters keep their counts through a crash (`None`: they do
+    /// not, as in benches).
+    pub fn new(
+        store: SharedStore,
+        settings: CacheSettings,
+        rate_journal: Option<Arc<RateJournal>>,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|this| WorkspaceRegistry {
             workspaces: DashMap::default(),
             key_index: DashMap::default(),
@@ -89,6 +98,7 @@ impl WorkspaceRegistry {
             store,
             settings,
             carried_over: Mutex::default(),
+            rate_journal,
             this: this.clone(),
         })
     }
@@ -172,7 +182,11 @@ impl WorkspaceRegistry {
     }
 
     fn start(&self, id: &Arc<str>, now_ms: u64) -> WorkspaceHandle {
-        let state = Arc::new(WorkspaceState::new(Arc::clone(id), now_ms));
+        let state = Arc::new(WorkspaceState::new(
+            Arc::clone(id),
+            now_ms,
+            self.rate_journal.clone(),
+        ));
         for (environment, counts) in self.take_carried_over(id, now_ms) {
             state.restore_rate(environment, &counts, now_ms);
         }

@@ -17,6 +17,7 @@ use actix_web::http::header::HeaderValue;
 use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, RwLock};
 
+use super::rate_journal::{JournalSlot, RateJournal};
 use super::registry::WorkspaceRegistry;
 use crate::domain::api_key::Environment;
 use crate::domain::hashing::{KeyHash, KeyHashState};
@@ -89,8 +90,10 @@ pub struct WorkspaceState {
     /// letters, digits and `_`).
     pub id_header: Option<HeaderValue>,
     keys: RwLock<HashMap<KeyHash, Arc<CachedKey>, KeyHashState>>,
-    live_limiter: Mutex<RateLimiter>,
-    test_limiter: Mutex<RateLimiter>,
+    live_limiter: Mutex<JournaledLimiter>,
+    test_limiter: Mutex<JournaledLimiter>,
+    /// Where the limiters copy their counts to survive a crash; `None` in tests and benches.
+    journal: Option<Arc<RateJournal>>,
     last_used_ms: AtomicU64,
     /// Set once, when the actor stops: the state is then out of the registry, and a request
     /// that still holds it must look the workspace up again rather than count against a
@@ -98,14 +101,31 @@ pub struct WorkspaceState {
     retired: AtomicBool,
 }
 
+/// A limiter and, once it has counted something, its slot in the rate journal (`None`
+/// inside when the journal could not give one).
+struct JournaledLimiter {
+    limiter: RateLimiter,
+    slot: Option<Option<JournalSlot>>,
+}
+
+impl JournaledLimiter {
+    fn new(environment: Environment) -> Mutex<JournaledLimiter> {
+        Mutex::new(JournaledLimiter {
+            limiter: RateLimiter::new(environment.requests_per_minute()),
+            slot: None,
+        })
+    }
+}
+
 impl WorkspaceState {
-    pub fn new(id: Arc<str>, now_ms: u64) -> WorkspaceState {
+    pub fn new(id: Arc<str>, now_ms: u64, journal: Option<Arc<RateJournal>>) -> WorkspaceState {
         WorkspaceState {
             id_header: HeaderValue::from_str(&id).ok(),
             id,
             keys: RwLock::new(HashMap::default()),
-            live_limiter: Mutex::new(RateLimiter::new(Environment::Live.requests_per_minute())),
-            test_limiter: Mutex::new(RateLimiter::new(Environment::Test.requests_per_minute())),
+            live_limiter: JournaledLimiter::new(Environment::Live),
+            test_limiter: JournaledLimiter::new(Environment::Test),
+            journal,
             last_used_ms: AtomicU64::new(now_ms),
             retired: AtomicBool::new(false),
         }
@@ -149,7 +169,27 @@ impl WorkspaceState {
         if self.retired.load(Ordering::Acquire) {
             return None;
         }
-        Some(limiter.check(now_ms))
+        let decision = limiter.limiter.check(now_ms);
+        if decision.allowed {
+            let (second, count) = limiter.limiter.count_at(now_ms);
+            if let Some(slot) = self.journal_slot(&mut limiter, environment) {
+                slot.record(second, count);
+            }
+        }
+        Some(decision)
+    }
+
+    /// The limiter's journal slot, asked for the first time it is needed.
+    fn journal_slot<'l>(
+        &self,
+        limiter: &'l mut JournaledLimiter,
+        environment: Environment,
+    ) -> Option<&'l JournalSlot> {
+        let journal = self.journal.as_ref()?;
+        limiter
+            .slot
+            .get_or_insert_with(|| journal.slot(&self.id, environment))
+            .as_ref()
     }
 
     pub fn is_retired(&self) -> bool {
@@ -172,24 +212,35 @@ impl WorkspaceState {
     /// The limiter state without counting a request (for refusals that come before the
     /// limit is checked).
     pub fn peek_rate(&self, environment: Environment, now_ms: u64) -> RateDecision {
-        self.limiter(environment).lock().peek(now_ms)
+        self.limiter(environment).lock().limiter.peek(now_ms)
     }
 
     /// Each environment's counts still in the window at `now_ms`, where there are any.
     pub fn rate_counts(&self, now_ms: u64) -> Vec<(Environment, RateCounts)> {
         [Environment::Live, Environment::Test]
             .into_iter()
-            .map(|environment| (environment, self.limiter(environment).lock().counts(now_ms)))
+            .map(|environment| {
+                let counts = self.limiter(environment).lock().limiter.counts(now_ms);
+                (environment, counts)
+            })
             .filter(|(_, counts)| !counts.is_empty())
             .collect()
     }
 
-    /// Adds counts carried over a restart to an environment's limiter.
+    /// Adds counts carried over a restart to an environment's limiter, and to its journal
+    /// slot, so that they survive a crash of this run too.
     pub fn restore_rate(&self, environment: Environment, counts: &[(u64, u16)], now_ms: u64) {
-        self.limiter(environment).lock().restore(counts, now_ms);
+        let mut limiter = self.limiter(environment).lock();
+        limiter.limiter.restore(counts, now_ms);
+        let restored = limiter.limiter.counts(now_ms);
+        if let Some(slot) = self.journal_slot(&mut limiter, environment) {
+            for (second, count) in restored {
+                slot.record(second, count);
+            }
+        }
     }
 
-    fn limiter(&self, environment: Environment) -> &Mutex<RateLimiter> {
+    fn limiter(&self, environment: Environment) -> &Mutex<JournaledLimiter> {
         match environment {
             Environment::Live => &self.live_limiter,
             Environment::Test => &self.test_limiter,
@@ -310,7 +361,7 @@ mod tests {
 
     #[test]
     fn a_stale_read_cannot_undo_a_cached_revocation() {
-        let state = WorkspaceState::new(Arc::from("ws_1"), 0);
+        let state = WorkspaceState::new(Arc::from("ws_1"), 0, None);
         let revoked_at = crate::clock::to_datetime(1_800_000_100_000);
         state.put_key(&record(Some(revoked_at)), 1);
         // A storage read that began before the revocation lands afterwards.
@@ -326,7 +377,7 @@ mod tests {
 
     #[test]
     fn an_idle_state_retires_and_then_counts_nothing() {
-        let state = WorkspaceState::new(Arc::from("ws_1"), 0);
+        let state = WorkspaceState::new(Arc::from("ws_1"), 0, None);
         assert!(state.check_rate(Environment::Live, 1_000).is_some());
         assert!(
             !state.retire_if_idle(30_000, 60_000),

@@ -12,7 +12,8 @@
 
 /// Seconds in the rate-limit window.
 pub const WINDOW_SECS: u64 = 60;
-const SLOTS: usize = WINDOW_SECS as usize + 1;
+/// One-second buckets the limiter keeps: the window and the second under way.
+pub const SLOTS: usize = WINDOW_SECS as usize + 1;
 
 /// The limiter's verdict, with what the `RateLimit-*` headers report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +65,13 @@ impl RateLimiter {
             remaining: self.limit - self.total,
             reset_secs: self.seconds_until_capacity_frees(now_ms),
         }
+    }
+
+    /// The second `now_ms` falls in and the count of its bucket: after `check`, the bucket
+    /// that request was counted in.
+    pub fn count_at(&self, now_ms: u64) -> (u64, u16) {
+        let second = now_ms / 1000;
+        (second, self.counts[slot(second)])
     }
 
     /// Reports the state at `now_ms` without counting anything.

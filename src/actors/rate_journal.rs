@@ -1,0 +1,377 @@
+//! Rate-limit counts that outlive a crash of the server process.
+//!
+//! A graceful stop saves every limiter's counts to storage (`Store::save_rate_limits`). A
+//! crash (`kill -9`, the OOM killer, an abort) saves nothing, and every workspace would
+//! start the next run with a fresh minute: a client could get twice its limit within 60
+//! seconds across the crash. So each limiter also keeps its counts in a slot of a
+//! memory-mapped file (`MAP_SHARED`, as the audit spool does). A count lands in the
+//! kernel's page cache with one store, and the page cache outlives the process. The next
+//! start reads the slots back, hands them to the registry like counts saved by a graceful
+//! stop, and starts an empty journal. A power cut can lose what the kernel had not written
+//! back, as for the spool.
+//!
+//! Files are `<n>.rates` under `$STATUSPULSE_DATA_DIR/rate-limits/`, each `SLOTS_PER_FILE`
+//! slots of `SLOT_WORDS` little-endian 64-bit words:
+//! - word 0, the tag: `TAG_MAGIC` in the low 32 bits, the environment in the next 8, the
+//!   workspace id's length in the next 8; 0 for a free slot;
+//! - words 1–7: the workspace id (at most `MAX_ID_BYTES` bytes);
+//! - words 8–68: one word per second of the window, at `second % 61`:
+//!   `second << 16 | count`, 0 when empty.
+//!
+//! Every word is read and written as an `AtomicU64`, so a crash between two stores leaves
+//! each word whole. A slot is taken by writing its id and then its tag, and freed by
+//! clearing its tag first.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use memmap2::MmapRaw;
+use parking_lot::Mutex;
+
+use crate::domain::api_key::Environment;
+use crate::domain::rate_limit::{RateCounts, SLOTS};
+use crate::store::SavedRateLimit;
+
+const SLOTS_PER_FILE: usize = 4096;
+/// The tag, the id, and one word per second of the window (`SLOTS` of them), rounded up.
+const SLOT_WORDS: usize = 72;
+const ID_WORDS: usize = 7;
+const MAX_ID_BYTES: usize = ID_WORDS * 8;
+const FIRST_BUCKET: usize = 1 + ID_WORDS;
+const TAG_MAGIC: u64 = 0x5350_524c; // "SPRL"
+const SUFFIX: &str = ".rates";
+
+const _: () = assert!(FIRST_BUCKET + SLOTS <= SLOT_WORDS);
+
+pub struct RateJournal {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    state: Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    files: Vec<Arc<MmapRaw>>,
+    /// Slots given back, to hand out again before growing.
+    free: Vec<(usize, usize)>,
+    /// The next never-used slot: file and index.
+    next: (usize, usize),
+}
+
+/// One limiter's slot; freed when dropped.
+pub struct JournalSlot {
+    file: Arc<MmapRaw>,
+    index: usize,
+    file_number: usize,
+    shared: Arc<Shared>,
+}
+
+impl RateJournal {
+    /// Opens the journal in `dir` (creating it): returns the counts a crash left there, and
+    /// an empty journal in their place.
+    pub fn open(dir: &Path) -> io::Result<(RateJournal, Vec<SavedRateLimit>)> {
+        std::fs::create_dir_all(dir)?;
+        let mut left = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.to_string_lossy().ends_with(SUFFIX) {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)?;
+                if file.metadata()?.len() == file_bytes() as u64 {
+                    left.extend(read_slots(&MmapRaw::map_raw(&file)?));
+                } else {
+                    tracing::warn!(path = %path.display(), "rate-limit journal file of the wrong size ignored");
+                }
+                std::fs::remove_file(&path)?;
+            }
+        }
+        let journal = RateJournal {
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                state: Mutex::new(Slots::default()),
+            }),
+        };
+        // The first file now, so that no request waits on its creation.
+        let first = journal.shared.create_file(0)?;
+        journal.shared.state.lock().files.push(first);
+        Ok((journal, left))
+    }
+
+    /// A slot for one limiter. `None` (logged) for an id too long for a slot or a file that
+    /// cannot be made: that limiter then works without surviving a crash.
+    pub fn slot(&self, workspace_id: &str, environment: Environment) -> Option<JournalSlot> {
+        if workspace_id.len() > MAX_ID_BYTES {
+            tracing::warn!(
+                workspace_id,
+                "workspace id too long for the rate-limit journal"
+            );
+            return None;
+        }
+        let (file_number, index) = match self.shared.take_slot() {
+            Ok(slot) => slot,
+            Err(error) => {
+                tracing::warn!(%error, "rate-limit journal full or unwritable; counts of this limiter will not survive a crash");
+                return None;
+            }
+        };
+        let file = Arc::clone(&self.shared.state.lock().files[file_number]);
+        let slot = JournalSlot {
+            file,
+            index,
+            file_number,
+            shared: Arc::clone(&self.shared),
+        };
+        for bucket in 0..SLOTS {
+            slot.word(FIRST_BUCKET + bucket).store(0, Ordering::Relaxed);
+        }
+        let mut id = [0u8; MAX_ID_BYTES];
+        id[..workspace_id.len()].copy_from_slice(workspace_id.as_bytes());
+        for (i, chunk) in id.chunks_exact(8).enumerate() {
+            let bytes = chunk.try_into().unwrap_or([0; 8]);
+            slot.word(1 + i)
+                .store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+        }
+        let tag = TAG_MAGIC
+            | u64::from(environment_code(environment)) << 32
+            | (workspace_id.len() as u64) << 40;
+        slot.word(0).store(tag, Ordering::Release);
+        Some(slot)
+    }
+
+    /// Empties the journal, after a graceful stop has saved the counts to storage (the
+    /// next start must not count them twice).
+    pub fn discard(&self) -> io::Result<()> {
+        let state = self.shared.state.lock();
+        for (file_number, _) in state.files.iter().enumerate() {
+            std::fs::remove_file(file_path(&self.shared.dir, file_number))?;
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn take_slot(&self) -> io::Result<(usize, usize)> {
+        let mut state = self.state.lock();
+        if let Some(slot) = state.free.pop() {
+            return Ok(slot);
+        }
+        let (file_number, index) = state.next;
+        if file_number == state.files.len() {
+            let file = self.create_file(file_number)?;
+            state.files.push(file);
+        }
+        state.next = if index + 1 == SLOTS_PER_FILE {
+            (file_number + 1, 0)
+        } else {
+            (file_number, index + 1)
+        };
+        Ok((file_number, index))
+    }
+
+    fn create_file(&self, file_number: usize) -> io::Result<Arc<MmapRaw>> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(file_path(&self.dir, file_number))?;
+        file.set_len(file_bytes() as u64)?;
+        Ok(Arc::new(MmapRaw::map_raw(&file)?))
+    }
+}
+
+impl JournalSlot {
+    /// Records the count of a second of the window.
+    pub fn record(&self, second: u64, count: u16) {
+        let bucket = (second % SLOTS as u64) as usize;
+        self.word(FIRST_BUCKET + bucket)
+            .store(second << 16 | u64::from(count), Ordering::Relaxed);
+    }
+
+    fn word(&self, word: usize) -> &AtomicU64 {
+        word_at(&self.file, self.index * SLOT_WORDS + word)
+    }
+}
+
+impl Drop for JournalSlot {
+    fn drop(&mut self) {
+        self.word(0).store(0, Ordering::Release);
+        self.shared
+            .state
+            .lock()
+            .free
+            .push((self.file_number, self.index));
+    }
+}
+
+/// The `word`th 64-bit word of a journal file's mapping.
+#[allow(unsafe_code)]
+fn word_at(mapping: &MmapRaw, word: usize) -> &AtomicU64 {
+    assert!(
+        (word + 1) * 8 <= mapping.len(),
+        "a word past the file's end"
+    );
+    // SAFETY: the word lies inside the mapping (checked above), which lives as long as the
+    // borrow of `mapping`. The mapping starts on a page boundary, so every 8-byte word is
+    // aligned for `AtomicU64`, which has the size and layout of a `u64` and is valid for any
+    // bit pattern. The mapping's memory is only ever accessed through these atomics, never
+    // through plain references. The file is this process's own (created with mode 0600)
+    // and is never truncated while mapped.
+    unsafe { &*mapping.as_mut_ptr().cast::<AtomicU64>().add(word) }
+}
+
+fn file_bytes() -> usize {
+    SLOTS_PER_FILE * SLOT_WORDS * 8
+}
+
+fn file_path(dir: &Path, file_number: usize) -> PathBuf {
+    dir.join(format!("{file_number:06}{SUFFIX}"))
+}
+
+fn environment_code(environment: Environment) -> u8 {
+    match environment {
+        Environment::Live => 1,
+        Environment::Test => 2,
+    }
+}
+
+/// The counts in a file's taken slots.
+fn read_slots(mapping: &MmapRaw) -> Vec<SavedRateLimit> {
+    let mut saved = Vec::new();
+    for index in 0..SLOTS_PER_FILE {
+        let word = |w: usize| word_at(mapping, index * SLOT_WORDS + w).load(Ordering::Acquire);
+        let tag = word(0);
+        if tag & 0xffff_ffff != TAG_MAGIC {
+            continue;
+        }
+        let environment = match (tag >> 32) & 0xff {
+            1 => Environment::Live,
+            2 => Environment::Test,
+            _ => continue,
+        };
+        let id_len = ((tag >> 40) & 0xff) as usize;
+        let id: Vec<u8> = (1..=ID_WORDS)
+            .flat_map(|w| word(w).to_le_bytes())
+            .take(id_len.min(MAX_ID_BYTES))
+            .collect();
+        let Ok(workspace_id) = String::from_utf8(id) else {
+            continue;
+        };
+        let mut counts: RateCounts = (0..SLOTS)
+            .map(|bucket| word(FIRST_BUCKET + bucket))
+            .filter(|&value| value != 0)
+            .map(|value| (value >> 16, (value & 0xffff) as u16))
+            .collect();
+        if counts.is_empty() {
+            continue;
+        }
+        counts.sort_unstable();
+        saved.push(SavedRateLimit {
+            workspace_id,
+            environment,
+            counts,
+        });
+    }
+    saved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir() -> PathBuf {
+        std::env::temp_dir().join(format!("statuspulse-rates-{}", uuid::Uuid::now_v7()))
+    }
+
+    #[test]
+    fn counts_in_taken_slots_come_back_once_and_freed_slots_do_not() {
+        let dir = temp_dir();
+        let (journal, left) = RateJournal::open(&dir).unwrap();
+        assert!(left.is_empty());
+        let live = journal.slot("ws_live", Environment::Live).unwrap();
+        let test = journal.slot("ws_test", Environment::Test).unwrap();
+        let freed = journal.slot("ws_gone", Environment::Live).unwrap();
+        live.record(1_000, 5);
+        live.record(1_001, 7);
+        // A later second in the same bucket replaces the older one.
+        live.record(1_000 + SLOTS as u64, 2);
+        test.record(1_030, 1);
+        freed.record(1_030, 9);
+        drop(freed);
+        // A crash: the process goes, the files stay.
+        std::mem::forget((live, test));
+        drop(journal);
+
+        let (_journal, mut left) = RateJournal::open(&dir).unwrap();
+        left.sort_by(|a, b| a.workspace_id.cmp(&b.workspace_id));
+        assert_eq!(left.len(), 2);
+        assert_eq!(left[0].workspace_id, "ws_live");
+        assert_eq!(left[0].environment, Environment::Live);
+        assert_eq!(left[0].counts, vec![(1_001, 7), (1_000 + SLOTS as u64, 2)]);
+        assert_eq!(left[1].workspace_id, "ws_test");
+        assert_eq!(left[1].environment, Environment::Test);
+        assert_eq!(left[1].counts, vec![(1_030, 1)]);
+        // Read once: the next start finds an empty journal.
+        drop(_journal);
+        let (_journal, left) = RateJournal::open(&dir).unwrap();
+        assert!(left.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_freed_slot_is_reused_and_holds_nothing_of_its_last_owner() {
+        let dir = temp_dir();
+        let (journal, _) = RateJournal::open(&dir).unwrap();
+        let first = journal.slot("ws_a", Environment::Live).unwrap();
+        first.record(500, 3);
+        let index = first.index;
+        drop(first);
+        let second = journal.slot("ws_b", Environment::Test).unwrap();
+        assert_eq!(second.index, index);
+        std::mem::forget(second);
+        drop(journal);
+        let (_journal, left) = RateJournal::open(&dir).unwrap();
+        assert!(
+            left.is_empty(),
+            "ws_b counted nothing; ws_a's count is gone"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_discarded_journal_leaves_nothing_for_the_next_start() {
+        let dir = temp_dir();
+        let (journal, _) = RateJournal::open(&dir).unwrap();
+        let slot = journal.slot("ws_a", Environment::Live).unwrap();
+        slot.record(500, 3);
+        journal.discard().unwrap();
+        std::mem::forget(slot);
+        drop(journal);
+        let (_journal, left) = RateJournal::open(&dir).unwrap();
+        assert!(left.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_id_too_long_for_a_slot_gets_none() {
+        let dir = temp_dir();
+        let (journal, _) = RateJournal::open(&dir).unwrap();
+        assert!(journal
+            .slot(&"w".repeat(MAX_ID_BYTES + 1), Environment::Live)
+            .is_none());
+        assert!(journal
+            .slot(&"w".repeat(MAX_ID_BYTES), Environment::Live)
+            .is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
