@@ -302,7 +302,7 @@ impl TestApp {
         stream.write_all(request).await.expect("write");
         let mut answer = Vec::new();
         let read = stream.read_to_end(&mut answer);
-        tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        tokio::time::timeout(std::time::Duration::from_secs(30), read)
             .await
             .expect("the server closes the connection")
             .expect("read");
