@@ -66,6 +66,8 @@ pub fn serve(
                     let stopping = stopping.clone();
                     async move { stopping.notified().await }
                 })
+                // HttpServer gives the app its bound address as host here; nothing reads it
+                // (no URL generation), and the constructor for it is private to actix-web.
                 .finish(map_config(app, |_| AppConfig::default()));
             fn_service(move |io: TcpStream| {
                 let peer = io.peer_addr().ok();
