@@ -33,14 +33,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let declared_json = is_declared_json(request);
-        let body = read_body(request, payload);
-        Box::pin(async move {
-            if !declared_json {
-                return Err(not_json().into());
-            }
-            Ok(JsonBody(parse_object(&body.await?)?))
-        })
+        let body = json_object(request, payload, None);
+        Box::pin(async move { body.await.map(JsonBody) })
     }
 }
 
@@ -53,18 +47,35 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJsonBody<T
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let declared_json = is_declared_json(request);
-        let body = read_body(request, payload);
-        Box::pin(async move {
-            let body = body.await?;
+        let body = json_object(request, payload, Some(T::default));
+        Box::pin(async move { body.await.map(OptionalJsonBody) })
+    }
+}
+
+/// Reads a body that must be one JSON object. `if_empty`, for optional bodies, answers an
+/// empty one (before its content type is looked at); a required body is refused for its
+/// content type before it is read.
+fn json_object<T: DeserializeOwned + 'static>(
+    request: &HttpRequest,
+    payload: &mut Payload,
+    if_empty: Option<fn() -> T>,
+) -> impl Future<Output = Result<T, actix_web::Error>> + 'static {
+    let declared_json = is_declared_json(request);
+    let body = read_body(request, payload);
+    async move {
+        if if_empty.is_none() && !declared_json {
+            return Err(not_json().into());
+        }
+        let body = body.await?;
+        if let Some(default) = if_empty {
             if body.iter().all(u8::is_ascii_whitespace) {
-                return Ok(OptionalJsonBody(T::default()));
+                return Ok(default());
             }
-            if !declared_json {
-                return Err(not_json().into());
-            }
-            Ok(OptionalJsonBody(parse_object(&body)?))
-        })
+        }
+        if !declared_json {
+            return Err(not_json().into());
+        }
+        Ok(parse_object(&body)?)
     }
 }
 
