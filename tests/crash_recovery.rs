@@ -142,8 +142,13 @@ fn sigkill_right_after_answering_loses_no_audit_event() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    // The rate limit counted those requests, and the crash did not reset it: the workspace
-    // has 1,200 - 150 left, and this request takes one more.
+    // A second crash, before any request of that workspace: its counts, read back at this
+    // start, must be in the journal again.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let mut server = start(&data_dir, public, admin_addr);
+    // The rate limit counted those requests, and the crashes did not reset it: the
+    // workspace has 1,200 - 150 left, and this request takes one more.
     let (status, me) = call(server.public, "GET", "/v1/me", Some(&key), None).unwrap();
     server.child.kill().unwrap();
     server.child.wait().unwrap();

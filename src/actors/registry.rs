@@ -8,7 +8,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
-use super::rate_journal::RateJournal;
+use super::rate_journal::{JournalSlot, RateJournal};
 use super::workspace::{CachedKey, RefreshKey, WorkspaceActor, WorkspaceState};
 use crate::domain::api_key::Environment;
 use crate::domain::hashing::{KeyHash, KeyHashState};
@@ -78,9 +78,19 @@ pub struct WorkspaceRegistry {
 /// Rate-limit counts saved by the previous run, until they have all left the window.
 #[derive(Default)]
 struct CarriedOver {
-    by_workspace: FxHashMap<String, Vec<(Environment, RateCounts)>>,
+    by_workspace: FxHashMap<String, Vec<CarriedLimit>>,
     /// After this (ms since the epoch) every count has left the window.
     until_ms: u64,
+}
+
+/// One limiter's counts from before a restart, waiting for its workspace's first actor. They
+/// sit in a journal slot of their own meanwhile, so that a crash before that actor starts
+/// does not lose them (the actor's limiter journals them in its own slot, and this one is
+/// freed when the entry is dropped).
+struct CarriedLimit {
+    environment: Environment,
+    counts: RateCounts,
+    _slot: Option<JournalSlot>,
 }
 
 impl WorkspaceRegistry {
@@ -187,8 +197,8 @@ impl WorkspaceRegistry {
             now_ms,
             self.rate_journal.clone(),
         ));
-        for (environment, counts) in self.take_carried_over(id, now_ms) {
-            state.restore_rate(environment, &counts, now_ms);
+        for carried in self.take_carried_over(id, now_ms) {
+            state.restore_rate(carried.environment, &carried.counts, now_ms);
         }
         let actor = WorkspaceActor::new(
             Arc::clone(&state),
@@ -202,6 +212,8 @@ impl WorkspaceRegistry {
     }
 
     /// Every live workspace's rate-limit counts, to save at shutdown.
+    /// Counts carried over from the previous run that no actor has taken yet are included:
+    /// a restart with no request in between must not lose them.
     pub fn rate_limits(&self, now_ms: u64) -> Vec<SavedRateLimit> {
         let mut saved = Vec::new();
         for handle in self.workspaces.iter() {
@@ -210,6 +222,16 @@ impl WorkspaceRegistry {
                     workspace_id: handle.state.id.to_string(),
                     environment,
                     counts,
+                });
+            }
+        }
+        let carried = self.carried_over.lock();
+        for (workspace_id, limits) in &carried.by_workspace {
+            for limit in limits {
+                saved.push(SavedRateLimit {
+                    workspace_id: workspace_id.clone(),
+                    environment: limit.environment,
+                    counts: limit.counts.clone(),
                 });
             }
         }
@@ -227,15 +249,28 @@ impl WorkspaceRegistry {
                 continue;
             }
             carried.until_ms = carried.until_ms.max(newest_ms + window_ms);
+            let slot = self
+                .rate_journal
+                .as_ref()
+                .and_then(|journal| journal.slot(&limit.workspace_id, limit.environment));
+            if let Some(slot) = &slot {
+                for &(second, count) in &limit.counts {
+                    slot.record(second, count);
+                }
+            }
             carried
                 .by_workspace
                 .entry(limit.workspace_id)
                 .or_default()
-                .push((limit.environment, limit.counts));
+                .push(CarriedLimit {
+                    environment: limit.environment,
+                    counts: limit.counts,
+                    _slot: slot,
+                });
         }
     }
 
-    fn take_carried_over(&self, id: &str, now_ms: u64) -> Vec<(Environment, RateCounts)> {
+    fn take_carried_over(&self, id: &str, now_ms: u64) -> Vec<CarriedLimit> {
         let mut carried = self.carried_over.lock();
         if carried.by_workspace.is_empty() {
             return Vec::new();
