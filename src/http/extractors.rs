@@ -95,9 +95,10 @@ fn read_body(
                 }
                 .into())
             }
+            // The body's framing (chunk sizes, length) is broken: not valid HTTP/1.1.
             Ok(Err(_)) => Err(ApiError::bad_request(
-                "invalid_body",
-                "The body could not be read.",
+                "malformed_request",
+                "The body could not be read: its chunked framing or length is not valid HTTP/1.1.",
             )),
             Err(_elapsed) => Err(ErrorKind::RequestTimeout {
                 secs: BODY_TIMEOUT.as_secs(),

@@ -160,6 +160,9 @@ async fn malformed_and_hostile_bodies_get_clear_4xx_errors() {
     post(br#"{"name":"\u200b \ufeff"}"#)
         .await
         .assert_error(422, "invalid_name");
+    post(br#"{"name":"\u3164\u034f\ufe0f"}"#)
+        .await
+        .assert_error(422, "invalid_name");
     post(br#"{"name":"admin\u202egnp.exe"}"#)
         .await
         .assert_error(422, "invalid_name");

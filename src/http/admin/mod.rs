@@ -155,10 +155,15 @@ fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Characters that show nothing: white space and the zero-width ones.
+/// Characters that show nothing: white space, and Unicode's default-ignorable and filler
+/// characters (zero-width spaces and joiners, variation selectors, Hangul fillers, tags).
 fn is_invisible(c: char) -> bool {
     c.is_whitespace()
-        || matches!(c, '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+        || matches!(c,
+            '\u{00AD}' | '\u{034F}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}'
+            | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
+            | '\u{E0000}'..='\u{E0FFF}')
 }
 
 /// A list's `limit` parameter: `default` when absent, else a number from 1 to `max`.
