@@ -2,12 +2,12 @@
 
 use std::net::IpAddr;
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::authorization::authorization_header;
+use super::authorization::{authorization_header, single_value, Repeated};
 use super::error::ApiError;
 use super::state::AppState;
 use super::{header_values, rate_headers};
@@ -195,24 +195,6 @@ pub async fn authz(
         HeaderValue::from_static(key.environment.as_str()),
     );
     Ok(response)
-}
-
-/// A header field sent more than once where one value is expected.
-#[derive(Clone, Copy, Debug)]
-struct Repeated;
-
-/// The value of a singleton header. Two or more are refused rather than one picked: a proxy
-/// in front of us may act on another one than we would.
-fn single_value<'a>(
-    headers: &'a HeaderMap,
-    name: &HeaderName,
-) -> Result<Option<&'a HeaderValue>, Repeated> {
-    let mut values = headers.get_all(name);
-    let first = values.next();
-    match values.next() {
-        None => Ok(first),
-        Some(_) => Err(Repeated),
-    }
 }
 
 /// A header value of an id that storage gave us: ids are ASCII letters, digits and `_`, so

@@ -13,21 +13,15 @@ async fn every_credentialed_request_yields_one_event_with_the_contract_fields() 
     let (key_id, key) = app
         .create_key(&ws, "deploy", "live", &["checks:read"])
         .await;
-    let public = app.public.clone();
-    let auth = format!("Bearer {key}");
     let ok = app
-        .raw(
-            &public,
+        .authz_with(
+            &key,
             "GET",
-            "/v1/authz",
+            "/v1/checks/chk_9?page=2",
             &[
-                ("Authorization", auth.as_bytes()),
-                ("X-Forwarded-Method", b"GET"),
-                ("X-Forwarded-Uri", b"/v1/checks/chk_9?page=2"),
                 ("X-Request-ID", b"trace-abc-123"),
                 ("X-Forwarded-For", b"203.0.113.9, 10.0.0.1"),
             ],
-            None,
         )
         .await;
     assert_eq!(ok.status.as_u16(), 200);

@@ -400,19 +400,26 @@ impl TestApp {
     }
 
     pub async fn authz(&self, key: &str, method: &str, uri: &str) -> Reply {
+        self.authz_with(key, method, uri, &[]).await
+    }
+
+    /// `/v1/authz` with more headers after the credential and the forwarded ones.
+    pub async fn authz_with(
+        &self,
+        key: &str,
+        method: &str,
+        uri: &str,
+        more: &[(&str, &[u8])],
+    ) -> Reply {
         let auth = format!("Bearer {key}");
-        self.raw(
-            &self.public.clone(),
-            "GET",
-            "/v1/authz",
-            &[
-                ("Authorization", auth.as_bytes()),
-                ("X-Forwarded-Method", method.as_bytes()),
-                ("X-Forwarded-Uri", uri.as_bytes()),
-            ],
-            None,
-        )
-        .await
+        let mut headers: Vec<(&str, &[u8])> = vec![
+            ("Authorization", auth.as_bytes()),
+            ("X-Forwarded-Method", method.as_bytes()),
+            ("X-Forwarded-Uri", uri.as_bytes()),
+        ];
+        headers.extend_from_slice(more);
+        self.raw(&self.public.clone(), "GET", "/v1/authz", &headers, None)
+            .await
     }
 
     pub async fn audit_log(&self, workspace: &str, query: &str) -> Reply {
