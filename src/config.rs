@@ -4,9 +4,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+use crate::http::answer_deadline::NEXT_ANSWER_WITHIN;
 
 /// Everything the server and the workers are configured with.
 #[derive(Debug, Clone)]
@@ -28,6 +31,9 @@ pub struct Settings {
     /// sharing one database must share this key.
     pub hashing_key: Option<SecretString>,
     pub database_max_connections: usize,
+    /// How long after its last answer a connection may still be read. Not configurable
+    /// from outside; tests shorten it.
+    pub next_answer_within: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +238,7 @@ impl Settings {
             http_workers,
             hashing_key,
             database_max_connections,
+            next_answer_within: NEXT_ANSWER_WITHIN,
         })
     }
 
@@ -249,6 +256,7 @@ impl Settings {
             http_workers: Some(1),
             hashing_key: None,
             database_max_connections: 4,
+            next_answer_within: NEXT_ANSWER_WITHIN,
         }
     }
 

@@ -195,6 +195,7 @@ impl Application {
             ServerSettings {
                 workers: settings.http_workers,
                 max_blocking_threads: BLOCKING_THREADS_PER_RUNTIME,
+                next_answer_within: settings.next_answer_within,
             },
             state.clone(),
             Listener::Public,
@@ -206,6 +207,7 @@ impl Application {
             ServerSettings {
                 workers: Some(1),
                 max_blocking_threads: BLOCKING_THREADS_PER_RUNTIME,
+                next_answer_within: settings.next_answer_within,
             },
             state,
             Listener::Admin,

@@ -2,6 +2,7 @@
 //! they parse, call the domain, store and verifier, and shape the answer.
 
 pub mod admin;
+pub mod answer_deadline;
 pub mod authorization;
 pub mod error;
 pub mod extractors;

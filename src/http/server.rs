@@ -1,6 +1,6 @@
 //! One listener's HTTP server. This is what actix-web's `HttpServer` builds, with the same
 //! settings, assembled here so that each connection's stream can be wrapped in
-//! `ParseRefusals` (which `HttpServer` offers no way to do).
+//! `AnswerDeadline` and `ParseRefusals` (which `HttpServer` offers no way to do).
 
 use std::future::ready;
 use std::io;
@@ -14,6 +14,7 @@ use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryEx
 use actix_web::dev::{AppConfig, Server};
 use actix_web::web;
 
+use super::answer_deadline::AnswerDeadline;
 use super::parse_refusals::ParseRefusals;
 use super::state::AppState;
 use crate::metrics::Listener;
@@ -28,6 +29,8 @@ pub struct ServerSettings {
     pub workers: Option<usize>,
     /// Most threads of each worker runtime's blocking pool.
     pub max_blocking_threads: usize,
+    /// How long after its last answer a connection may still be read (`AnswerDeadline`).
+    pub next_answer_within: Duration,
 }
 
 /// Serves `routes` on `tcp` until stopped through the returned server's handle. Signals are
@@ -47,6 +50,7 @@ pub fn serve(
     // Tells each connection when a graceful stop begins, so that idle keep-alive
     // connections close at once instead of holding the stop up.
     let stopping = builder.graceful_shutdown_signal();
+    let next_answer_within = settings.next_answer_within;
     let server = builder
         .disable_signals()
         .worker_max_blocking_threads(settings.max_blocking_threads)
@@ -71,6 +75,7 @@ pub fn serve(
                 .finish(map_config(app, |_| AppConfig::default()));
             fn_service(move |io: TcpStream| {
                 let peer = io.peer_addr().ok();
+                let io = AnswerDeadline::new(io, next_answer_within);
                 let io = ParseRefusals::new(io, Arc::clone(&metrics), listener);
                 ready(Ok((io, Protocol::Http1, peer)))
             })

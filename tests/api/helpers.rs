@@ -126,10 +126,16 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with_cache(cache: CacheSettings) -> TestApp {
+    spawn_app_with(cache, |_| {}).await
+}
+
+/// An app whose settings `adjust` changed from the tests' own.
+pub async fn spawn_app_with(cache: CacheSettings, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     init_logs();
     let data_dir = std::env::temp_dir().join(format!("statuspulse-test-{}", uuid::Uuid::now_v7()));
     let mut settings = Settings::for_tests(data_dir.clone(), ADMIN_TOKEN);
     settings.hashing_key = Some(SecretString::from(HASHING_KEY_HEX.to_owned()));
+    adjust(&mut settings);
     let mut database_name = None;
     let backend = match std::env::var("STATUSPULSE_TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => {

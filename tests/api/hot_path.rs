@@ -8,7 +8,9 @@ use statuspulse_auth::domain::api_key::{generate_key, Environment};
 use statuspulse_auth::domain::scope::ScopeSet;
 use statuspulse_auth::store::NewApiKey;
 
-use crate::helpers::{metric, postgres_admin, spawn_app, Backend};
+use statuspulse_auth::actors::CacheSettings;
+
+use crate::helpers::{metric, postgres_admin, spawn_app, spawn_app_with, Backend, ADMIN_TOKEN};
 
 #[actix_web::test]
 async fn me_describes_the_key_with_rate_limit_headers() {
@@ -200,6 +202,33 @@ async fn a_client_that_stalls_mid_head_gets_a_json_408() {
     let app = spawn_app().await;
     // The head never ends: after 5 s the HTTP layer gives up on it.
     app.raw_bytes(&app.public, b"GET /v1/me HTTP/1.1\r\nhost: a\r\n")
+        .await
+        .assert_error(408, "request_timeout");
+}
+
+#[actix_web::test]
+async fn a_chunked_body_that_never_ends_does_not_hold_its_connection() {
+    let app = spawn_app_with(CacheSettings::default(), |settings| {
+        settings.next_answer_within = Duration::from_secs(2);
+    })
+    .await;
+    // After answering, the HTTP layer reads the rest of a body to reuse the connection; a
+    // chunked one that never ends would keep it reading forever. `raw_bytes` waits 30 s at
+    // most for the connection to close.
+    let unfinished = "transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
+    let authz = format!(
+        "GET /v1/authz HTTP/1.1\r\nhost: a\r\nx-forwarded-method: GET\r\n\
+         x-forwarded-uri: /v1/checks\r\n{unfinished}"
+    );
+    app.raw_bytes(&app.public, authz.as_bytes())
+        .await
+        .assert_error(401, "invalid_credentials");
+    // An admin handler stops waiting for the body after 10 s.
+    let create = format!(
+        "POST /admin/v1/workspaces HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\
+         content-type: application/json\r\n{unfinished}"
+    );
+    app.raw_bytes(&app.admin, create.as_bytes())
         .await
         .assert_error(408, "request_timeout");
 }

@@ -1,0 +1,233 @@
+//! Closes a connection that is still sending long after its last answer.
+//!
+//! After answering a request whose body has not all arrived (`/v1/authz` never reads a
+//! body; an admin handler gives up on a slow one with a 408), actix-http reads the rest of
+//! the body so that the connection can serve another request. For a chunked body it does
+//! so with no time limit, and its keep-alive timer does not run meanwhile: a client that
+//! never ends its body would hold the connection, and its buffers, forever.
+//!
+//! No honest client needs long between two answers on one connection: an idle one is
+//! closed after the keep-alive timeout (5 s), a request's head has 5 s, an admin body 10 s,
+//! and the handlers answer in well under a second. So each connection's stream is wrapped,
+//! and a read still waiting a fixed time after the last answer ends the connection with
+//! an error. Before the first answer the HTTP layer's own head timeout applies.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{sleep_until, Instant, Sleep};
+
+/// How long after its last answer a connection may go on being read: the head, body and
+/// keep-alive limits above together, with room for a slow handler.
+pub const NEXT_ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+/// A connection's stream whose reads fail once `limit` has passed since the last write.
+pub struct AnswerDeadline<T> {
+    io: T,
+    limit: Duration,
+    /// When bytes of an answer were last written; `None` before the first answer.
+    last_answer: Option<Instant>,
+    /// Wakes a waiting read at the deadline. Made once per connection and moved only when
+    /// it fires early, so a request costs one clock read (in `poll_write`), not a timer
+    /// registration.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> AnswerDeadline<T> {
+    pub fn new(io: T, limit: Duration) -> AnswerDeadline<T> {
+        AnswerDeadline {
+            io,
+            limit,
+            last_answer: None,
+            timer: None,
+        }
+    }
+
+    /// Ready with an error once the deadline has passed; otherwise pending, with the timer
+    /// set to wake this task at the deadline.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let Some(last_answer) = self.last_answer else {
+            return Poll::Pending;
+        };
+        let deadline = last_answer + self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // The timer may have been set for an earlier answer's deadline.
+            if Instant::now() >= deadline {
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no answer for too long: the client is still sending",
+                ));
+            }
+            timer.as_mut().reset(deadline);
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for AnswerDeadline<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            // A client that trickles bytes is caught at the next wait: its reads are never
+            // all ready.
+            Poll::Pending => this.poll_deadline(cx).map(Err),
+            ready => ready,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for AnswerDeadline<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            if n > 0 {
+                this.last_answer = Some(Instant::now());
+                // After answering, the HTTP layer may not read again until woken (it waits
+                // on the client's next bytes), so the timer must wake it: a read then
+                // reports the deadline.
+                if this.poll_deadline(cx).is_ready() {
+                    cx.waker().wake_by_ref();
+                }
+            }
+        }
+        written
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
+
+    const LIMIT: Duration = Duration::from_millis(200);
+    /// Long enough that a connection still open then would be open for good.
+    const FOREVER: Duration = Duration::from_secs(20);
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n";
+
+    #[tokio::test]
+    async fn before_the_first_answer_reads_wait_as_long_as_the_client_takes() {
+        let (mut client, server) = duplex(1024);
+        let mut server = AnswerDeadline::new(server, LIMIT);
+        let mut buf = [0u8; 16];
+        let sends_late = async {
+            tokio::time::sleep(LIMIT * 3).await;
+            client.write_all(b"GET").await.unwrap();
+        };
+        let (read, ()) = tokio::join!(server.read(&mut buf), sends_late);
+        assert_eq!(read.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_client_still_silent_at_the_deadline_after_an_answer_is_cut_off() {
+        let (_client, server) = duplex(1024);
+        let mut server = AnswerDeadline::new(server, LIMIT);
+        server.write_all(ANSWER).await.unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(FOREVER, server.read(&mut buf));
+        let error = read.await.expect("cut off").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= LIMIT, "cut off early");
+    }
+
+    #[tokio::test]
+    async fn an_answer_alone_wakes_the_connection_at_the_deadline() {
+        let (_client, server) = duplex(1024);
+        let mut server = AnswerDeadline::new(server, LIMIT);
+        let mut buf = [0u8; 16];
+        let mut answered = false;
+        // As the HTTP layer does: a read that waits, then the answer, then nothing until
+        // something wakes the connection. A task of its own, so that only its own wakers
+        // poll it.
+        let cut_off = tokio::spawn(poll_fn(move |cx| {
+            let mut read_buf = ReadBuf::new(&mut buf);
+            if let Poll::Ready(result) = Pin::new(&mut server).poll_read(cx, &mut read_buf) {
+                return Poll::Ready(result.expect_err("nothing was sent").kind());
+            }
+            if !answered {
+                answered = true;
+                let written = Pin::new(&mut server).poll_write(cx, ANSWER);
+                assert!(matches!(written, Poll::Ready(Ok(n)) if n == ANSWER.len()));
+            }
+            Poll::Pending
+        }));
+        let error = tokio::time::timeout(FOREVER, cut_off)
+            .await
+            .expect("woken at the deadline")
+            .unwrap();
+        assert_eq!(error, io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_trickles_bytes_after_an_answer_is_cut_off() {
+        let (mut client, server) = duplex(1024);
+        let mut server = AnswerDeadline::new(server, LIMIT);
+        server.write_all(ANSWER).await.unwrap();
+        let trickle = async move {
+            loop {
+                tokio::time::sleep(LIMIT / 10).await;
+                if client.write_all(b"1\r\nx\r\n").await.is_err() {
+                    return;
+                }
+            }
+        };
+        let drain = async {
+            let mut buf = [0u8; 64];
+            loop {
+                if let Err(error) = server.read(&mut buf).await {
+                    return error;
+                }
+            }
+        };
+        let error = tokio::select! {
+            error = drain => error,
+            () = trickle => panic!("the client stopped first"),
+            () = tokio::time::sleep(FOREVER) => panic!("still reading"),
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn each_answer_moves_the_deadline() {
+        let (mut client, server) = duplex(1024);
+        let mut server = AnswerDeadline::new(server, LIMIT);
+        let mut buf = [0u8; 16];
+        for _ in 0..4 {
+            server.write_all(ANSWER).await.unwrap();
+            // Each read waits past the first answer's deadline, never past its own answer's.
+            let sends_soon = async {
+                tokio::time::sleep(LIMIT / 2).await;
+                client.write_all(b"GET").await.unwrap();
+            };
+            let (read, ()) = tokio::join!(server.read(&mut buf), sends_soon);
+            assert_eq!(read.unwrap(), 3);
+        }
+    }
+}
