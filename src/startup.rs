@@ -7,7 +7,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::web;
 use secrecy::ExposeSecret;
 
-use crate::actors::rate_journal::RateJournal;
+use crate::actors::rate_journal::{Leftovers, RateJournal};
 use crate::actors::{CacheSettings, WorkspaceRegistry};
 use crate::config::{ConfigError, Settings};
 use crate::domain::hashing::KeyHasher;
@@ -24,7 +24,7 @@ use crate::queue::JobQueue;
 use crate::secrets;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{SavedRateLimit, SharedStore, Store};
+use crate::store::{SharedStore, Store};
 use crate::verify::Verifier;
 
 /// Under the data dir: the audit events not yet stored (see `queue::audit_spool`).
@@ -273,29 +273,48 @@ impl Application {
 /// Gives each workspace the rate-limit counts the previous run left: saved to storage at a
 /// graceful stop, or in the rate journal after a crash (`left_by_a_crash`), so that a
 /// restart gives no workspace a fresh minute. Without them (a first start, storage failing
-/// here) limiters start empty; that is logged, not fatal.
+/// here) limiters start empty; that is logged, not fatal. Both sources are emptied only
+/// after the registry has journalled the counts again: a crash before that finds them at
+/// the next start.
 async fn carry_over_rate_limits(
     store: &SharedStore,
     registry: &WorkspaceRegistry,
-    left_by_a_crash: Vec<SavedRateLimit>,
+    mut left_by_a_crash: Leftovers,
 ) {
-    let mut carried = left_by_a_crash;
+    let mut carried = std::mem::take(&mut left_by_a_crash.counts);
     if !carried.is_empty() {
         tracing::info!(
             limiters = carried.len(),
             "rate-limit counts recovered from the journal after a crash"
         );
     }
-    match store.take_rate_limits().await {
-        Ok(saved) => carried.extend(saved),
-        Err(error) => tracing::warn!(
-            error = %error_chain(&error),
-            "cannot read the saved rate-limit counts; limiters start without them"
-        ),
-    }
+    let read_from_storage = match store.saved_rate_limits().await {
+        Ok(saved) => {
+            carried.extend(saved);
+            true
+        }
+        Err(error) => {
+            tracing::warn!(
+                error = %error_chain(&error),
+                "cannot read the saved rate-limit counts; limiters start without them"
+            );
+            false
+        }
+    };
     if !carried.is_empty() {
         tracing::info!(limiters = carried.len(), "rate-limit counts carried over");
         registry.carry_over(carried, crate::clock::now_ms());
+    }
+    if let Err(error) = left_by_a_crash.forget() {
+        tracing::warn!(%error, "cannot delete the last run's rate-limit journal; the next start reads it again and merges it");
+    }
+    if read_from_storage {
+        if let Err(error) = store.clear_saved_rate_limits().await {
+            tracing::warn!(
+                error = %error_chain(&error),
+                "cannot delete the saved rate-limit counts; the next start reads them again and merges them"
+            );
+        }
     }
 }
 

@@ -7,8 +7,10 @@
 //! memory-mapped file (`MAP_SHARED`, as the audit spool does). A count lands in the
 //! kernel's page cache with one store, and the page cache outlives the process. The next
 //! start reads the slots back, hands them to the registry like counts saved by a graceful
-//! stop, and starts an empty journal. A power cut can lose what the kernel had not written
-//! back, as for the spool.
+//! stop, and starts an empty journal in new files. The old files are deleted only once the
+//! registry has journalled their counts again, so a crash during a start loses nothing: the
+//! start after it reads both, and takes the larger count of each second (`merge_saved`). A
+//! power cut can lose what the kernel had not written back, as for the spool.
 //!
 //! Files are `<n>.rates` under `$STATUSPULSE_DATA_DIR/rate-limits/`, each `SLOTS_PER_FILE`
 //! slots of `SLOT_WORDS` little-endian 64-bit words:
@@ -52,7 +54,26 @@ pub struct RateJournal {
 
 struct Shared {
     dir: PathBuf,
+    /// The number of this run's first file: above any file an earlier run left.
+    first_file_number: usize,
     state: Mutex<Slots>,
+}
+
+/// What an earlier run left in the journal: its counts, and its files, which stay until
+/// `forget` (once the counts are journalled again).
+pub struct Leftovers {
+    pub counts: Vec<SavedRateLimit>,
+    files: Vec<PathBuf>,
+}
+
+impl Leftovers {
+    /// Deletes the earlier run's files.
+    pub fn forget(self) -> io::Result<()> {
+        for path in self.files {
+            std::fs::remove_file(path)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -73,29 +94,39 @@ pub struct JournalSlot {
 }
 
 impl RateJournal {
-    /// Opens the journal in `dir` (creating it): returns the counts a crash left there, and
-    /// an empty journal in their place.
-    pub fn open(dir: &Path) -> io::Result<(RateJournal, Vec<SavedRateLimit>)> {
+    /// Opens the journal in `dir` (creating it): an empty journal, and what a crash left
+    /// there (the same counts may be there twice, after a crash during a start).
+    pub fn open(dir: &Path) -> io::Result<(RateJournal, Leftovers)> {
         std::fs::create_dir_all(dir)?;
-        let mut left = Vec::new();
+        let mut left = Leftovers {
+            counts: Vec::new(),
+            files: Vec::new(),
+        };
+        let mut first_file_number = 0;
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
-            if path.to_string_lossy().ends_with(SUFFIX) {
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&path)?;
-                if file.metadata()?.len() == file_bytes() as u64 {
-                    left.extend(read_slots(&MmapRaw::map_raw(&file)?));
-                } else {
-                    tracing::warn!(path = %path.display(), "rate-limit journal file of the wrong size ignored");
-                }
-                std::fs::remove_file(&path)?;
+            let Some(file_number) = path
+                .file_name()
+                .and_then(|name| name.to_str()?.strip_suffix(SUFFIX)?.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            first_file_number = first_file_number.max(file_number + 1);
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)?;
+            if file.metadata()?.len() == file_bytes() as u64 {
+                left.counts.extend(read_slots(&MmapRaw::map_raw(&file)?));
+            } else {
+                tracing::warn!(path = %path.display(), "rate-limit journal file of the wrong size ignored");
             }
+            left.files.push(path);
         }
         let journal = RateJournal {
             shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
+                first_file_number,
                 state: Mutex::new(Slots::default()),
             }),
         };
@@ -151,7 +182,7 @@ impl RateJournal {
     pub fn discard(&self) -> io::Result<()> {
         let state = self.shared.state.lock();
         for (file_number, _) in state.files.iter().enumerate() {
-            std::fs::remove_file(file_path(&self.shared.dir, file_number))?;
+            std::fs::remove_file(self.shared.file_path(file_number))?;
         }
         Ok(())
     }
@@ -184,7 +215,7 @@ impl Shared {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let file = options.open(file_path(&self.dir, file_number))?;
+        let file = options.open(self.file_path(file_number))?;
         file.set_len(file_bytes() as u64)?;
         Ok(Arc::new(MmapRaw::map_raw(&file)?))
     }
@@ -234,8 +265,12 @@ fn file_bytes() -> usize {
     SLOTS_PER_FILE * SLOT_WORDS * 8
 }
 
-fn file_path(dir: &Path, file_number: usize) -> PathBuf {
-    dir.join(format!("{file_number:06}{SUFFIX}"))
+impl Shared {
+    /// The path of this run's `file_number`th file.
+    fn file_path(&self, file_number: usize) -> PathBuf {
+        let number = self.first_file_number + file_number;
+        self.dir.join(format!("{number:06}{SUFFIX}"))
+    }
 }
 
 fn environment_code(environment: Environment) -> u8 {
@@ -297,7 +332,7 @@ mod tests {
     fn counts_in_taken_slots_come_back_once_and_freed_slots_do_not() {
         let dir = temp_dir();
         let (journal, left) = RateJournal::open(&dir).unwrap();
-        assert!(left.is_empty());
+        assert!(left.counts.is_empty());
         let live = journal.slot("ws_live", Environment::Live).unwrap();
         let test = journal.slot("ws_test", Environment::Test).unwrap();
         let freed = journal.slot("ws_gone", Environment::Live).unwrap();
@@ -312,19 +347,50 @@ mod tests {
         std::mem::forget((live, test));
         drop(journal);
 
-        let (_journal, mut left) = RateJournal::open(&dir).unwrap();
-        left.sort_by(|a, b| a.workspace_id.cmp(&b.workspace_id));
-        assert_eq!(left.len(), 2);
-        assert_eq!(left[0].workspace_id, "ws_live");
-        assert_eq!(left[0].environment, Environment::Live);
-        assert_eq!(left[0].counts, vec![(1_001, 7), (1_000 + SLOTS as u64, 2)]);
-        assert_eq!(left[1].workspace_id, "ws_test");
-        assert_eq!(left[1].environment, Environment::Test);
-        assert_eq!(left[1].counts, vec![(1_030, 1)]);
-        // Read once: the next start finds an empty journal.
-        drop(_journal);
+        let (journal, left) = RateJournal::open(&dir).unwrap();
+        let mut counts = left.counts.clone();
+        counts.sort_by(|a, b| a.workspace_id.cmp(&b.workspace_id));
+        assert_eq!(counts.len(), 2);
+        assert_eq!(counts[0].workspace_id, "ws_live");
+        assert_eq!(counts[0].environment, Environment::Live);
+        assert_eq!(
+            counts[0].counts,
+            vec![(1_001, 7), (1_000 + SLOTS as u64, 2)]
+        );
+        assert_eq!(counts[1].workspace_id, "ws_test");
+        assert_eq!(counts[1].environment, Environment::Test);
+        assert_eq!(counts[1].counts, vec![(1_030, 1)]);
+        // Forgotten once carried over: the next start finds an empty journal.
+        left.forget().unwrap();
+        drop(journal);
         let (_journal, left) = RateJournal::open(&dir).unwrap();
-        assert!(left.is_empty());
+        assert!(left.counts.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_crash_during_a_start_leaves_the_earlier_runs_counts_for_the_next() {
+        let dir = temp_dir();
+        let (journal, _) = RateJournal::open(&dir).unwrap();
+        let slot = journal.slot("ws_a", Environment::Live).unwrap();
+        slot.record(1_000, 5);
+        std::mem::forget(slot);
+        drop(journal);
+        // A start that journals the counts again, and crashes before forgetting the files
+        // they came from; and one that crashes before journalling them at all.
+        let (journal, left) = RateJournal::open(&dir).unwrap();
+        let again = journal.slot("ws_a", Environment::Live).unwrap();
+        again.record(1_000, 5);
+        again.record(1_001, 1);
+        std::mem::forget(again);
+        drop((journal, left));
+        let (journal, left) = RateJournal::open(&dir).unwrap();
+        drop((journal, left));
+        // Both copies come back, for the registry to merge.
+        let (_journal, left) = RateJournal::open(&dir).unwrap();
+        let mut counts: Vec<_> = left.counts.iter().map(|l| l.counts.clone()).collect();
+        counts.sort();
+        assert_eq!(counts, vec![vec![(1_000, 5)], vec![(1_000, 5), (1_001, 1)]]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -342,7 +408,7 @@ mod tests {
         drop(journal);
         let (_journal, left) = RateJournal::open(&dir).unwrap();
         assert!(
-            left.is_empty(),
+            left.counts.is_empty(),
             "ws_b counted nothing; ws_a's count is gone"
         );
         std::fs::remove_dir_all(&dir).unwrap();
@@ -358,7 +424,7 @@ mod tests {
         std::mem::forget(slot);
         drop(journal);
         let (_journal, left) = RateJournal::open(&dir).unwrap();
-        assert!(left.is_empty());
+        assert!(left.counts.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -13,7 +13,7 @@ use super::workspace::{CachedKey, RefreshKey, WorkspaceActor, WorkspaceState};
 use crate::domain::api_key::Environment;
 use crate::domain::hashing::{KeyHash, KeyHashState};
 use crate::domain::key_record::ApiKeyRecord;
-use crate::domain::rate_limit::{RateCounts, WINDOW_SECS};
+use crate::domain::rate_limit::{merge_counts, RateCounts, WINDOW_SECS};
 use crate::store::{SavedRateLimit, SharedStore, StoreError};
 
 /// How long things stay cached.
@@ -239,11 +239,27 @@ impl WorkspaceRegistry {
     }
 
     /// Counts saved before a restart: each workspace's first actor starts with them, so
-    /// that the restart gives no workspace a fresh minute. Call before serving.
+    /// that the restart gives no workspace a fresh minute. Call before serving. Two copies
+    /// of one limiter's counts are merged (`merge_counts`), not added up.
     pub fn carry_over(&self, saved: Vec<SavedRateLimit>, now_ms: u64) {
+        let mut by_limiter: FxHashMap<(String, Environment), RateCounts> = FxHashMap::default();
+        for limit in saved {
+            let key = (limit.workspace_id, limit.environment);
+            match by_limiter.get_mut(&key) {
+                Some(counts) => *counts = merge_counts(counts, &limit.counts),
+                None => {
+                    by_limiter.insert(key, limit.counts);
+                }
+            }
+        }
         let mut carried = self.carried_over.lock();
         let window_ms = (WINDOW_SECS + 1) * 1000;
-        for limit in saved {
+        for ((workspace_id, environment), counts) in by_limiter {
+            let limit = SavedRateLimit {
+                workspace_id,
+                environment,
+                counts,
+            };
             let newest_ms = limit.counts.last().map_or(0, |&(second, _)| second * 1000);
             if newest_ms + window_ms <= now_ms {
                 continue;
@@ -328,5 +344,57 @@ impl WorkspaceRegistry {
         }
         self.unknown_keys
             .insert(hash, now_ms + self.settings.negative_ttl.as_millis() as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    const NOW_MS: u64 = 1_800_000_000_000;
+
+    fn saved(workspace_id: &str, environment: Environment, counts: RateCounts) -> SavedRateLimit {
+        SavedRateLimit {
+            workspace_id: workspace_id.into(),
+            environment,
+            counts,
+        }
+    }
+
+    #[test]
+    fn two_copies_of_one_limiters_counts_are_carried_over_once() {
+        let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let registry = WorkspaceRegistry::new(store, CacheSettings::default(), None);
+        let second = NOW_MS / 1000 - 10;
+        registry.carry_over(
+            vec![
+                // The journal of a start that crashed, and the run before it.
+                saved("ws_a", Environment::Live, vec![(second, 40)]),
+                saved(
+                    "ws_a",
+                    Environment::Live,
+                    vec![(second, 40), (second + 1, 3)],
+                ),
+                // Another environment and another workspace are their own limiters.
+                saved("ws_a", Environment::Test, vec![(second, 2)]),
+                saved("ws_b", Environment::Live, vec![(second, 7)]),
+            ],
+            NOW_MS,
+        );
+        let mut carried = registry.rate_limits(NOW_MS);
+        carried.sort_by_key(|l| (l.workspace_id.clone(), l.environment.as_str()));
+        assert_eq!(
+            carried,
+            vec![
+                saved(
+                    "ws_a",
+                    Environment::Live,
+                    vec![(second, 40), (second + 1, 3)]
+                ),
+                saved("ws_a", Environment::Test, vec![(second, 2)]),
+                saved("ws_b", Environment::Live, vec![(second, 7)]),
+            ]
+        );
     }
 }

@@ -10,6 +10,8 @@
 //! property holds exactly; it is at most one second longer, so an even client at 95% sees
 //! at most 95% × 61/60 ≈ 96.6% of the limit and is never refused. It costs 61 counters.
 
+use std::collections::BTreeMap;
+
 /// Seconds in the rate-limit window.
 pub const WINDOW_SECS: u64 = 60;
 /// One-second buckets the limiter keeps: the window and the second under way.
@@ -151,6 +153,19 @@ impl RateLimiter {
             self.total += u32::from(added);
         }
     }
+}
+
+/// Two copies of one limiter's counts as one, each second's larger count. Copies meet after
+/// a crash during a start (the journal of the run before it, and the start's own journal of
+/// the same counts) or after a graceful stop that could not empty the journal (storage and
+/// journal). A copy only ever adds to a count, so the larger is the later.
+pub fn merge_counts(a: &[(u64, u16)], b: &[(u64, u16)]) -> RateCounts {
+    let mut merged: BTreeMap<u64, u16> = a.iter().copied().collect();
+    for &(second, count) in b {
+        let kept = merged.entry(second).or_default();
+        *kept = (*kept).max(count);
+    }
+    merged.into_iter().collect()
 }
 
 /// Counts as text, for storage: "second:count" pairs, space-separated.
@@ -317,6 +332,16 @@ mod tests {
         assert!(limiter.check(1_000).allowed);
         assert!(limiter.check(2_000).allowed);
         assert!(!limiter.check(3_000).allowed);
+    }
+
+    #[test]
+    fn merged_copies_keep_each_seconds_larger_count_oldest_first() {
+        let older = vec![(10, 5), (11, 7), (13, 1)];
+        let later = vec![(11, 9), (12, 2), (13, 1)];
+        let expected = vec![(10, 5), (11, 9), (12, 2), (13, 1)];
+        assert_eq!(merge_counts(&older, &later), expected);
+        assert_eq!(merge_counts(&later, &older), expected);
+        assert_eq!(merge_counts(&later, &later), later);
     }
 
     #[test]

@@ -208,9 +208,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces the saved rate-limit counts with `limits` (at a graceful shutdown).
     async fn save_rate_limits(&self, limits: &[SavedRateLimit]) -> Result<(), StoreError>;
-    /// The saved rate-limit counts, deleted as they are read (at start): a later crash must
-    /// not bring back counts that the running server has since moved past.
-    async fn take_rate_limits(&self) -> Result<Vec<SavedRateLimit>, StoreError>;
+    /// The saved rate-limit counts (at start). They stay saved until
+    /// `clear_saved_rate_limits`, once the rate journal holds them, so that a crash during
+    /// the start loses none.
+    async fn saved_rate_limits(&self) -> Result<Vec<SavedRateLimit>, StoreError>;
+    /// Deletes the saved rate-limit counts: a later crash must not bring back counts that
+    /// the running server has since moved past.
+    async fn clear_saved_rate_limits(&self) -> Result<(), StoreError>;
 
     /// Inserts events, ignoring ids already stored (redelivery is expected).
     async fn insert_audit_events(&self, events: Arc<EncodedEvents>) -> Result<(), StoreError>;

@@ -354,11 +354,11 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(pg)
     }
 
-    async fn take_rate_limits(&self) -> Result<Vec<SavedRateLimit>, StoreError> {
+    async fn saved_rate_limits(&self) -> Result<Vec<SavedRateLimit>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(
-                "DELETE FROM rate_limit_counts RETURNING workspace_id, environment, counts",
+                "SELECT workspace_id, environment, counts FROM rate_limit_counts",
                 &[],
             )
             .await
@@ -372,6 +372,15 @@ impl Store for PostgresStore {
                 )
             })
             .collect()
+    }
+
+    async fn clear_saved_rate_limits(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM rate_limit_counts", &[])
+            .await
+            .map_err(pg)?;
+        Ok(())
     }
 
     async fn insert_audit_events(&self, events: Arc<EncodedEvents>) -> Result<(), StoreError> {

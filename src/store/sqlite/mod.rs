@@ -451,11 +451,10 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn take_rate_limits(&self) -> Result<Vec<SavedRateLimit>, StoreError> {
+    async fn saved_rate_limits(&self) -> Result<Vec<SavedRateLimit>, StoreError> {
         self.with_conn(|conn| {
-            let tx = conn.transaction().map_err(sqlite_error)?;
             let rows = {
-                let mut select = tx
+                let mut select = conn
                     .prepare("SELECT workspace_id, environment, counts FROM rate_limit_counts")
                     .map_err(sqlite_error)?;
                 let rows = select
@@ -469,14 +468,20 @@ impl Store for SqliteStore {
                     .map_err(sqlite_error)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(sqlite_error)?
             };
-            tx.execute("DELETE FROM rate_limit_counts", [])
-                .map_err(sqlite_error)?;
-            tx.commit().map_err(sqlite_error)?;
             rows.into_iter()
                 .map(|(workspace, environment, counts)| {
                     saved_rate_limit(workspace, &environment, &counts)
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn clear_saved_rate_limits(&self) -> Result<(), StoreError> {
+        self.with_conn(|conn| {
+            conn.execute("DELETE FROM rate_limit_counts", [])
+                .map_err(sqlite_error)?;
+            Ok(())
         })
         .await
     }
