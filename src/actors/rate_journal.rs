@@ -9,7 +9,7 @@
 //! start reads the slots back, hands them to the registry like counts saved by a graceful
 //! stop, and starts an empty journal in new files. The old files are deleted only once the
 //! registry has journalled their counts again, so a crash during a start loses nothing: the
-//! start after it reads both, and takes the larger count of each second (`merge_saved`). A
+//! start after it reads both, and takes the larger count of each second (`merge_counts`). A
 //! power cut can lose what the kernel had not written back, as for the spool.
 //!
 //! Files are `<n>.rates` under `$STATUSPULSE_DATA_DIR/rate-limits/`, each `SLOTS_PER_FILE`
@@ -189,6 +189,12 @@ impl RateJournal {
 }
 
 impl Shared {
+    /// The path of this run's `file_number`th file.
+    fn file_path(&self, file_number: usize) -> PathBuf {
+        let number = self.first_file_number + file_number;
+        self.dir.join(format!("{number:06}{SUFFIX}"))
+    }
+
     fn take_slot(&self) -> io::Result<(usize, usize)> {
         let mut state = self.state.lock();
         if let Some(slot) = state.free.pop() {
@@ -263,14 +269,6 @@ fn word_at(mapping: &MmapRaw, word: usize) -> &AtomicU64 {
 
 fn file_bytes() -> usize {
     SLOTS_PER_FILE * SLOT_WORDS * 8
-}
-
-impl Shared {
-    /// The path of this run's `file_number`th file.
-    fn file_path(&self, file_number: usize) -> PathBuf {
-        let number = self.first_file_number + file_number;
-        self.dir.join(format!("{number:06}{SUFFIX}"))
-    }
 }
 
 fn environment_code(environment: Environment) -> u8 {
