@@ -2,6 +2,7 @@
 //! variables. A bad value is reported as one line naming the variable (or file key).
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -97,6 +98,9 @@ fn number_or_text<'de, D: serde::Deserializer<'de>>(
     )
 }
 
+/// Keys whose values are secrets (URLs carry passwords), never quoted in a message.
+const SECRET_KEYS: [&str; 4] = ["database_url", "amqp_url", "admin_token", "hashing_key"];
+
 const KEYS: [&str; 11] = [
     "database_url",
     "amqp_url",
@@ -114,7 +118,7 @@ const KEYS: [&str; 11] = [
 impl Settings {
     /// Loads settings from `config_file` (if any) and the process environment.
     pub fn load(config_file: Option<&Path>) -> Result<Settings, ConfigError> {
-        let env: HashMap<String, String> = std::env::vars().collect();
+        let env = statuspulse_variables(std::env::vars_os())?;
         Settings::from_sources(config_file, &env)
     }
 
@@ -267,6 +271,28 @@ impl Settings {
     }
 }
 
+/// The `STATUSPULSE_*` variables of an environment. The others are not ours to read, and
+/// may hold any bytes (`std::env::vars` panics on one that is not UTF-8); one of ours that
+/// is not UTF-8 is an error naming it.
+fn statuspulse_variables(
+    variables: impl Iterator<Item = (OsString, OsString)>,
+) -> Result<HashMap<String, String>, ConfigError> {
+    let mut ours = HashMap::new();
+    for (name, value) in variables {
+        let Some(name) = name
+            .to_str()
+            .filter(|name| name.starts_with("STATUSPULSE_"))
+        else {
+            continue;
+        };
+        let value = value
+            .into_string()
+            .map_err(|_| ConfigError::new(name, "is not valid UTF-8"))?;
+        ours.insert(name.to_owned(), value);
+    }
+    Ok(ours)
+}
+
 /// Decodes 64 hex characters.
 pub fn decode_hex_32(hex: &str) -> Option<[u8; 32]> {
     let bytes = hex.as_bytes();
@@ -284,7 +310,36 @@ pub fn decode_hex_32(hex: &str) -> Option<[u8; 32]> {
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
     let name = format!("--config {}", path.display());
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(&name, e.to_string()))?;
-    toml::from_str(&text).map_err(|e| ConfigError::new(&name, e.message().to_owned()))
+    toml::from_str(&text).map_err(|error| file_error(name, &text, &error))
+}
+
+/// A problem in the file, on one line: where it is (line, column and key, when the parser
+/// points at one) and what it is. The parser's own rendering spans several lines.
+fn file_error(name: String, text: &str, error: &toml::de::Error) -> ConfigError {
+    let problem = error.message().trim().replace('\n', " ");
+    let Some(span) = error.span() else {
+        return ConfigError::new(name, problem);
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before[line_start..].chars().count() + 1;
+    let key = text[line_start..]
+        .lines()
+        .next()
+        .and_then(|line| line.split_once('='))
+        .map(|(key, _)| key.trim())
+        .filter(|key| KEYS.contains(key));
+    let (place, problem) = match key {
+        // The parser quotes the value it refused; a secret's stays out of the message.
+        Some(key) if SECRET_KEYS.contains(&key) && problem.contains('`') => (
+            format!("line {line}, column {column} ({key})"),
+            "must be a string (the value is not shown)".to_owned(),
+        ),
+        Some(key) => (format!("line {line}, column {column} ({key})"), problem),
+        None => (format!("line {line}, column {column}"), problem),
+    };
+    ConfigError::new(name, format!("{place}: {problem}"))
 }
 
 fn parse_addr(value: Option<(String, String)>, default: &str) -> Result<SocketAddr, ConfigError> {
@@ -385,5 +440,57 @@ mod tests {
         std::fs::write(&path, "publik_addr = \"127.0.0.1:9000\"\n").unwrap();
         let err = Settings::from_sources(Some(&path), &env(&[])).unwrap_err();
         assert!(err.to_string().contains("publik_addr"), "{err}");
+    }
+
+    #[test]
+    fn config_file_errors_are_one_line_that_says_where() {
+        let dir = std::env::temp_dir().join(format!("sp-config-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        let error = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            let message = Settings::from_sources(Some(&path), &env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(!message.contains('\n'), "{message}");
+            message
+        };
+        let message = error("data_dir = \"x\"\npublic_addr = 19504\n");
+        assert!(
+            message.contains("line 2, column 15 (public_addr): invalid type"),
+            "{message}"
+        );
+        let message = error("data_dir = \"x\"\ndata_dir = \"y\"\n");
+        assert!(message.contains("line 2"), "{message}");
+        assert!(message.contains("duplicate key"), "{message}");
+        let message = error("data_dir\n");
+        assert!(message.contains("line 1"), "{message}");
+        // A secret of the wrong type is not quoted back.
+        let message = error("admin_token = 123456789012345678\n");
+        assert!(message.contains("(admin_token)"), "{message}");
+        assert!(!message.contains("123456789012345678"), "{message}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_our_variables_are_read_and_they_must_be_utf8() {
+        use std::os::unix::ffi::OsStringExt;
+        let bytes = |b: &[u8]| OsString::from_vec(b.to_vec());
+        let ours = statuspulse_variables(
+            vec![
+                (bytes(b"OTHER"), bytes(b"\xff")),
+                (bytes(b"\xff"), bytes(b"x")),
+                (bytes(b"STATUSPULSE_DATA_DIR"), bytes(b"/tmp/x")),
+            ]
+            .into_iter(),
+        )
+        .unwrap();
+        assert_eq!(ours, env(&[("STATUSPULSE_DATA_DIR", "/tmp/x")]));
+        let error = statuspulse_variables(
+            vec![(bytes(b"STATUSPULSE_PUBLIC_ADDR"), bytes(b"\xff"))].into_iter(),
+        )
+        .unwrap_err();
+        assert_eq!(error.variable, "STATUSPULSE_PUBLIC_ADDR");
     }
 }

@@ -41,6 +41,7 @@ pub struct AuditEvent {
     /// UUIDv7: unique and ordered by time, so it doubles as the pagination cursor and makes
     /// re-delivered events idempotent.
     pub id: Uuid,
+    #[serde(serialize_with = "crate::domain::timestamp::rfc3339_millis")]
     pub occurred_at: DateTime<Utc>,
     #[schema(value_type = String)]
     pub workspace_id: Arc<str>,

@@ -9,4 +9,5 @@ pub mod key_record;
 pub mod rate_limit;
 pub mod route;
 pub mod scope;
+pub mod timestamp;
 pub mod workspace;

@@ -59,6 +59,7 @@ pub struct MeResponse {
     workspace_id: String,
     credential: CredentialView,
     scopes: Vec<&'static str>,
+    #[serde(serialize_with = "crate::domain::timestamp::rfc3339_millis")]
     expires_at: chrono::DateTime<chrono::Utc>,
     rate_limit: RateLimitView,
 }

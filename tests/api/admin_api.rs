@@ -516,3 +516,53 @@ async fn a_body_that_stops_arriving_gets_a_json_408() {
         .await
         .assert_error(408, "request_timeout");
 }
+
+#[actix_web::test]
+async fn times_have_three_decimals_even_on_a_whole_second() {
+    use chrono::{DurationRound, TimeDelta, Utc};
+    use statuspulse_auth::domain::api_key::{generate_key, Environment};
+    use statuspulse_auth::domain::scope::ScopeSet;
+    use statuspulse_auth::store::NewApiKey;
+
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let generated = generate_key(Environment::Live, &mut rand::thread_rng(), |k| {
+        app.hasher.hash(k)
+    });
+    // A fraction of zero, which chrono's own form leaves out.
+    let created_at = Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap();
+    let id = statuspulse_auth::domain::ids::new_id("key");
+    let key = NewApiKey {
+        id: id.clone(),
+        workspace_id: ws.clone(),
+        key_hash: generated.hash,
+        key_hint: generated.hint.clone(),
+        label: "whole".into(),
+        environment: Environment::Live,
+        scopes: ScopeSet::parse(["checks:read"]).unwrap(),
+        created_at,
+        expires_at: statuspulse_auth::domain::key_record::expiry_for(created_at),
+    };
+    app.store.insert_api_key(&key, 2, Utc::now()).await.unwrap();
+    let listed = app
+        .admin_call(
+            "GET",
+            &format!("/admin/v1/workspaces/{ws}/api-keys/{id}"),
+            None,
+        )
+        .await;
+    let secret = secrecy::ExposeSecret::expose_secret(&generated.secret).to_owned();
+    let me = app.me(&secret).await;
+    for time in [
+        &listed.body["created_at"],
+        &listed.body["expires_at"],
+        &me.body["expires_at"],
+    ] {
+        let time = time.as_str().unwrap();
+        assert!(
+            time.ends_with(":00.000Z") || time.ends_with(".000Z"),
+            "{time}"
+        );
+        assert_eq!(time.len(), "2026-12-01T01:32:52.000Z".len(), "{time}");
+    }
+}

@@ -51,8 +51,11 @@ pub struct ApiKeyView {
     key_hint: String,
     /// `active`, `revoked` or `expired`.
     status: &'static str,
+    #[serde(serialize_with = "crate::domain::timestamp::rfc3339_millis")]
     created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::domain::timestamp::rfc3339_millis")]
     expires_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::domain::timestamp::optional_rfc3339_millis")]
     revoked_at: Option<DateTime<Utc>>,
 }
 

@@ -33,6 +33,7 @@ pub struct UserView {
     id: String,
     email: String,
     name: String,
+    #[serde(serialize_with = "crate::domain::timestamp::rfc3339_millis")]
     created_at: DateTime<Utc>,
 }
 
@@ -62,6 +63,7 @@ pub struct MemberView {
     role: Role,
     /// The scopes this member can consent to.
     scopes: Vec<&'static str>,
+    #[serde(serialize_with = "crate::domain::timestamp::rfc3339_millis")]
     created_at: DateTime<Utc>,
 }
 

@@ -25,6 +25,7 @@ pub struct CreateWorkspace {
 pub struct WorkspaceView {
     id: String,
     name: String,
+    #[serde(serialize_with = "crate::domain::timestamp::rfc3339_millis")]
     created_at: DateTime<Utc>,
     rate_limits: RateLimits,
 }
