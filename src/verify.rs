@@ -228,14 +228,19 @@ impl Verifier {
         Ok(Identified { workspace, key })
     }
 
-    /// A request for a route the listener does not have, answered 404: when its
+    /// A request on a route that checks no credential (a health probe, or a route the
+    /// listener does not have, `DenyReason::NoRoute`), answered as `denied` says: when its
     /// credential names a key, the audit log records it (every request that presents a
     /// credential yields an event). Nothing is counted against the rate limit.
-    pub async fn record_unrouted(&self, authorization: &[u8], facts: RequestFacts<'_>) {
+    pub async fn record_unchecked(
+        &self,
+        authorization: &[u8],
+        facts: RequestFacts<'_>,
+        denied: Option<DenyReason>,
+    ) {
         let now_ms = clock::now_ms();
         if let Ok(Identified { workspace, key }) = self.identify(Some(authorization), now_ms).await
         {
-            let denied = Some(DenyReason::NoRoute);
             self.audit(facts, now_ms, &workspace, &key, None, denied)
                 .await;
         }

@@ -14,7 +14,7 @@ use super::{header_values, rate_headers};
 use crate::domain::route::{required_scope, RouteError, RouteRequirement};
 use crate::metrics::HotRoute;
 use crate::request_scope;
-use crate::verify::{AccessRequest, RequestFacts};
+use crate::verify::{AccessRequest, DenyReason, RequestFacts};
 
 static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
@@ -35,12 +35,19 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .default_service(web::to(unrouted));
 }
 
-/// Any other request: 404, after recording the audit event of a credential that names a
-/// key (every request that presents a credential yields one).
+/// Any other request: 404, after recording its audit event.
 async fn unrouted(
     request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    record_credential(&request, &state, Some(DenyReason::NoRoute)).await;
+    crate::http::request_context::no_route().await
+}
+
+/// The audit event of a request on a route that checks no credential, answered as `denied`
+/// says, when it presents a credential that names a key (every request that presents a
+/// credential yields one).
+async fn record_credential(request: &HttpRequest, state: &AppState, denied: Option<DenyReason>) {
     if let Some(authorization) = authorization_header(request.headers()) {
         let request_id = request_scope::current_id();
         let facts = RequestFacts {
@@ -49,9 +56,11 @@ async fn unrouted(
             request_id: &request_id,
             client_addr: request.peer_addr().map(|a| ip_text(a.ip())),
         };
-        state.verifier.record_unrouted(authorization, facts).await;
+        state
+            .verifier
+            .record_unchecked(authorization, facts, denied)
+            .await;
     }
-    crate::http::request_context::no_route().await
 }
 
 #[derive(Serialize, ToSchema)]
@@ -241,19 +250,30 @@ fn ip_text(ip: IpAddr) -> String {
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "public", responses((status = 200)))]
-pub async fn healthz() -> HttpResponse {
+pub async fn healthz(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    record_credential(&request, &state, None).await;
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
 /// Readiness: storage and the job queue are reachable.
 #[utoipa::path(get, path = "/readyz", tag = "public", responses((status = 200), (status = 503, body = super::openapi::ErrorBody)))]
-pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn readyz(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let ready = readiness(&state).await;
+    let denied = ready.is_err().then_some(DenyReason::Unavailable);
+    record_credential(&request, &state, denied).await;
+    ready.map(|()| HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
+}
+
+async fn readiness(state: &AppState) -> Result<(), ApiError> {
     state.store.ping().await?;
     if let Err(error) = state.queue.ping().await {
         tracing::warn!(%error, "job queue not ready");
         return Err(super::error::ErrorKind::Unavailable.into());
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
+    Ok(())
 }
 
 #[cfg(test)]

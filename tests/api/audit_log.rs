@@ -240,7 +240,7 @@ async fn a_batch_that_storage_refuses_for_good_is_set_aside_and_retried_at_the_n
 }
 
 #[actix_web::test]
-async fn a_credential_sent_to_no_route_still_yields_its_event() {
+async fn a_credential_sent_to_no_route_or_a_health_probe_still_yields_its_event() {
     let app = spawn_app().await;
     let ws = app.create_workspace("Acme").await;
     let (key_id, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
@@ -263,12 +263,37 @@ async fn a_credential_sent_to_no_route_still_yields_its_event() {
         .await
         .assert_error(404, "not_found");
     }
+    // Health probes check no credential, but one that is presented is recorded.
+    for (path, request_id) in [("/healthz", "probe-1"), ("/readyz", "probe-2")] {
+        let reply = app
+            .raw(
+                &public,
+                "GET",
+                path,
+                &[
+                    ("Authorization", auth.as_bytes()),
+                    ("X-Request-ID", request_id.as_bytes()),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(reply.status.as_u16(), 200, "{}", reply.body);
+    }
     // Without a credential there is nothing to record, and no workspace to record it in.
     app.raw(&public, "GET", "/v1/checks", &[], None)
         .await
         .assert_error(404, "not_found");
-    let events = app.wait_for_audit_events(&ws, 2).await;
-    assert_eq!(events.len(), 2);
+    app.raw(&public, "GET", "/healthz", &[], None).await;
+    let events = app.wait_for_audit_events(&ws, 4).await;
+    assert_eq!(events.len(), 4);
+    let probe = events
+        .iter()
+        .find(|e| e["request_id"] == "probe-2")
+        .unwrap();
+    assert_eq!(probe["path"], "/readyz");
+    assert_eq!(probe["status"], 200);
+    assert_eq!(probe["error_code"], Value::Null);
+    assert!(events.iter().any(|e| e["request_id"] == "probe-1"));
     let event = events
         .iter()
         .find(|e| e["request_id"] == "no-route-1")

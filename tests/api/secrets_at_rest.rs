@@ -102,3 +102,34 @@ async fn created_keys_never_reach_storage_or_logs() {
         }
     }
 }
+
+#[actix_web::test]
+async fn a_key_sent_in_the_wrong_place_is_not_quoted_back() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let (_, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
+    let keys = format!("/admin/v1/workspaces/{ws}/api-keys");
+    let as_scope = app
+        .admin_call(
+            "POST",
+            &keys,
+            Some(serde_json::json!({ "label": "x", "scopes": [key] })),
+        )
+        .await;
+    as_scope.assert_error(422, "invalid_scopes");
+    let as_field = app
+        .admin_call(
+            "POST",
+            &keys,
+            Some(serde_json::json!({ "label": "x", "scopes": ["checks:read"], key.clone(): 1 })),
+        )
+        .await;
+    as_field.assert_error(400, "invalid_body");
+    let as_parameter = app.audit_log(&ws, &format!("?{key}=1")).await;
+    as_parameter.assert_error(400, "invalid_query");
+    for reply in [as_scope, as_field, as_parameter] {
+        let message = reply.body["message"].as_str().unwrap();
+        assert!(message.contains("sp_live_…"), "{message}");
+        assert!(!message.contains(&key["sp_live_".len()..]), "{message}");
+    }
+}
