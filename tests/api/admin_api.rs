@@ -520,30 +520,12 @@ async fn a_body_that_stops_arriving_gets_a_json_408() {
 #[actix_web::test]
 async fn times_have_three_decimals_even_on_a_whole_second() {
     use chrono::{DurationRound, TimeDelta, Utc};
-    use statuspulse_auth::domain::api_key::{generate_key, Environment};
-    use statuspulse_auth::domain::scope::ScopeSet;
-    use statuspulse_auth::store::NewApiKey;
 
     let app = spawn_app().await;
     let ws = app.create_workspace("Acme").await;
-    let generated = generate_key(Environment::Live, &mut rand::thread_rng(), |k| {
-        app.hasher.hash(k)
-    });
     // A fraction of zero, which chrono's own form leaves out.
     let created_at = Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap();
-    let id = statuspulse_auth::domain::ids::new_id("key");
-    let key = NewApiKey {
-        id: id.clone(),
-        workspace_id: ws.clone(),
-        key_hash: generated.hash,
-        key_hint: generated.hint.clone(),
-        label: "whole".into(),
-        environment: Environment::Live,
-        scopes: ScopeSet::parse(["checks:read"]).unwrap(),
-        created_at,
-        expires_at: statuspulse_auth::domain::key_record::expiry_for(created_at),
-    };
-    app.store.insert_api_key(&key, 2, Utc::now()).await.unwrap();
+    let (id, secret) = app.insert_key_created_at(&ws, "whole", created_at).await;
     let listed = app
         .admin_call(
             "GET",
@@ -551,7 +533,6 @@ async fn times_have_three_decimals_even_on_a_whole_second() {
             None,
         )
         .await;
-    let secret = secrecy::ExposeSecret::expose_secret(&generated.secret).to_owned();
     let me = app.me(&secret).await;
     for time in [
         &listed.body["created_at"],

@@ -354,6 +354,38 @@ impl TestApp {
         .await
     }
 
+    /// Puts a live `checks:read` key created at `created_at` straight into storage (the API
+    /// creates keys only now) and returns (key id, full key).
+    pub async fn insert_key_created_at(
+        &self,
+        workspace: &str,
+        label: &str,
+        created_at: chrono::DateTime<chrono::Utc>,
+    ) -> (String, String) {
+        use statuspulse_auth::domain::api_key::{generate_key, Environment};
+        let generated = generate_key(Environment::Live, &mut rand::thread_rng(), |k| {
+            self.hasher.hash(k)
+        });
+        let id = statuspulse_auth::domain::ids::new_id("key");
+        let key = statuspulse_auth::store::NewApiKey {
+            id: id.clone(),
+            workspace_id: workspace.to_owned(),
+            key_hash: generated.hash,
+            key_hint: generated.hint.clone(),
+            label: label.into(),
+            environment: Environment::Live,
+            scopes: statuspulse_auth::domain::scope::ScopeSet::parse(["checks:read"]).unwrap(),
+            created_at,
+            expires_at: statuspulse_auth::domain::key_record::expiry_for(created_at),
+        };
+        self.store
+            .insert_api_key(&key, 2, chrono::Utc::now())
+            .await
+            .unwrap();
+        let secret = secrecy::ExposeSecret::expose_secret(&generated.secret).to_owned();
+        (id, secret)
+    }
+
     /// Creates a key and returns (key id, full key).
     pub async fn create_key(
         &self,

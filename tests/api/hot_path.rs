@@ -5,8 +5,6 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 use statuspulse_auth::domain::api_key::{generate_key, Environment};
-use statuspulse_auth::domain::scope::ScopeSet;
-use statuspulse_auth::store::NewApiKey;
 
 use statuspulse_auth::actors::CacheSettings;
 
@@ -557,23 +555,8 @@ async fn grace_periods_count_toward_the_limit_and_are_never_extended() {
 async fn keys_stop_working_365_days_after_creation() {
     let app = spawn_app().await;
     let ws = app.create_workspace("Acme").await;
-    let generated = generate_key(Environment::Live, &mut rand::thread_rng(), |k| {
-        app.hasher.hash(k)
-    });
     let created_at = Utc::now() - chrono::Duration::days(365) - chrono::Duration::seconds(5);
-    let old = NewApiKey {
-        id: statuspulse_auth::domain::ids::new_id("key"),
-        workspace_id: ws.clone(),
-        key_hash: generated.hash,
-        key_hint: generated.hint.clone(),
-        label: "ancient".into(),
-        environment: Environment::Live,
-        scopes: ScopeSet::parse(["checks:read"]).unwrap(),
-        created_at,
-        expires_at: statuspulse_auth::domain::key_record::expiry_for(created_at),
-    };
-    app.store.insert_api_key(&old, 2, Utc::now()).await.unwrap();
-    let key = secrecy::ExposeSecret::expose_secret(&generated.secret).to_owned();
+    let (_, key) = app.insert_key_created_at(&ws, "ancient", created_at).await;
     app.me(&key).await.assert_error(403, "key_expired");
     app.authz(&key, "GET", "/v1/checks")
         .await
