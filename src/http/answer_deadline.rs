@@ -10,7 +10,8 @@
 //! closed after the keep-alive timeout (5 s), a request's head has 5 s, an admin body 10 s,
 //! and the handlers answer in well under a second. So each connection's stream is wrapped,
 //! and a read still waiting a fixed time after the last answer ends the connection with
-//! an error. Before the first answer the HTTP layer's own head timeout applies.
+//! an error. Before the first answer the HTTP layer's own head timeout applies. (A handler
+//! still running at the deadline would lose its connection too; none takes that long.)
 
 use std::future::Future;
 use std::io;
@@ -31,9 +32,9 @@ pub struct AnswerDeadline<T> {
     limit: Duration,
     /// When bytes of an answer were last written; `None` before the first answer.
     last_answer: Option<Instant>,
-    /// Wakes a waiting read at the deadline. Made once per connection and moved only when
-    /// it fires early, so a request costs one clock read (in `poll_write`), not a timer
-    /// registration.
+    /// Wakes the connection at the deadline. Made at the first answer and moved only when
+    /// it fires early (an answer came since it was set), so an answer costs a clock read
+    /// and a poll of this timer, not a new timer registration.
     timer: Option<Pin<Box<Sleep>>>,
 }
 
