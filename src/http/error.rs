@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use actix_web::http::header::{HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use actix_web::http::header::{HeaderName, HeaderValue, ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
@@ -59,7 +59,11 @@ pub enum ErrorKind {
     PayloadTooLarge {
         message: String,
     },
-    MethodNotAllowed,
+    /// The path exists, not for this method. `allow`: the methods it answers, for the
+    /// `Allow` header (empty when not known).
+    MethodNotAllowed {
+        allow: &'static str,
+    },
     UnsupportedMediaType {
         message: String,
     },
@@ -129,7 +133,7 @@ impl ApiError {
             | ErrorKind::NotFound { code, .. }
             | ErrorKind::Conflict { code, .. } => code,
             ErrorKind::PayloadTooLarge { .. } => "body_too_large",
-            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::MethodNotAllowed { .. } => "method_not_allowed",
             ErrorKind::UnsupportedMediaType { .. } => "unsupported_media_type",
             ErrorKind::HeadersTooLarge { .. } => "headers_too_large",
             ErrorKind::UriTooLong { .. } => "uri_too_long",
@@ -171,7 +175,12 @@ impl ApiError {
             | ErrorKind::Conflict { message, .. }
             | ErrorKind::PayloadTooLarge { message }
             | ErrorKind::UnsupportedMediaType { message } => without_credentials(message),
-            ErrorKind::MethodNotAllowed => "This method is not allowed on this path.".into(),
+            ErrorKind::MethodNotAllowed { allow: "" } => {
+                "This method is not allowed on this path.".into()
+            }
+            ErrorKind::MethodNotAllowed { allow } => {
+                format!("This method is not allowed on this path; it answers {allow}.")
+            }
             ErrorKind::HeadersTooLarge {
                 max_fields,
                 max_bytes,
@@ -225,7 +234,7 @@ impl ResponseError for ApiError {
             ErrorKind::NotFound { .. } => StatusCode::NOT_FOUND,
             ErrorKind::Conflict { .. } => StatusCode::CONFLICT,
             ErrorKind::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
@@ -258,6 +267,9 @@ impl ResponseError for ApiError {
             }
             ErrorKind::RateLimited { retry_after_secs } => {
                 response.insert_header((RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            ErrorKind::MethodNotAllowed { allow } if !allow.is_empty() => {
+                response.insert_header((ALLOW, *allow));
             }
             _ => {}
         }

@@ -547,3 +547,32 @@ async fn times_have_three_decimals_even_on_a_whole_second() {
         assert_eq!(time.len(), "2026-12-01T01:32:52.000Z".len(), "{time}");
     }
 }
+
+#[actix_web::test]
+async fn a_method_an_admin_path_does_not_answer_gets_405_with_allow() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let keys = format!("/admin/v1/workspaces/{ws}/api-keys");
+    for (method, path, allow) in [
+        ("GET", "/admin/v1/workspaces".to_owned(), "POST"),
+        ("PUT", format!("/admin/v1/workspaces/{ws}"), "GET, HEAD"),
+        ("PATCH", keys.clone(), "GET, HEAD, POST"),
+        ("POST", format!("{keys}/key_1"), "GET, HEAD, DELETE"),
+        ("GET", format!("{keys}/key_1/rotate"), "POST"),
+        (
+            "DELETE",
+            format!("/admin/v1/workspaces/{ws}/audit-log"),
+            "GET, HEAD",
+        ),
+        ("POST", "/metrics".to_owned(), "GET, HEAD"),
+    ] {
+        let reply = app.admin_call(method, &path, None).await;
+        reply.assert_error(405, "method_not_allowed");
+        assert_eq!(reply.header("allow"), Some(allow), "{method} {path}");
+    }
+    // The admin token is checked first: without it, nothing says which methods exist.
+    let admin = app.admin.clone();
+    app.raw(&admin, "GET", "/admin/v1/workspaces", &[], None)
+        .await
+        .assert_error(401, "invalid_credentials");
+}

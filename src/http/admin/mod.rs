@@ -9,7 +9,7 @@ pub mod workspaces;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpResponse, Resource};
 
 use super::authorization::authorization_header;
 use super::error::{ApiError, ErrorKind};
@@ -22,41 +22,48 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(
             web::scope("/admin/v1")
                 .wrap(from_fn(require_admin_token))
-                .route("/workspaces", web::post().to(workspaces::create))
-                .route("/workspaces/{ws}", super::read().to(workspaces::get))
-                .route(
-                    "/workspaces/{ws}/api-keys",
-                    web::post().to(api_keys::create),
+                .service(resource("/workspaces", "POST").route(web::post().to(workspaces::create)))
+                .service(
+                    resource("/workspaces/{ws}", READ).route(super::read().to(workspaces::get)),
                 )
-                .route(
-                    "/workspaces/{ws}/api-keys",
-                    super::read().to(api_keys::list),
+                .service(
+                    resource("/workspaces/{ws}/api-keys", "GET, HEAD, POST")
+                        .route(web::post().to(api_keys::create))
+                        .route(super::read().to(api_keys::list)),
                 )
-                .route(
-                    "/workspaces/{ws}/api-keys/{id}",
-                    super::read().to(api_keys::get),
+                .service(
+                    resource("/workspaces/{ws}/api-keys/{id}", "GET, HEAD, DELETE")
+                        .route(super::read().to(api_keys::get))
+                        .route(web::delete().to(api_keys::revoke)),
                 )
-                .route(
-                    "/workspaces/{ws}/api-keys/{id}",
-                    web::delete().to(api_keys::revoke),
+                .service(
+                    resource("/workspaces/{ws}/api-keys/{id}/rotate", "POST")
+                        .route(web::post().to(api_keys::rotate)),
                 )
-                .route(
-                    "/workspaces/{ws}/api-keys/{id}/rotate",
-                    web::post().to(api_keys::rotate),
+                .service(resource("/users", "POST").route(web::post().to(users::create)))
+                .service(
+                    resource("/workspaces/{ws}/members", "POST")
+                        .route(web::post().to(users::add_member)),
                 )
-                .route("/users", web::post().to(users::create))
-                .route(
-                    "/workspaces/{ws}/members",
-                    web::post().to(users::add_member),
-                )
-                .route(
-                    "/workspaces/{ws}/audit-log",
-                    super::read().to(audit_log::list),
+                .service(
+                    resource("/workspaces/{ws}/audit-log", READ)
+                        .route(super::read().to(audit_log::list)),
                 ),
         )
-        .route("/metrics", super::read().to(metrics))
-        .route("/openapi.json", super::read().to(openapi))
-        .route("/healthz", super::read().to(super::public::healthz));
+        .service(resource("/metrics", READ).route(super::read().to(metrics)))
+        .service(resource("/openapi.json", READ).route(super::read().to(openapi)))
+        .service(resource("/healthz", READ).route(super::read().to(super::public::healthz)));
+}
+
+/// The `Allow` of a path that only reads.
+const READ: &str = "GET, HEAD";
+
+/// A path of the admin listener. Its routes are added to it; any other method gets 405
+/// with `allow` (the methods of those routes) in the `Allow` header, as HTTP requires.
+fn resource(path: &str, allow: &'static str) -> Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<HttpResponse, ApiError>(ErrorKind::MethodNotAllowed { allow }.into())
+    }))
 }
 
 /// Refuses every admin request without the admin token. The presented token is hashed and
