@@ -98,9 +98,6 @@ fn number_or_text<'de, D: serde::Deserializer<'de>>(
     )
 }
 
-/// Keys whose values are secrets (URLs carry passwords), never quoted in a message.
-const SECRET_KEYS: [&str; 4] = ["database_url", "amqp_url", "admin_token", "hashing_key"];
-
 const KEYS: [&str; 11] = [
     "database_url",
     "amqp_url",
@@ -316,7 +313,7 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
 /// A problem in the file, on one line: where it is (line, column and key, when the parser
 /// points at one) and what it is. The parser's own rendering spans several lines.
 fn file_error(name: String, text: &str, error: &toml::de::Error) -> ConfigError {
-    let problem = error.message().trim().replace('\n', " ");
+    let problem = without_quoted_value(&error.message().trim().replace('\n', " "));
     let Some(span) = error.span() else {
         return ConfigError::new(name, problem);
     };
@@ -324,22 +321,47 @@ fn file_error(name: String, text: &str, error: &toml::de::Error) -> ConfigError 
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = before.matches('\n').count() + 1;
     let column = before[line_start..].chars().count() + 1;
-    let key = text[line_start..]
-        .lines()
-        .next()
-        .and_then(|line| line.split_once('='))
-        .map(|(key, _)| key.trim())
-        .filter(|key| KEYS.contains(key));
-    let (place, problem) = match key {
-        // The parser quotes the value it refused; a secret's stays out of the message.
-        Some(key) if SECRET_KEYS.contains(&key) && problem.contains('`') => (
-            format!("line {line}, column {column} ({key})"),
-            "must be a string (the value is not shown)".to_owned(),
-        ),
-        Some(key) => (format!("line {line}, column {column} ({key})"), problem),
-        None => (format!("line {line}, column {column}"), problem),
+    let place = match text[line_start..].lines().next().and_then(key_of_line) {
+        Some(key) => format!("line {line}, column {column} ({key})"),
+        None => format!("line {line}, column {column}"),
     };
     ConfigError::new(name, format!("{place}: {problem}"))
+}
+
+/// serde's message for a value of the wrong type or shape quotes the value (``invalid
+/// type: integer `123`, expected a string``); the value may be a secret, so it is left out.
+/// Other messages quote key names, which stay.
+fn without_quoted_value(problem: &str) -> String {
+    if !(problem.starts_with("invalid type") || problem.starts_with("invalid value")) {
+        return problem.to_owned();
+    }
+    let mut kept = String::with_capacity(problem.len());
+    let mut rest = problem;
+    while let Some(open) = rest.find('`') {
+        kept.push_str(rest[..open].trim_end());
+        match rest[open + 1..].find('`') {
+            Some(close) => rest = &rest[open + 1 + close + 1..],
+            None => return kept,
+        }
+    }
+    kept.push_str(rest);
+    kept
+}
+
+/// The known key a line of the file sets (`key = …`, `"key" = …`, `key.sub = …`,
+/// `[key]`), if any.
+fn key_of_line(line: &str) -> Option<&'static str> {
+    let line = line.trim_start_matches('\u{feff}').trim();
+    let key = match line.strip_prefix('[') {
+        Some(table) => table.split(']').next()?,
+        None => line.split('=').next()?,
+    };
+    let key = key
+        .split('.')
+        .next()?
+        .trim()
+        .trim_matches(|c| c == '"' || c == '\'');
+    KEYS.iter().copied().find(|known| *known == key)
 }
 
 fn parse_addr(value: Option<(String, String)>, default: &str) -> Result<SocketAddr, ConfigError> {
@@ -465,10 +487,23 @@ mod tests {
         assert!(message.contains("duplicate key"), "{message}");
         let message = error("data_dir\n");
         assert!(message.contains("line 1"), "{message}");
-        // A secret of the wrong type is not quoted back.
-        let message = error("admin_token = 123456789012345678\n");
+        // A value of the wrong type is not quoted back: it may be a secret.
+        for text in [
+            "admin_token = 123456789012345678\n",
+            "\"admin_token\" = 123456789012345678\n",
+            "\u{feff}'admin_token' = 123456789012345678\n",
+        ] {
+            let message = error(text);
+            assert!(
+                message.contains("(admin_token): invalid type: integer, expected a string"),
+                "{message}"
+            );
+            assert!(!message.contains("123456789"), "{message}");
+        }
+        let message = error("\"\\u0061dmin_token\" = 123456789012345678\n");
+        assert!(!message.contains("123456789"), "{message}");
+        let message = error("[admin_token]\nx = 1\n");
         assert!(message.contains("(admin_token)"), "{message}");
-        assert!(!message.contains("123456789012345678"), "{message}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

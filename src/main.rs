@@ -86,6 +86,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         "embedded SQLite"
     };
     let data_dir = settings.data_dir.clone();
+    raise_open_file_limit();
     let app = Application::build(settings.clone())
         .await
         .map_err(|e| e.to_string())?;
@@ -107,6 +108,29 @@ async fn serve(settings: Settings) -> Result<(), String> {
     app.run_until_stopped()
         .await
         .map_err(|e| format!("server error: {e}"))
+}
+
+/// Raises the soft limit of open files to the hard one. Every connection is a file, and the
+/// usual soft limit (1,024) refuses connections long before memory or CPU run out; servers
+/// such as nginx and Go's net/http raise it the same way.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    /// When the hard limit is "unlimited", which the kernel refuses as a soft limit.
+    const CEILING: u64 = 1 << 20;
+    let limit = getrlimit(Resource::Nofile);
+    // `None` is unlimited.
+    let target = limit.maximum.unwrap_or(CEILING).min(CEILING);
+    if limit.current.is_none_or(|current| current >= target) {
+        return;
+    }
+    let raised = Rlimit {
+        current: Some(target),
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(open_files = target, "open-file limit raised"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
 }
 
 /// On the first SIGINT (Ctrl-C) or SIGTERM, stops gracefully: the listeners stop accepting,

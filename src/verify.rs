@@ -13,6 +13,7 @@ use crate::clock;
 use crate::domain::api_key::parse_key;
 use crate::domain::audit::CredentialType;
 use crate::domain::audit_codec::EventView;
+use crate::domain::credential_text::{mentions_credential, without_credentials};
 use crate::domain::hashing::KeyHasher;
 use crate::domain::key_record::KeyStatus;
 use crate::domain::rate_limit::RateDecision;
@@ -285,7 +286,7 @@ impl Verifier {
             key_label: Some(&key.label),
             app_name: None,
             method: &method,
-            path: audit_path(request.path),
+            path: &audit_path(request.path),
             scope: scope.map(Scope::as_str),
             error_code,
             request_id: request.request_id,
@@ -400,9 +401,15 @@ pub fn bearer_token(header: Option<&[u8]>) -> Result<&str, DenyReason> {
 }
 
 /// The path for the audit log: the part the route rule judged, without the query (which
-/// may carry secrets) or a fragment, capped.
-fn audit_path(uri: &str) -> &str {
-    truncate(path_of(uri), 512)
+/// may carry secrets) or a fragment, capped, and with any credential in it cut (a key
+/// pasted into a path must not reach the log).
+fn audit_path(uri: &str) -> Cow<'_, str> {
+    let path = truncate(path_of(uri), 512);
+    if mentions_credential(path) {
+        Cow::Owned(without_credentials(path))
+    } else {
+        Cow::Borrowed(path)
+    }
 }
 
 /// At most `max_bytes` of `text`, cut at a character boundary.
@@ -540,6 +547,10 @@ mod tests {
         assert_eq!(audit_path("/v1/checks/1#top"), "/v1/checks/1");
         assert_eq!(audit_path("/v1/checks/1#top?x=1"), "/v1/checks/1");
         assert_eq!(audit_path(&"/v1/".repeat(200)).len(), 512);
+        assert_eq!(
+            audit_path("/v1/checks/sp_live_4Fh8kQz0Rj2mXc9v/x?y=1"),
+            "/v1/checks/sp_live_…/x"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod api_key;
 pub mod audit;
 pub mod audit_codec;
+pub mod credential_text;
 pub mod hashing;
 pub mod ids;
 pub mod key_record;

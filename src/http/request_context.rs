@@ -15,6 +15,7 @@ use uuid::{NoContext, Timestamp, Uuid};
 use super::error::{ApiError, ErrorKind, X_ERROR};
 use super::parse_refusals::MAX_HEADER_FIELDS;
 use super::state::AppState;
+use crate::domain::credential_text::mentions_credential;
 use crate::metrics::Listener;
 use crate::request_scope;
 
@@ -123,13 +124,15 @@ pub fn fresh_request_id() -> HeaderValue {
 }
 
 /// Letters, digits and `._:-`, at most 128 characters: anything else could forge log lines
-/// or smuggle content into headers, so it is replaced by a fresh id.
+/// or smuggle content into headers, so it is replaced by a fresh id. So is an id that
+/// starts like a credential: the id goes into every log line and the audit log.
 fn is_sane_request_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && !mentions_credential(id)
 }
 
 fn with_json_error_body<B: MessageBody + 'static>(
@@ -226,5 +229,7 @@ mod tests {
         assert!(!is_sane_request_id("a b"));
         assert!(!is_sane_request_id("a\nb"));
         assert!(!is_sane_request_id(&"x".repeat(129)));
+        assert!(!is_sane_request_id("sp_live_4Fh8kQz0Rj2mXc9v"));
+        assert!(!is_sane_request_id("id-sp_admin_00ff"));
     }
 }

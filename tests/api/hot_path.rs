@@ -226,9 +226,19 @@ async fn a_chunked_body_that_never_ends_does_not_hold_its_connection() {
         "POST /admin/v1/workspaces HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\
          content-type: application/json\r\n{unfinished}"
     );
-    app.raw_bytes(&app.admin, create.as_bytes())
-        .await
-        .assert_error(408, "request_timeout");
+    let timed_out = app.raw_bytes(&app.admin, create.as_bytes()).await;
+    timed_out.assert_error(408, "request_timeout");
+    // And says the connection closes: the rest of the body would be read as a request.
+    assert_eq!(timed_out.header("connection"), Some("close"));
+    // So does a body refused for its size.
+    let too_large = format!(
+        "POST /admin/v1/workspaces HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n11170\r\n{}",
+        "x".repeat(70_000)
+    );
+    let refused = app.raw_bytes(&app.admin, too_large.as_bytes()).await;
+    refused.assert_error(413, "body_too_large");
+    assert_eq!(refused.header("connection"), Some("close"));
 }
 
 #[actix_web::test]

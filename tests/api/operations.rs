@@ -56,6 +56,8 @@ async fn every_answer_carries_a_request_id_and_insane_ones_are_replaced() {
         long.as_bytes(),
         b"has space".as_slice(),
         b"\xff\xfe".as_slice(),
+        // A key pasted here would go into every log line and the audit log.
+        b"sp_live_4Fh8kQz0Rj2mXc9vB1nT7yLpW3sD6gHq5aE0uK".as_slice(),
     ] {
         let replaced = app
             .raw(&public, "GET", "/healthz", &[("X-Request-ID", bad)], None)
