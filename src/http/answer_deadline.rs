@@ -26,15 +26,16 @@ use tokio::time::{sleep_until, Instant, Sleep};
 /// keep-alive limits above together, with room for a slow handler.
 pub const NEXT_ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
-/// A connection's stream whose reads fail once `limit` has passed since the last write.
+/// A connection's stream whose reads fail once a whole `limit` has passed without a write:
+/// between `limit` and twice `limit` after the last answer.
 pub struct AnswerDeadline<T> {
     io: T,
     limit: Duration,
-    /// When bytes of an answer were last written; `None` before the first answer.
-    last_answer: Option<Instant>,
-    /// Wakes the connection at the deadline. Made at the first answer and moved only when
-    /// it fires early (an answer came since it was set), so an answer costs a clock read
-    /// and a poll of this timer, not a new timer registration.
+    /// Whether bytes of an answer were written since the timer was last set.
+    answered: bool,
+    /// Fires `limit` after it is set: at the first answer, and again each time it fires
+    /// after an answer. So a connection costs one timer, and an answer a flag, not a clock
+    /// read; the price is a deadline known to within one `limit`.
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -43,33 +44,49 @@ impl<T> AnswerDeadline<T> {
         AnswerDeadline {
             io,
             limit,
-            last_answer: None,
+            answered: false,
             timer: None,
         }
     }
 
-    /// Ready with an error once the deadline has passed; otherwise pending, with the timer
-    /// set to wake this task at the deadline.
+    /// Notes an answer. After answering, the HTTP layer may not read again until woken (it
+    /// waits on the client's next bytes), so the timer must be set to wake this task; a
+    /// read then reports the deadline.
+    fn note_answer(&mut self, cx: &mut Context<'_>) {
+        self.answered = true;
+        match &self.timer {
+            Some(timer) if !timer.is_elapsed() => return,
+            // Fired unseen (no read since): the poll below sets it again.
+            Some(_) => {}
+            // The first answer: the timer counts from it.
+            None => {
+                self.answered = false;
+                self.timer = Some(Box::pin(sleep_until(Instant::now() + self.limit)));
+            }
+        }
+        // Polling the timer sets it to wake this task.
+        if self.poll_deadline(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+    }
+
+    /// Ready with an error once a whole `limit` passed without an answer; otherwise
+    /// pending, with the timer set to wake this task.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        let Some(last_answer) = self.last_answer else {
+        let Some(timer) = self.timer.as_mut() else {
             return Poll::Pending;
         };
-        let deadline = last_answer + self.limit;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
         loop {
             if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            // The timer may have been set for an earlier answer's deadline.
-            if Instant::now() >= deadline {
+            if !std::mem::take(&mut self.answered) {
                 return Poll::Ready(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "no answer for too long: the client is still sending",
                 ));
             }
-            timer.as_mut().reset(deadline);
+            timer.as_mut().reset(Instant::now() + self.limit);
         }
     }
 }
@@ -82,10 +99,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for AnswerDeadline<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
-            // A client that trickles bytes is caught at the next wait: its reads are never
-            // all ready.
-            Poll::Pending => this.poll_deadline(cx).map(Err),
-            ready => ready,
+            // The timer, once set, stays set for this task until it fires: only then is
+            // there anything to check. A client that trickles bytes is caught at the next
+            // wait: its reads are never all ready.
+            Poll::Pending if this.timer.as_ref().is_some_and(|timer| timer.is_elapsed()) => {
+                this.poll_deadline(cx).map(Err)
+            }
+            other => other,
         }
     }
 }
@@ -100,13 +120,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for AnswerDeadline<T> {
         let written = Pin::new(&mut this.io).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = written {
             if n > 0 {
-                this.last_answer = Some(Instant::now());
-                // After answering, the HTTP layer may not read again until woken (it waits
-                // on the client's next bytes), so the timer must wake it: a read then
-                // reports the deadline.
-                if this.poll_deadline(cx).is_ready() {
-                    cx.waker().wake_by_ref();
-                }
+                this.note_answer(cx);
             }
         }
         written
