@@ -111,8 +111,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
 }
 
 /// Raises the soft limit of open files to the hard one. Every connection is a file, and the
-/// usual soft limit (1,024) refuses connections long before memory or CPU run out; servers
-/// such as nginx and Go's net/http raise it the same way.
+/// usual soft limit (1,024) refuses connections long before memory or CPU run out; Go's
+/// runtime raises it the same way for every Go server.
 fn raise_open_file_limit() {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     /// When the hard limit is "unlimited", which the kernel refuses as a soft limit.
