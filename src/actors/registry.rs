@@ -255,12 +255,7 @@ impl WorkspaceRegistry {
         let mut carried = self.carried_over.lock();
         let window_ms = (WINDOW_SECS + 1) * 1000;
         for ((workspace_id, environment), counts) in by_limiter {
-            let limit = SavedRateLimit {
-                workspace_id,
-                environment,
-                counts,
-            };
-            let newest_ms = limit.counts.last().map_or(0, |&(second, _)| second * 1000);
+            let newest_ms = counts.last().map_or(0, |&(second, _)| second * 1000);
             if newest_ms + window_ms <= now_ms {
                 continue;
             }
@@ -268,19 +263,19 @@ impl WorkspaceRegistry {
             let slot = self
                 .rate_journal
                 .as_ref()
-                .and_then(|journal| journal.slot(&limit.workspace_id, limit.environment));
+                .and_then(|journal| journal.slot(&workspace_id, environment));
             if let Some(slot) = &slot {
-                for &(second, count) in &limit.counts {
+                for &(second, count) in &counts {
                     slot.record(second, count);
                 }
             }
             carried
                 .by_workspace
-                .entry(limit.workspace_id)
+                .entry(workspace_id)
                 .or_default()
                 .push(CarriedLimit {
-                    environment: limit.environment,
-                    counts: limit.counts,
+                    environment,
+                    counts,
                     _slot: slot,
                 });
         }

@@ -3,6 +3,7 @@
 //! request-context middleware, which sees every response.
 
 use std::fmt;
+use std::sync::Arc;
 
 use actix_web::http::header::{HeaderName, HeaderValue, ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
@@ -61,9 +62,9 @@ pub enum ErrorKind {
         message: String,
     },
     /// The path exists, not for this method. `allow`: the methods it answers, for the
-    /// `Allow` header (empty when not known).
+    /// `Allow` header, when known.
     MethodNotAllowed {
-        allow: &'static str,
+        allow: Option<Arc<str>>,
     },
     UnsupportedMediaType {
         message: String,
@@ -176,10 +177,10 @@ impl ApiError {
             | ErrorKind::Conflict { message, .. }
             | ErrorKind::PayloadTooLarge { message }
             | ErrorKind::UnsupportedMediaType { message } => credential_text::without_credentials(message),
-            ErrorKind::MethodNotAllowed { allow: "" } => {
+            ErrorKind::MethodNotAllowed { allow: None } => {
                 "This method is not allowed on this path.".into()
             }
-            ErrorKind::MethodNotAllowed { allow } => {
+            ErrorKind::MethodNotAllowed { allow: Some(allow) } => {
                 format!("This method is not allowed on this path; it answers {allow}.")
             }
             ErrorKind::HeadersTooLarge {
@@ -269,8 +270,8 @@ impl ResponseError for ApiError {
             ErrorKind::RateLimited { retry_after_secs } => {
                 response.insert_header((RETRY_AFTER, retry_after_secs.to_string()));
             }
-            ErrorKind::MethodNotAllowed { allow } if !allow.is_empty() => {
-                response.insert_header((ALLOW, *allow));
+            ErrorKind::MethodNotAllowed { allow: Some(allow) } => {
+                response.insert_header((ALLOW, allow.as_ref()));
             }
             // The body was not read to its end: the connection cannot carry another request
             // (the rest of the body would be read as one), and the HTTP layer would otherwise

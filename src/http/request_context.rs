@@ -182,7 +182,7 @@ fn with_json_error_body<B: MessageBody + 'static>(
 fn framework_error(status: StatusCode) -> ApiError {
     match status {
         StatusCode::NOT_FOUND => ApiError::not_found("not_found", "No such route."),
-        StatusCode::METHOD_NOT_ALLOWED => ErrorKind::MethodNotAllowed { allow: "" }.into(),
+        StatusCode::METHOD_NOT_ALLOWED => ErrorKind::MethodNotAllowed { allow: None }.into(),
         StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::PayloadTooLarge {
             message: "The request body is too large.".into(),
         }

@@ -9,7 +9,9 @@ pub mod workspaces;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, HttpResponse, Resource};
+use std::sync::Arc;
+
+use actix_web::{web, FromRequest, Handler, HttpResponse, Resource, Responder, Route};
 
 use super::authorization::authorization_header;
 use super::error::{ApiError, ErrorKind};
@@ -22,48 +24,94 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(
             web::scope("/admin/v1")
                 .wrap(from_fn(require_admin_token))
-                .service(resource("/workspaces", "POST").route(web::post().to(workspaces::create)))
-                .service(
-                    resource("/workspaces/{ws}", READ).route(super::read().to(workspaces::get)),
-                )
-                .service(
-                    resource("/workspaces/{ws}/api-keys", "GET, HEAD, POST")
-                        .route(web::post().to(api_keys::create))
-                        .route(super::read().to(api_keys::list)),
-                )
-                .service(
-                    resource("/workspaces/{ws}/api-keys/{id}", "GET, HEAD, DELETE")
-                        .route(super::read().to(api_keys::get))
-                        .route(web::delete().to(api_keys::revoke)),
-                )
-                .service(
-                    resource("/workspaces/{ws}/api-keys/{id}/rotate", "POST")
-                        .route(web::post().to(api_keys::rotate)),
-                )
-                .service(resource("/users", "POST").route(web::post().to(users::create)))
-                .service(
-                    resource("/workspaces/{ws}/members", "POST")
-                        .route(web::post().to(users::add_member)),
-                )
-                .service(
-                    resource("/workspaces/{ws}/audit-log", READ)
-                        .route(super::read().to(audit_log::list)),
-                ),
+                .service(resource("/workspaces", [post(workspaces::create)]))
+                .service(resource("/workspaces/{ws}", [read(workspaces::get)]))
+                .service(resource(
+                    "/workspaces/{ws}/api-keys",
+                    [read(api_keys::list), post(api_keys::create)],
+                ))
+                .service(resource(
+                    "/workspaces/{ws}/api-keys/{id}",
+                    [read(api_keys::get), delete(api_keys::revoke)],
+                ))
+                .service(resource(
+                    "/workspaces/{ws}/api-keys/{id}/rotate",
+                    [post(api_keys::rotate)],
+                ))
+                .service(resource("/users", [post(users::create)]))
+                .service(resource(
+                    "/workspaces/{ws}/members",
+                    [post(users::add_member)],
+                ))
+                .service(resource(
+                    "/workspaces/{ws}/audit-log",
+                    [read(audit_log::list)],
+                )),
         )
-        .service(resource("/metrics", READ).route(super::read().to(metrics)))
-        .service(resource("/openapi.json", READ).route(super::read().to(openapi)))
-        .service(resource("/healthz", READ).route(super::read().to(super::public::healthz)));
+        .service(resource("/metrics", [read(metrics)]))
+        .service(resource("/openapi.json", [read(openapi)]))
+        .service(resource("/healthz", [read(super::public::healthz)]));
 }
 
-/// The `Allow` of a path that only reads.
-const READ: &str = "GET, HEAD";
+/// A route of an admin path, and the methods it answers (for `Allow`).
+struct MethodRoute {
+    methods: &'static str,
+    route: Route,
+}
 
-/// A path of the admin listener. Its routes are added to it; any other method gets 405
-/// with `allow` (the methods of those routes) in the `Allow` header, as HTTP requires.
-fn resource(path: &str, allow: &'static str) -> Resource {
-    web::resource(path).default_service(web::to(move || async move {
-        Err::<HttpResponse, ApiError>(ErrorKind::MethodNotAllowed { allow }.into())
-    }))
+/// `GET`, and `HEAD` with it (`super::read`).
+fn read<F, Args>(handler: F) -> MethodRoute
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    MethodRoute {
+        methods: "GET, HEAD",
+        route: super::read().to(handler),
+    }
+}
+
+fn post<F, Args>(handler: F) -> MethodRoute
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    MethodRoute {
+        methods: "POST",
+        route: web::post().to(handler),
+    }
+}
+
+fn delete<F, Args>(handler: F) -> MethodRoute
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    MethodRoute {
+        methods: "DELETE",
+        route: web::delete().to(handler),
+    }
+}
+
+/// A path of the admin listener with its routes. Any other method gets 405 with the
+/// routes' methods in `Allow`, as HTTP requires.
+fn resource<const N: usize>(path: &str, routes: [MethodRoute; N]) -> Resource {
+    let allow: Arc<str> = routes
+        .iter()
+        .map(|route| route.methods)
+        .collect::<Vec<_>>()
+        .join(", ")
+        .into();
+    routes
+        .into_iter()
+        .fold(web::resource(path), |resource, route| resource.route(route.route))
+        .default_service(web::to(move || {
+            let allow = Some(Arc::clone(&allow));
+            async move { Err::<HttpResponse, ApiError>(ErrorKind::MethodNotAllowed { allow }.into()) }
+        }))
 }
 
 /// Refuses every admin request without the admin token. The presented token is hashed and
