@@ -326,6 +326,12 @@ mod tests {
         std::env::temp_dir().join(format!("statuspulse-rates-{}", uuid::Uuid::now_v7()))
     }
 
+    /// What a crash does: the process goes without freeing its slots; the files stay.
+    fn crash(journal: RateJournal, slots: Vec<JournalSlot>) {
+        std::mem::forget(slots);
+        drop(journal);
+    }
+
     #[test]
     fn counts_in_taken_slots_come_back_once_and_freed_slots_do_not() {
         let dir = temp_dir();
@@ -341,9 +347,7 @@ mod tests {
         test.record(1_030, 1);
         freed.record(1_030, 9);
         drop(freed);
-        // A crash: the process goes, the files stay.
-        std::mem::forget((live, test));
-        drop(journal);
+        crash(journal, vec![live, test]);
 
         let (journal, left) = RateJournal::open(&dir).unwrap();
         let mut counts = left.counts.clone();
@@ -372,18 +376,17 @@ mod tests {
         let (journal, _) = RateJournal::open(&dir).unwrap();
         let slot = journal.slot("ws_a", Environment::Live).unwrap();
         slot.record(1_000, 5);
-        std::mem::forget(slot);
-        drop(journal);
+        crash(journal, vec![slot]);
         // A start that journals the counts again, and crashes before forgetting the files
         // they came from; and one that crashes before journalling them at all.
         let (journal, left) = RateJournal::open(&dir).unwrap();
         let again = journal.slot("ws_a", Environment::Live).unwrap();
         again.record(1_000, 5);
         again.record(1_001, 1);
-        std::mem::forget(again);
-        drop((journal, left));
-        let (journal, left) = RateJournal::open(&dir).unwrap();
-        drop((journal, left));
+        crash(journal, vec![again]);
+        drop(left);
+        let (journal, _) = RateJournal::open(&dir).unwrap();
+        crash(journal, Vec::new());
         // Both copies come back, for the registry to merge.
         let (_journal, left) = RateJournal::open(&dir).unwrap();
         let mut counts: Vec<_> = left.counts.iter().map(|l| l.counts.clone()).collect();
@@ -402,8 +405,7 @@ mod tests {
         drop(first);
         let second = journal.slot("ws_b", Environment::Test).unwrap();
         assert_eq!(second.index, index);
-        std::mem::forget(second);
-        drop(journal);
+        crash(journal, vec![second]);
         let (_journal, left) = RateJournal::open(&dir).unwrap();
         assert!(
             left.counts.is_empty(),
@@ -419,8 +421,7 @@ mod tests {
         let slot = journal.slot("ws_a", Environment::Live).unwrap();
         slot.record(500, 3);
         journal.discard().unwrap();
-        std::mem::forget(slot);
-        drop(journal);
+        crash(journal, vec![slot]);
         let (_journal, left) = RateJournal::open(&dir).unwrap();
         assert!(left.counts.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
