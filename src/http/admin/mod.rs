@@ -24,75 +24,93 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(
             web::scope("/admin/v1")
                 .wrap(from_fn(require_admin_token))
-                .service(resource("/workspaces", [post(workspaces::create)]))
-                .service(resource("/workspaces/{ws}", [read(workspaces::get)]))
+                .service(resource(
+                    "/workspaces",
+                    [on(Method::Post, workspaces::create)],
+                ))
+                .service(resource(
+                    "/workspaces/{ws}",
+                    [on(Method::Read, workspaces::get)],
+                ))
                 .service(resource(
                     "/workspaces/{ws}/api-keys",
-                    [read(api_keys::list), post(api_keys::create)],
+                    [
+                        on(Method::Read, api_keys::list),
+                        on(Method::Post, api_keys::create),
+                    ],
                 ))
                 .service(resource(
                     "/workspaces/{ws}/api-keys/{id}",
-                    [read(api_keys::get), delete(api_keys::revoke)],
+                    [
+                        on(Method::Read, api_keys::get),
+                        on(Method::Delete, api_keys::revoke),
+                    ],
                 ))
                 .service(resource(
                     "/workspaces/{ws}/api-keys/{id}/rotate",
-                    [post(api_keys::rotate)],
+                    [on(Method::Post, api_keys::rotate)],
                 ))
-                .service(resource("/users", [post(users::create)]))
+                .service(resource("/users", [on(Method::Post, users::create)]))
                 .service(resource(
                     "/workspaces/{ws}/members",
-                    [post(users::add_member)],
+                    [on(Method::Post, users::add_member)],
                 ))
                 .service(resource(
                     "/workspaces/{ws}/audit-log",
-                    [read(audit_log::list)],
+                    [on(Method::Read, audit_log::list)],
                 )),
         )
-        .service(resource("/metrics", [read(metrics)]))
-        .service(resource("/openapi.json", [read(openapi)]))
-        .service(resource("/healthz", [read(super::public::healthz)]));
+        .service(resource("/metrics", [on(Method::Read, metrics)]))
+        .service(resource("/openapi.json", [on(Method::Read, openapi)]))
+        .service(resource(
+            "/healthz",
+            [on(Method::Read, super::public::healthz)],
+        ));
 }
 
-/// A route of an admin path, and the methods it answers (for `Allow`).
+/// The methods an admin route answers.
+#[derive(Clone, Copy)]
+enum Method {
+    /// `GET`, and `HEAD` with it (`super::read`).
+    Read,
+    Post,
+    Delete,
+}
+
+impl Method {
+    fn route(self) -> Route {
+        match self {
+            Method::Read => super::read(),
+            Method::Post => web::post(),
+            Method::Delete => web::delete(),
+        }
+    }
+
+    /// As `Allow` lists them.
+    fn names(self) -> &'static str {
+        match self {
+            Method::Read => "GET, HEAD",
+            Method::Post => "POST",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// A route of an admin path, and the methods it answers.
 struct MethodRoute {
-    methods: &'static str,
+    method: Method,
     route: Route,
 }
 
-/// `GET`, and `HEAD` with it (`super::read`).
-fn read<F, Args>(handler: F) -> MethodRoute
+fn on<F, Args>(method: Method, handler: F) -> MethodRoute
 where
     F: Handler<Args>,
     Args: FromRequest + 'static,
     F::Output: Responder + 'static,
 {
     MethodRoute {
-        methods: "GET, HEAD",
-        route: super::read().to(handler),
-    }
-}
-
-fn post<F, Args>(handler: F) -> MethodRoute
-where
-    F: Handler<Args>,
-    Args: FromRequest + 'static,
-    F::Output: Responder + 'static,
-{
-    MethodRoute {
-        methods: "POST",
-        route: web::post().to(handler),
-    }
-}
-
-fn delete<F, Args>(handler: F) -> MethodRoute
-where
-    F: Handler<Args>,
-    Args: FromRequest + 'static,
-    F::Output: Responder + 'static,
-{
-    MethodRoute {
-        methods: "DELETE",
-        route: web::delete().to(handler),
+        method,
+        route: method.route().to(handler),
     }
 }
 
@@ -101,7 +119,7 @@ where
 fn resource<const N: usize>(path: &str, routes: [MethodRoute; N]) -> Resource {
     let allow: Arc<str> = routes
         .iter()
-        .map(|route| route.methods)
+        .map(|route| route.method.names())
         .collect::<Vec<_>>()
         .join(", ")
         .into();
