@@ -3,6 +3,7 @@
 
 mod migrations;
 pub mod postgres;
+pub mod postgres_tls;
 pub mod sqlite;
 
 use std::sync::Arc;

@@ -11,10 +11,11 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::migrations::POSTGRES as MIGRATIONS;
+use super::postgres_tls::{take_tls_settings, TlsSetupError};
 use super::{
     grants_the_same, saved_rate_limit, Conflict, Entity, NewApiKey, NewUser, SavedRateLimit, Store,
     StoreError, KEY_COLUMNS,
@@ -32,20 +33,27 @@ pub struct PostgresStore {
     pool: Pool,
 }
 
-/// A URL that tokio-postgres cannot parse.
+/// A URL that cannot be used. The messages never contain the URL, which may hold a password.
 #[derive(Debug, thiserror::Error)]
-#[error("not a valid PostgreSQL URL: {0}")]
-pub struct BadDatabaseUrl(String);
+pub enum BadDatabaseUrl {
+    #[error("not a valid PostgreSQL URL: {0}")]
+    Unparsable(String),
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+}
 
 impl PostgresStore {
-    /// Builds a pool for `url`. Connects lazily: call [`Store::ping`] to check reachability.
+    /// Builds a pool for `url`, with TLS as its `sslmode` and `sslrootcert` say
+    /// ([`super::postgres_tls`]). Connects lazily: call [`Store::ping`] to check reachability.
     pub fn connect(url: &str, max_connections: usize) -> Result<PostgresStore, BadDatabaseUrl> {
-        let config = tokio_postgres::Config::from_str(url)
-            // The parser's message never contains the password, but the URL might: leave it out.
-            .map_err(|e| BadDatabaseUrl(e.to_string()))?;
+        let (url, tls) = take_tls_settings(url)?;
+        let mut config = tokio_postgres::Config::from_str(&url)
+            // The parser's message never contains the password.
+            .map_err(|e| BadDatabaseUrl::Unparsable(e.to_string()))?;
+        config.ssl_mode(tls.mode.wire());
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls.connector()?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -58,7 +66,7 @@ impl PostgresStore {
             .create_timeout(Some(Duration::from_secs(2)))
             .recycle_timeout(Some(Duration::from_secs(2)))
             .build()
-            .map_err(|e| BadDatabaseUrl(e.to_string()))?;
+            .map_err(|e| BadDatabaseUrl::Unparsable(e.to_string()))?;
         Ok(PostgresStore { pool })
     }
 

@@ -213,13 +213,39 @@ async fn create_database(url: &str, name: &str) {
 
 /// Runs SQL as the PostgreSQL superuser (to stage outages).
 pub async fn postgres_admin(sql: &str) {
+    postgres_admin_client()
+        .await
+        .batch_execute(sql)
+        .await
+        .expect("admin SQL");
+}
+
+/// The first column of the first row a query gives as the PostgreSQL superuser, as text;
+/// empty when there is no row.
+pub async fn postgres_admin_query(sql: &str) -> String {
+    let messages = postgres_admin_client()
+        .await
+        .simple_query(sql)
+        .await
+        .expect("admin SQL");
+    messages
+        .iter()
+        .find_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or_default()),
+            _ => None,
+        })
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn postgres_admin_client() -> tokio_postgres::Client {
     let url =
         std::env::var("STATUSPULSE_TEST_DATABASE_URL").expect("STATUSPULSE_TEST_DATABASE_URL");
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .expect("PostgreSQL reachable");
     actix_web::rt::spawn(connection);
-    client.batch_execute(sql).await.expect("admin SQL");
+    client
 }
 
 impl TestApp {

@@ -12,4 +12,5 @@ mod audit_log;
 mod helpers;
 mod hot_path;
 mod operations;
+mod postgres_tls;
 mod secrets_at_rest;
