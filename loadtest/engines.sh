@@ -7,6 +7,7 @@
 #   seed_engine PUBLIC_PORT COUNT       # COUNT workspaces, one live key each: $WORK/keys-PUBLIC_PORT.txt
 #   run PORT KEYS                       # one wrk -t2 -c64 run of SECONDS_PER_RUN s over KEYS; prints req/s
 #   requests                            # how many requests that run made
+#   client_us_per_request               # wrk's own CPU time per request in that run, in µs
 #   cpu_ticks PID                       # the process's CPU time so far, in clock ticks
 #   drain ADMIN_PORT                    # until the engine has written its audit backlog (60 s at most)
 
@@ -43,13 +44,26 @@ seed_engine() {
         --count "$2" --out "$WORK/keys-$1.txt" 2> "$WORK/seed-$1.log"
 }
 
-# run PORT KEYS: one wrk run; prints req/s and leaves wrk's report in $WORK/last.txt.
+# run PORT KEYS: one wrk run; prints req/s and leaves wrk's report in $WORK/last.txt and the
+# shell's `times` before and after it (its second line: the CPU of waited-for children, so
+# the difference is wrk's) in $WORK/times-*.txt.
 run() {
+    times > "$WORK/times-before.txt"
     wrk -t2 -c64 -d"${SECONDS_PER_RUN}s" -s "$HERE/authz_keys.lua" "http://127.0.0.1:$1" -- "$2" 2 \
         > "$WORK/last.txt" 2>&1
+    times > "$WORK/times-after.txt"
     awk '/Requests\/sec/ {print $2}' "$WORK/last.txt"
 }
 requests() { awk '/requests in/ {print $1}' "$WORK/last.txt"; }
+# The load generator shares the cores with the server, and what it spends per request depends
+# on the answers it parses: part of any throughput ratio measured here is the client's.
+client_us_per_request() {
+    awk -v requests="$(requests)" '
+        function seconds(t) { split(t, p, "m"); return p[1] * 60 + substr(p[2], 1, length(p[2]) - 1) }
+        FNR == 2 { cpu = seconds($1) + seconds($2); if (FILENAME ~ /before/) start = cpu; else end = cpu }
+        END { printf "%.1f\n", (end - start) / requests * 1e6 }
+    ' "$WORK/times-before.txt" "$WORK/times-after.txt"
+}
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # drain ADMIN_PORT: waits (up to 60 s) until the engine has written its audit backlog.
 drain() {
