@@ -3,8 +3,13 @@
 //! log or the audit log, must not carry it. Keys and admin tokens have fixed prefixes, so
 //! they are found by those and cut after the prefix.
 
+use super::api_key::{parse_key, KEY_LEN};
+
 /// Prefixes of the credentials this engine issues.
-pub const CREDENTIAL_PREFIXES: [&str; 3] = ["sp_live_", "sp_test_", "sp_admin_"];
+pub const CREDENTIAL_PREFIXES: [&str; 3] = ["sp_live_", "sp_test_", ADMIN_TOKEN_PREFIX];
+const ADMIN_TOKEN_PREFIX: &str = "sp_admin_";
+/// Hex digits after the prefix of a generated admin token (32 random bytes).
+const ADMIN_TOKEN_DIGITS: usize = 64;
 
 /// Whether `text` holds something that starts like a credential. Runs on every audited
 /// path: a byte loop, which for short text costs less than setting up a substring search.
@@ -15,6 +20,31 @@ pub fn mentions_credential(text: &str) -> bool {
             && CREDENTIAL_PREFIXES
                 .iter()
                 .any(|prefix| bytes[at..].starts_with(prefix.as_bytes()))
+    })
+}
+
+/// Whether `text` holds a whole credential of ours: an API key whose checksum holds, or an
+/// admin token as `serve` generates them (`sp_admin_` and 64 hex digits). Stricter than
+/// [`mentions_credential`], for text that is stored: a label such as `sp_live_deploy` is a
+/// name, where a key that passes its checksum is a secret pasted into the wrong field.
+pub fn holds_credential(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    (0..bytes.len()).any(|at| {
+        let rest = &bytes[at..];
+        let key = || {
+            text.get(at..at + KEY_LEN)
+                .is_some_and(|candidate| parse_key(candidate).is_ok())
+        };
+        let admin_token = || {
+            rest.strip_prefix(ADMIN_TOKEN_PREFIX.as_bytes())
+                .is_some_and(|digits| {
+                    digits.len() >= ADMIN_TOKEN_DIGITS
+                        && digits[..ADMIN_TOKEN_DIGITS]
+                            .iter()
+                            .all(u8::is_ascii_hexdigit)
+                })
+        };
+        bytes[at] == b's' && (key() || admin_token())
     })
 }
 
@@ -54,6 +84,30 @@ mod tests {
         );
         assert_eq!(without_credentials("no secret here"), "no secret here");
         assert_eq!(without_credentials("sp_live_"), "sp_live_…");
+    }
+
+    #[test]
+    fn whole_credentials_are_found_anywhere_and_names_that_only_look_alike_are_not() {
+        use crate::domain::api_key::{generate_key, Environment};
+        use crate::domain::hashing::KeyHasher;
+        use secrecy::ExposeSecret;
+        let hasher = KeyHasher::new([7; 32]);
+        let generated = generate_key(Environment::Live, &mut rand::thread_rng(), |k| {
+            hasher.hash(k)
+        });
+        let key = generated.secret.expose_secret().to_owned();
+        assert!(holds_credential(&key));
+        assert!(holds_credential(&format!("deploy ({key}) prod")));
+        let token = format!("sp_admin_{}", "0123456789abcdef".repeat(4));
+        assert!(holds_credential(&format!("token {token}")));
+        // A mistyped key, a prefix used as a name, a short token: not credentials.
+        let mut mistyped = key.clone().into_bytes();
+        mistyped[10] = if mistyped[10] == b'a' { b'b' } else { b'a' };
+        assert!(!holds_credential(std::str::from_utf8(&mistyped).unwrap()));
+        assert!(!holds_credential("sp_live_deploy-pipeline"));
+        assert!(!holds_credential("sp_admin_00ff"));
+        assert!(!holds_credential(&key[..KEY_LEN - 1]));
+        assert!(!holds_credential("ünïcödé sp_"));
     }
 
     #[test]

@@ -133,3 +133,65 @@ async fn a_key_sent_in_the_wrong_place_is_not_quoted_back() {
         assert!(!message.contains(&key["sp_live_".len()..]), "{message}");
     }
 }
+
+/// Labels and names are stored and listed as written: a key pasted into one is refused, so
+/// that it never sits at rest in plain text. A name that only starts like a key is a name.
+#[actix_web::test]
+async fn a_key_pasted_as_a_label_or_a_name_is_refused() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let (_, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
+    let keys = format!("/admin/v1/workspaces/{ws}/api-keys");
+    let as_label = app
+        .admin_call(
+            "POST",
+            &keys,
+            Some(serde_json::json!({ "label": format!("ci {key}"), "scopes": ["checks:read"] })),
+        )
+        .await;
+    as_label.assert_error(422, "invalid_label");
+    let as_workspace = app
+        .admin_call(
+            "POST",
+            "/admin/v1/workspaces",
+            Some(serde_json::json!({ "name": key })),
+        )
+        .await;
+    as_workspace.assert_error(422, "invalid_name");
+    let as_user = app
+        .admin_call(
+            "POST",
+            "/admin/v1/users",
+            Some(serde_json::json!({
+                "email": "ada@example.com", "password": "correct horse battery", "name": key
+            })),
+        )
+        .await;
+    as_user.assert_error(422, "invalid_name");
+    for reply in [&as_label, &as_workspace, &as_user] {
+        let message = reply.body["message"].as_str().unwrap();
+        assert!(message.contains("must not hold an API key"), "{message}");
+        assert!(!message.contains(&key["sp_live_".len()..]), "{message}");
+    }
+    let listed = app.admin_call("GET", &keys, None).await;
+    assert_eq!(
+        listed.body["data"].as_array().unwrap().len(),
+        1,
+        "{}",
+        listed.body
+    );
+
+    let named_like_a_key = app
+        .admin_call(
+            "POST",
+            &keys,
+            Some(serde_json::json!({ "label": "sp_live_deploy", "scopes": ["checks:read"] })),
+        )
+        .await;
+    assert_eq!(
+        named_like_a_key.status.as_u16(),
+        201,
+        "{}",
+        named_like_a_key.body
+    );
+}

@@ -16,6 +16,7 @@ use actix_web::{web, FromRequest, Handler, HttpResponse, Resource, Responder, Ro
 use super::authorization::authorization_header;
 use super::error::{ApiError, ErrorKind};
 use super::state::AppState;
+use crate::domain::credential_text::holds_credential;
 use crate::domain::ids;
 use crate::verify::{bearer_token, DenyReason};
 
@@ -199,10 +200,20 @@ pub(crate) fn required_text(
             format!("{field} must not be empty or invisible."),
         ));
     }
-    match text_problem(trimmed, field, max_chars) {
-        Some(problem) => Err(ApiError::unprocessable(code, problem)),
-        None => Ok(trimmed.to_owned()),
+    if let Some(problem) = text_problem(trimmed, field, max_chars) {
+        return Err(ApiError::unprocessable(code, problem));
     }
+    // Stored and listed in plain text: a key pasted here would sit at rest as written.
+    if holds_credential(trimmed) {
+        return Err(ApiError::unprocessable(
+            code,
+            format!(
+                "{field} must not hold an API key or admin token: it is stored and shown as \
+                 written, and keys are kept only as hashes."
+            ),
+        ));
+    }
+    Ok(trimmed.to_owned())
 }
 
 /// What is wrong with a text field or parameter, in words naming it: too long, or holding
