@@ -79,9 +79,16 @@ pub fn take_tls_settings(url: &str) -> Result<(String, TlsSettings), TlsSetupErr
         mode: SslMode::Prefer,
         root_cert: None,
     };
-    let Some((base, query)) = url.split_once('?') else {
+    // The query starts at the first `?` after the user and password, as tokio-postgres reads
+    // it: a password may hold a `?`.
+    let credentials_end = url.find('@').map_or(0, |at| at + 1);
+    let Some(query_start) = url[credentials_end..]
+        .find('?')
+        .map(|at| credentials_end + at)
+    else {
         return Ok((url.to_owned(), settings));
     };
+    let (base, query) = (&url[..query_start], &url[query_start + 1..]);
     let (mut mode_seen, mut root_seen) = (false, false);
     let mut rest = Vec::new();
     for pair in query.split('&') {
@@ -444,6 +451,10 @@ mod tests {
 
         let (url, _) = settings("postgres://h/app?sslmode=disable");
         assert_eq!(url, "postgres://h/app");
+
+        let (url, tls) = settings("postgres://u:pa?ss@h/app?sslmode=require");
+        assert_eq!(url, "postgres://u:pa?ss@h/app");
+        assert_eq!(tls.mode, SslMode::Require);
     }
 
     #[test]
