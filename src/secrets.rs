@@ -8,6 +8,7 @@ use std::path::Path;
 use rand::RngCore;
 
 use crate::config::decode_hex_32;
+use crate::domain::credential_text::{ADMIN_TOKEN_PREFIX, ADMIN_TOKEN_RANDOM_BYTES};
 use crate::domain::hashing::KeyHash;
 
 const HASHING_KEY_FILE: &str = "hashing.key";
@@ -56,12 +57,17 @@ pub fn load_or_create_admin_token(
         })?;
         return Ok((KeyHash(bytes), None));
     }
-    let mut random = [0u8; 30];
-    rand::rngs::OsRng.fill_bytes(&mut random);
-    let token = format!("sp_admin_{}", hex(&random));
+    let token = new_admin_token();
     let hash = admin_token_hash(&token);
     write_private(&path, &hex(hash.as_bytes()))?;
     Ok((hash, Some(token)))
+}
+
+/// A fresh admin token: the prefix and 240 random bits in hex.
+pub(crate) fn new_admin_token() -> String {
+    let mut random = [0u8; ADMIN_TOKEN_RANDOM_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut random);
+    format!("{ADMIN_TOKEN_PREFIX}{}", hex(&random))
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>, SecretFileError> {

@@ -7,9 +7,10 @@ use super::api_key::{parse_key, KEY_LEN};
 
 /// Prefixes of the credentials this engine issues.
 pub const CREDENTIAL_PREFIXES: [&str; 3] = ["sp_live_", "sp_test_", ADMIN_TOKEN_PREFIX];
-const ADMIN_TOKEN_PREFIX: &str = "sp_admin_";
-/// Hex digits after the prefix of a generated admin token (32 random bytes).
-const ADMIN_TOKEN_DIGITS: usize = 64;
+/// A generated admin token: this prefix and its random bytes in hex.
+pub const ADMIN_TOKEN_PREFIX: &str = "sp_admin_";
+pub const ADMIN_TOKEN_RANDOM_BYTES: usize = 30;
+const ADMIN_TOKEN_DIGITS: usize = 2 * ADMIN_TOKEN_RANDOM_BYTES;
 
 /// Whether `text` holds something that starts like a credential. Runs on every audited
 /// path: a byte loop, which for short text costs less than setting up a substring search.
@@ -24,7 +25,7 @@ pub fn mentions_credential(text: &str) -> bool {
 }
 
 /// Whether `text` holds a whole credential of ours: an API key whose checksum holds, or an
-/// admin token as `serve` generates them (`sp_admin_` and 64 hex digits). Stricter than
+/// admin token as `serve` generates them (`sp_admin_` and 60 hex digits). Stricter than
 /// [`mentions_credential`], for text that is stored: a label such as `sp_live_deploy` is a
 /// name, where a key that passes its checksum is a secret pasted into the wrong field.
 pub fn holds_credential(text: &str) -> bool {
@@ -98,7 +99,7 @@ mod tests {
         let key = generated.secret.expose_secret().to_owned();
         assert!(holds_credential(&key));
         assert!(holds_credential(&format!("deploy ({key}) prod")));
-        let token = format!("sp_admin_{}", "0123456789abcdef".repeat(4));
+        let token = crate::secrets::new_admin_token();
         assert!(holds_credential(&format!("token {token}")));
         // A mistyped key, a prefix used as a name, a short token: not credentials.
         let mut mistyped = key.clone().into_bytes();

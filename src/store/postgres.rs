@@ -48,8 +48,7 @@ impl PostgresStore {
     pub fn connect(url: &str, max_connections: usize) -> Result<PostgresStore, BadDatabaseUrl> {
         let (url, tls) = take_tls_settings(url)?;
         let mut config = tokio_postgres::Config::from_str(&url)
-            // The parser's message never contains the password.
-            .map_err(|e| BadDatabaseUrl::Unparsable(e.to_string()))?;
+            .map_err(|e| BadDatabaseUrl::Unparsable(parse_error_text(&e)))?;
         config.ssl_mode(tls.mode.wire());
         let manager = Manager::from_config(
             config,
@@ -75,6 +74,16 @@ impl PostgresStore {
             .get()
             .await
             .map_err(|e| StoreError::Unavailable(e.into()))
+    }
+}
+
+/// tokio-postgres's parse error with its cause, which names the parameter ("invalid
+/// connection string: unknown option `sslcert`"). Neither quotes a value, so neither can
+/// hold the password.
+fn parse_error_text(error: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
     }
 }
 
@@ -637,4 +646,27 @@ fn is_transient(code: &str) -> bool {
         || code.starts_with("53")
         || code.starts_with("57")
         || matches!(code, "40001" | "40P01" | "25006")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_url_names_the_parameter_and_never_the_password() {
+        for (url, named) in [
+            (
+                "postgres://u:hunter2@h/db?frobnicate=1",
+                "unknown option `frobnicate`",
+            ),
+            (
+                "postgres://u:hunter2@h:99999/db",
+                "invalid value for option `port`",
+            ),
+        ] {
+            let error = PostgresStore::connect(url, 1).err().unwrap().to_string();
+            assert!(error.contains(named), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+    }
 }

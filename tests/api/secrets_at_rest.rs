@@ -168,7 +168,17 @@ async fn a_key_pasted_as_a_label_or_a_name_is_refused() {
         )
         .await;
     as_user.assert_error(422, "invalid_name");
-    for reply in [&as_label, &as_workspace, &as_user] {
+    // An admin token as `serve` generates them: the prefix and 60 hex digits.
+    let admin_token = format!("sp_admin_{}", "0f".repeat(30));
+    let as_name = app
+        .admin_call(
+            "POST",
+            "/admin/v1/workspaces",
+            Some(serde_json::json!({ "name": format!("ops {admin_token} copy") })),
+        )
+        .await;
+    as_name.assert_error(422, "invalid_name");
+    for reply in [&as_label, &as_workspace, &as_user, &as_name] {
         let message = reply.body["message"].as_str().unwrap();
         assert!(message.contains("must not hold an API key"), "{message}");
         assert!(!message.contains(&key["sp_live_".len()..]), "{message}");
