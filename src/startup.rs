@@ -128,6 +128,9 @@ impl Application {
             )
         })?;
 
+        let hasher = KeyHasher::new(hashing_key);
+        check_hashing_key(&store, &hasher, &settings).await?;
+
         let metrics = Arc::new(Metrics::default());
         let jobs = JobContext::new(Arc::clone(&store), Arc::clone(&metrics));
         let dead_letters =
@@ -156,7 +159,6 @@ impl Application {
             dead_letters,
             jobs.clone(),
         ));
-        let hasher = KeyHasher::new(hashing_key);
         let (rate_journal, left_by_a_crash) =
             RateJournal::open(&settings.data_dir.join(RATE_JOURNAL_DIR)).map_err(|e| {
                 ConfigError::new(
@@ -340,6 +342,30 @@ async fn save_rate_limits(
             "cannot save the rate-limit counts; the next start reads them from the journal"
         ),
     }
+}
+
+/// Refuses a hashing key other than the one the store's API keys were hashed with: with it,
+/// every key would answer 401. Servers that share a database must share the key; the first
+/// to start records its fingerprint.
+async fn check_hashing_key(
+    store: &SharedStore,
+    hasher: &KeyHasher,
+    settings: &Settings,
+) -> Result<(), ConfigError> {
+    let ours = hasher.fingerprint();
+    let recorded = store
+        .record_hashing_key_fingerprint(&ours)
+        .await
+        .map_err(|e| ConfigError::new(database_variable(settings), error_chain(&e)))?;
+    if recorded == ours {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        "STATUSPULSE_HASHING_KEY",
+        "is not the key that this database's API keys were hashed with; every server sharing \
+         a database must use the same one (the first server's, from its setting or from \
+         hashing.key in its data dir)",
+    ))
 }
 
 /// Opens the configured store and checks that it answers.

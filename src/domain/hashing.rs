@@ -87,6 +87,18 @@ impl KeyHasher {
     pub fn hash(&self, credential: &str) -> KeyHash {
         KeyHash(*blake3::keyed_hash(&self.key, credential.as_bytes()).as_bytes())
     }
+
+    /// What storage records of this hashing key, so that a server started with another one
+    /// is refused rather than answering every key 401: the keyed hash of a fixed text (no
+    /// key has that shape), in hex. Like the stored key hashes, it gives away nothing usable
+    /// of a key with 256 random bits.
+    pub fn fingerprint(&self) -> String {
+        self.hash("statuspulse-auth hashing key fingerprint")
+            .as_bytes()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
 }
 
 impl fmt::Debug for KeyHasher {

@@ -33,6 +33,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "rate_limit_counts",
         sql: include_str!("../../migrations/postgres/0005_rate_limit_counts.sql"),
     },
+    Migration {
+        version: 6,
+        name: "hashing_key_fingerprint",
+        sql: include_str!("../../migrations/postgres/0006_hashing_key_fingerprint.sql"),
+    },
 ];
 
 pub const SQLITE: &[Migration] = &[
@@ -60,6 +65,11 @@ pub const SQLITE: &[Migration] = &[
         version: 5,
         name: "rate_limit_counts",
         sql: include_str!("../../migrations/sqlite/0005_rate_limit_counts.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "hashing_key_fingerprint",
+        sql: include_str!("../../migrations/sqlite/0006_hashing_key_fingerprint.sql"),
     },
 ];
 

@@ -217,6 +217,11 @@ pub trait Store: Send + Sync + 'static {
     /// the running server has since moved past.
     async fn clear_saved_rate_limits(&self) -> Result<(), StoreError>;
 
+    /// Records the hashing key's fingerprint unless one is recorded; returns the one recorded
+    /// (this one, or the first server's).
+    async fn record_hashing_key_fingerprint(&self, fingerprint: &str)
+        -> Result<String, StoreError>;
+
     /// Inserts events, ignoring ids already stored (redelivery is expected).
     async fn insert_audit_events(&self, events: Arc<EncodedEvents>) -> Result<(), StoreError>;
     /// Events of a workspace, newest first.

@@ -400,6 +400,26 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn record_hashing_key_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<String, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO hashing_key_fingerprint (fingerprint) VALUES ($1)
+                 ON CONFLICT (only_row) DO NOTHING",
+                &[&fingerprint],
+            )
+            .await
+            .map_err(pg)?;
+        let row = client
+            .query_one("SELECT fingerprint FROM hashing_key_fingerprint", &[])
+            .await
+            .map_err(pg)?;
+        row.try_get(0).map_err(pg)
+    }
+
     async fn insert_audit_events(&self, events: Arc<EncodedEvents>) -> Result<(), StoreError> {
         // Our own encoding (from the spool or the batcher), so nothing is skipped here.
         let events = events.decode();

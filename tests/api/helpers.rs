@@ -11,7 +11,7 @@ use awc::http::StatusCode;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use statuspulse_auth::actors::CacheSettings;
-use statuspulse_auth::config::{LogFormat, Settings};
+use statuspulse_auth::config::{ConfigError, LogFormat, Settings};
 use statuspulse_auth::domain::hashing::KeyHasher;
 use statuspulse_auth::startup::{Application, ApplicationHandle};
 use statuspulse_auth::store::SharedStore;
@@ -549,6 +549,19 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("server result");
         }
+    }
+
+    /// Builds another server on the same storage with `adjust`ed settings, as a second
+    /// instance or a misconfigured deploy would, and gives back why it would not start.
+    pub async fn build_another_with(
+        &self,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Result<(), ConfigError> {
+        let mut settings = self.settings.clone();
+        adjust(&mut settings);
+        Application::build_with_cache(settings, self.cache.clone())
+            .await
+            .map(drop)
     }
 
     /// Stops the server gracefully, then starts a new one on the same storage (on new

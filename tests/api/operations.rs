@@ -1,5 +1,7 @@
 //! Health, readiness, request ids, metrics, OpenAPI.
 
+use secrecy::SecretString;
+
 use crate::helpers::{metric, spawn_app};
 
 #[actix_web::test]
@@ -103,4 +105,35 @@ async fn openapi_document_describes_both_apis() {
     assert!(reply.body["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(reply.body["paths"]["/v1/authz"].is_object());
     assert!(reply.body["paths"]["/admin/v1/workspaces/{ws}/api-keys"]["post"].is_object());
+}
+
+/// Servers that share a database must share the hashing key: one started with another key
+/// would answer every key 401, so it refuses to start, naming the setting.
+#[actix_web::test]
+async fn a_server_with_another_hashing_key_refuses_to_start_on_the_same_database() {
+    let mut app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let (_, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
+
+    let refused = app
+        .build_another_with(|settings| {
+            settings.hashing_key = Some(SecretString::from("ab".repeat(32)));
+        })
+        .await
+        .expect_err("another hashing key is refused");
+    assert_eq!(refused.variable, "STATUSPULSE_HASHING_KEY");
+    assert!(
+        refused.problem.contains("every server sharing a database"),
+        "{}",
+        refused.problem
+    );
+    assert!(
+        !refused.problem.contains(&"ab".repeat(32)),
+        "{}",
+        refused.problem
+    );
+
+    // The right key still starts, and the key still verifies.
+    app.restart().await;
+    assert_eq!(app.me(&key).await.status.as_u16(), 200);
 }

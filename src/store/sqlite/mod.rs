@@ -486,6 +486,27 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn record_hashing_key_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<String, StoreError> {
+        let fingerprint = fingerprint.to_owned();
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO hashing_key_fingerprint (fingerprint) VALUES (?1)",
+                [&fingerprint],
+            )
+            .map_err(sqlite_error)?;
+            conn.query_row(
+                "SELECT fingerprint FROM hashing_key_fingerprint",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(sqlite_error)
+        })
+        .await
+    }
+
     async fn insert_audit_events(&self, events: Arc<EncodedEvents>) -> Result<(), StoreError> {
         let (log, writer) = (Arc::clone(&self.audit_log), Arc::clone(&self.writer));
         self.audit_writer
