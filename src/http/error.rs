@@ -168,7 +168,8 @@ impl ApiError {
                 "The workspace is over its rate limit; retry in {retry_after_secs} seconds."
             ),
             ErrorKind::Unavailable => {
-                "Credential storage is unreachable; retry shortly. This does not mean the credential is invalid."
+                // Also the answer of `/readyz` and of the admin API, which check no credential.
+                "Storage is unreachable; retry shortly. A 503 never means that a credential is invalid."
                     .into()
             }
             ErrorKind::BadRequest { message, .. }
