@@ -4,6 +4,7 @@
 #
 #   start_engine NAME BIN PUBLIC_PORT   # admin on PUBLIC_PORT + 1; data in $WORK/NAME; sets ENGINE_PID
 #   wait_healthy PORT...                # until each answers /healthz (10 s at most each)
+#   require_free_ports PORT...          # exits if something already listens on one of them
 #   seed_engine PUBLIC_PORT COUNT       # COUNT workspaces, one live key each: $WORK/keys-PUBLIC_PORT.txt
 #   run PORT KEYS                       # one wrk -t2 -c64 run of SECONDS_PER_RUN s over KEYS; prints req/s
 #   requests                            # how many requests that run made
@@ -12,17 +13,19 @@
 #   drain ADMIN_PORT                    # until the engine has written its audit backlog (60 s at most)
 
 TOKEN="loadtest-admin-token-0123456789abcdef"
+# KEEP_WORK=1 keeps the work dir (the engines' logs) after exit, to see why one failed.
 WORK="$(mktemp -d /tmp/statuspulse-loadtest-engines.XXXXXX)"
 PIDS=()
 stop_everything() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$WORK"
+    [[ -n "${KEEP_WORK:-}" ]] || rm -rf "$WORK"
 }
 trap stop_everything EXIT
 
 # Fresh SQLite data dir, 2 HTTP workers, RUST_LOG as set or info.
 start_engine() {
+    require_free_ports "$3" "$(($3 + 1))"
     env STATUSPULSE_DATA_DIR="$WORK/$1" STATUSPULSE_PUBLIC_ADDR="127.0.0.1:$3" \
         STATUSPULSE_ADMIN_ADDR="127.0.0.1:$(($3 + 1))" STATUSPULSE_ADMIN_TOKEN="$TOKEN" \
         STATUSPULSE_HTTP_WORKERS=2 RUST_LOG="${RUST_LOG:-info}" "$2" serve > "$WORK/$1.log" 2>&1 &
@@ -36,6 +39,17 @@ wait_healthy() {
             curl -sf "http://127.0.0.1:$port/healthz" > /dev/null && break
             sleep 0.1
         done
+    done
+}
+
+# require_free_ports PORT...: stops the script if anything listens on a port it is about to
+# use, which would answer /healthz and the load in place of the server under test.
+require_free_ports() {
+    for port in "$@"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "port $port is taken: stop what listens there (ss -ltnp 'sport = :$port')" >&2
+            exit 1
+        fi
     done
 }
 
