@@ -168,23 +168,19 @@ impl TlsSettings {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
-        let verifier: Arc<dyn ServerCertVerifier> = match self.check() {
-            Check::Nothing => Arc::new(KeyHolderOnly { provider }),
-            check => {
-                let roots = Arc::new(self.roots()?);
-                let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
-                    .build()
-                    .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
-                if check == Check::ChainAndName {
-                    webpki
-                } else {
-                    Arc::new(ChainOnly { webpki })
-                }
-            }
+        let webpki = || -> Result<Arc<WebPkiServerVerifier>, TlsSetupError> {
+            WebPkiServerVerifier::builder_with_provider(Arc::new(self.roots()?), provider.clone())
+                .build()
+                .map_err(|e| TlsSetupError::Rustls(e.to_string()))
+        };
+        let trust = match self.check() {
+            Check::Nothing => Trust::Anyone,
+            Check::Chain => Trust::Chain(webpki()?),
+            Check::ChainAndName => Trust::ChainAndName(webpki()?),
         };
         let config = builder
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
+            .with_custom_certificate_verifier(Arc::new(ServerCheck { trust, provider }))
             .with_no_client_auth();
         Ok(RustlsConnect {
             config: Arc::new(config),
@@ -222,14 +218,27 @@ impl TlsSettings {
     }
 }
 
-/// `verify-ca`: the chain must reach a trusted root; the name is not checked (libpq's
-/// meaning, for servers reached by an address their certificate does not name).
+/// Checks the server's certificate as far as the settings ask. The handshake's signatures
+/// are always checked: they prove that the server holds the key of the certificate it shows.
 #[derive(Debug)]
-struct ChainOnly {
-    webpki: Arc<WebPkiServerVerifier>,
+struct ServerCheck {
+    trust: Trust,
+    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+#[derive(Debug)]
+enum Trust {
+    /// `prefer` and `require` without roots: encryption against a passive listener, as
+    /// libpq gives; who holds the certificate, nothing says.
+    Anyone,
+    /// `verify-ca`: the chain must reach a trusted root; the name is not checked (libpq's
+    /// meaning, for servers reached by an address their certificate does not name).
+    Chain(Arc<WebPkiServerVerifier>),
+    /// `verify-full`.
+    ChainAndName(Arc<WebPkiServerVerifier>),
+}
+
+impl ServerCertVerifier for ServerCheck {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -238,63 +247,24 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        // WebPKI checks the chain first and the name last, so a name error means that
-        // everything else held.
-        match self.webpki.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
+        let webpki = match &self.trust {
+            Trust::Anyone => return Ok(ServerCertVerified::assertion()),
+            Trust::Chain(webpki) | Trust::ChainAndName(webpki) => webpki,
+        };
+        let verified =
+            webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        match (&self.trust, verified) {
+            // WebPKI checks the chain first and the name last, so a name error means that
+            // everything else held.
+            (
+                Trust::Chain(_),
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )),
+            ) => Ok(ServerCertVerified::assertion()),
+            (_, verified) => verified,
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
-    }
-}
-
-/// `prefer` and `require` without roots: encryption against a passive listener, as libpq
-/// gives. The handshake still proves that the server holds the key of the certificate it
-/// shows; who that is, nothing says.
-#[derive(Debug)]
-struct KeyHolderOnly {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for KeyHolderOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
