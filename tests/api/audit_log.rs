@@ -127,6 +127,21 @@ async fn audit_log_filters_and_paginates() {
     app.audit_log(&ws, "?until=1")
         .await
         .assert_error(400, "invalid_until");
+    // An empty window is refused; an offset whose `+` was not encoded still reads as one.
+    app.audit_log(
+        &ws,
+        "?since=2026-01-01T00:00:00Z&until=2026-01-01T00:00:00Z",
+    )
+    .await
+    .assert_error(400, "invalid_until");
+    let with_offset = app
+        .audit_log(
+            &ws,
+            "?since=1970-01-01T02:00:00+02:00&until=3000-01-01T00:00:00Z",
+        )
+        .await;
+    assert_eq!(with_offset.status.as_u16(), 200, "{}", with_offset.body);
+    assert_eq!(with_offset.body["data"].as_array().unwrap().len(), 7);
     app.audit_log(&ws, "?limit=0")
         .await
         .assert_error(400, "invalid_limit");

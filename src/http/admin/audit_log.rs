@@ -1,5 +1,7 @@
 //! The audit log: newest first, filtered, with cursor pagination.
 
+use std::borrow::Cow;
+
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -73,13 +75,24 @@ pub async fn list(
         .as_deref()
         .map(|c| Uuid::parse_str(c).map_err(|_| invalid_cursor()))
         .transpose()?;
+    let since = parse_time(params.since.as_deref(), "invalid_since", "since")?;
+    let until = parse_time(params.until.as_deref(), "invalid_until", "until")?;
+    if let (Some(since), Some(until)) = (since, until) {
+        if since >= until {
+            // An empty window is a mistake, not a question with an empty answer.
+            return Err(ApiError::bad_request(
+                "invalid_until",
+                "until must be later than since (since is inclusive, until exclusive).",
+            ));
+        }
+    }
     let query = AuditQuery {
         key_label: text_filter(params.key_label, "invalid_key_label", "key_label")?,
         app: text_filter(params.app, "invalid_app", "app")?,
         scope: params.scope,
         request_id: text_filter(params.request_id, "invalid_request_id", "request_id")?,
-        since: parse_time(params.since.as_deref(), "invalid_since", "since")?,
-        until: parse_time(params.until.as_deref(), "invalid_until", "until")?,
+        since,
+        until,
         before,
         // One more than asked tells whether another page exists.
         limit: limit + 1,
@@ -128,14 +141,68 @@ fn parse_time(
     name: &str,
 ) -> Result<Option<DateTime<Utc>>, ApiError> {
     text.map(|t| {
-        DateTime::parse_from_rfc3339(t)
+        DateTime::parse_from_rfc3339(&with_plus_offset(t))
             .map(|d| d.with_timezone(&Utc))
             .map_err(|_| {
                 ApiError::bad_request(
                     code,
-                    format!("{name} must be an RFC 3339 time, like 2026-01-31T12:00:00Z."),
+                    format!(
+                        "{name} must be an RFC 3339 time, like 2026-01-31T12:00:00Z \
+                         (in a query string, write an offset's + as %2B)."
+                    ),
                 )
             })
     })
     .transpose()
+}
+
+/// A time whose offset lost its `+` to query decoding (`...T12:00:00 02:00`, sent unencoded
+/// as `+02:00`) gets it back: RFC 3339 has no other place for a space followed by `hh:mm`
+/// at the end.
+fn with_plus_offset(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let offset_at = bytes.len().wrapping_sub(6);
+    let lost_plus = bytes.len() > 6
+        && bytes[offset_at] == b' '
+        && bytes[offset_at + 1..offset_at + 3]
+            .iter()
+            .all(u8::is_ascii_digit)
+        && bytes[offset_at + 3] == b':'
+        && bytes[offset_at + 4..].iter().all(u8::is_ascii_digit);
+    if lost_plus {
+        Cow::Owned(format!("{}+{}", &text[..offset_at], &text[offset_at + 1..]))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offset_whose_plus_became_a_space_gets_it_back() {
+        assert_eq!(
+            with_plus_offset("2026-12-01T12:00:00 02:00"),
+            "2026-12-01T12:00:00+02:00"
+        );
+        assert_eq!(
+            with_plus_offset("2026-12-01T12:00:00.5 14:00"),
+            "2026-12-01T12:00:00.5+14:00"
+        );
+        for unchanged in [
+            "2026-12-01T12:00:00Z",
+            "2026-12-01T12:00:00-02:00",
+            "2026-12-01 12:00:00Z",
+            " 02:00",
+            "",
+            "x 0a:00",
+        ] {
+            assert_eq!(with_plus_offset(unchanged), unchanged);
+        }
+        let parsed = parse_time(Some("2026-12-01T12:00:00 02:00"), "invalid_since", "since")
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.to_rfc3339(), "2026-12-01T10:00:00+00:00");
+    }
 }
