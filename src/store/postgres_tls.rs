@@ -152,12 +152,12 @@ enum Check {
 impl TlsSettings {
     fn check(&self) -> Check {
         match self.mode {
+            // No handshake, so nothing to check (and no roots to read).
+            SslMode::Disable => Check::Nothing,
             SslMode::VerifyFull => Check::ChainAndName,
             SslMode::VerifyCa => Check::Chain,
-            SslMode::Disable | SslMode::Prefer | SslMode::Require if self.root_cert.is_some() => {
-                Check::Chain
-            }
-            SslMode::Disable | SslMode::Prefer | SslMode::Require => Check::Nothing,
+            SslMode::Prefer | SslMode::Require if self.root_cert.is_some() => Check::Chain,
+            SslMode::Prefer | SslMode::Require => Check::Nothing,
         }
     }
 
@@ -431,6 +431,7 @@ mod tests {
     fn each_mode_checks_what_libpq_checks() {
         let check = |query: &str| settings(&format!("postgres://h/db?{query}")).1.check();
         assert_eq!(check("sslmode=disable"), Check::Nothing);
+        assert_eq!(check("sslmode=disable&sslrootcert=/ca.pem"), Check::Nothing);
         assert_eq!(check("sslmode=allow"), Check::Nothing);
         assert_eq!(check("sslmode=prefer"), Check::Nothing);
         assert_eq!(check("sslmode=require"), Check::Nothing);
