@@ -22,23 +22,45 @@ use crate::request_scope;
 /// error log with malformed requests; the client gets its 400 either way.
 const DEFAULT_FILTER: &str = "info,actix_http::h1::dispatcher=off";
 
+/// Libraries' targets whose debug and trace lines quote what passes through them: the
+/// parameters of every PostgreSQL statement (a key sent as an audit-log filter, a user's
+/// password hash) and the raw values of malformed request headers (a key among them). They
+/// stay at `info` whatever `RUST_LOG` says: no key, token or password is ever logged. Each
+/// replaces a directive of `RUST_LOG` for the same target.
+const PAYLOAD_TARGETS: [&str; 5] = [
+    "tokio_postgres",
+    "tokio_postgres::query",
+    "tokio_postgres::prepare",
+    "tokio_postgres::connection",
+    "actix_http::h1::decoder",
+];
+
 /// The filter of `RUST_LOG` (`DEFAULT_FILTER` when unset or empty). A value that does not
 /// parse is an error naming the variable: a typo must not silently log at another level.
 pub fn filter_from_env() -> Result<EnvFilter, String> {
     match std::env::var(EnvFilter::DEFAULT_ENV) {
-        Err(std::env::VarError::NotPresent) => Ok(EnvFilter::new(DEFAULT_FILTER)),
+        Err(std::env::VarError::NotPresent) => filter_from(""),
         Err(std::env::VarError::NotUnicode(_)) => Err("RUST_LOG: not UTF-8".to_owned()),
         Ok(value) => filter_from(&value),
     }
 }
 
 fn filter_from(value: &str) -> Result<EnvFilter, String> {
-    if value.trim().is_empty() {
-        return Ok(EnvFilter::new(DEFAULT_FILTER));
-    }
-    EnvFilter::builder().parse(value).map_err(|error| {
+    let value = if value.trim().is_empty() {
+        DEFAULT_FILTER
+    } else {
+        value
+    };
+    let mut filter = EnvFilter::builder().parse(value).map_err(|error| {
         format!("RUST_LOG: {error} (for example RUST_LOG=info or RUST_LOG=statuspulse_auth=debug)")
-    })
+    })?;
+    for target in PAYLOAD_TARGETS {
+        let directive = format!("{target}=info")
+            .parse()
+            .map_err(|error| format!("RUST_LOG: {error}"))?;
+        filter = filter.add_directive(directive);
+    }
+    Ok(filter)
 }
 
 /// Installs the process's subscriber. Call once, from `main` (or a test harness); a second
@@ -159,14 +181,36 @@ mod tests {
 
     /// The lines `log` writes through a subscriber of `format`.
     fn lines(format: LogFormat, log: impl FnOnce()) -> Vec<String> {
+        lines_with(format, EnvFilter::new("info"), log)
+    }
+
+    fn lines_with(format: LogFormat, filter: EnvFilter, log: impl FnOnce()) -> Vec<String> {
         let buffer = Buffer::default();
         let writer = buffer.clone();
-        let dispatch = dispatch(format, false, EnvFilter::new("info"), move || {
-            writer.clone()
-        });
+        let dispatch = dispatch(format, false, filter, move || writer.clone());
         tracing::dispatcher::with_default(&dispatch, log);
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn libraries_that_quote_payloads_stay_at_info_whatever_rust_log_says() {
+        for rust_log in [
+            "trace",
+            "debug,tokio_postgres=trace",
+            "debug,tokio_postgres::query=debug,actix_http::h1::decoder=trace",
+        ] {
+            let lines = lines_with(LogFormat::Text, filter_from(rust_log).unwrap(), || {
+                tracing::debug!(target: "tokio_postgres::query", "parameters: [\"sp_live_x\"]");
+                tracing::trace!(target: "tokio_postgres", "sp_live_y");
+                tracing::debug!(target: "actix_http::h1::decoder", "illegal Content-Length: \"sp_live_z\"");
+                tracing::info!(target: "tokio_postgres::connection", "kept");
+                tracing::debug!(target: "statuspulse_auth::verify", "ours");
+            });
+            assert_eq!(lines.len(), 2, "{rust_log}: {lines:?}");
+            assert!(lines[0].contains("kept"), "{lines:?}");
+            assert!(lines[1].contains("ours"), "{lines:?}");
+        }
     }
 
     fn log_in_and_out_of_a_request() {
