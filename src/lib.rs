@@ -7,6 +7,7 @@
 pub mod actors;
 pub mod clock;
 pub mod config;
+pub mod data_dir_lock;
 pub mod domain;
 pub mod http;
 pub mod jobs;

@@ -10,6 +10,7 @@ use secrecy::ExposeSecret;
 use crate::actors::rate_journal::{Leftovers, RateJournal};
 use crate::actors::{CacheSettings, WorkspaceRegistry};
 use crate::config::{ConfigError, Settings};
+use crate::data_dir_lock::{lock_data_dir, DataDirLock};
 use crate::domain::hashing::KeyHasher;
 use crate::http::server::{self, ServerSettings};
 use crate::http::state::AppState;
@@ -72,6 +73,8 @@ pub struct Application {
     /// The admin token generated on this start, to be printed once; `None` if it existed.
     pub generated_admin_token: Option<String>,
     pub store: SharedStore,
+    /// Released when `run_until_stopped` returns, after the last audit event is written.
+    _data_dir_lock: DataDirLock,
 }
 
 /// Stops a running application from elsewhere (tests, signal handlers).
@@ -106,6 +109,8 @@ impl Application {
             ));
         }
         create_data_dir(&settings.data_dir)?;
+        let data_dir_lock = lock_data_dir(&settings.data_dir)
+            .map_err(|problem| ConfigError::new("STATUSPULSE_DATA_DIR", problem))?;
         let secret_error =
             |e: secrets::SecretFileError| ConfigError::new("STATUSPULSE_DATA_DIR", e.to_string());
         let hashing_key = match settings.hashing_key_bytes() {
@@ -228,6 +233,7 @@ impl Application {
             rate_journal,
             generated_admin_token,
             store,
+            _data_dir_lock: data_dir_lock,
         })
     }
 

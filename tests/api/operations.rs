@@ -114,6 +114,8 @@ async fn a_server_with_another_hashing_key_refuses_to_start_on_the_same_database
     let mut app = spawn_app().await;
     let ws = app.create_workspace("Acme").await;
     let (_, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
+    // The data dir is the first server's while it runs.
+    app.stop().await;
 
     let refused = app
         .build_another_with(|settings| {
@@ -136,4 +138,28 @@ async fn a_server_with_another_hashing_key_refuses_to_start_on_the_same_database
     // The right key still starts, and the key still verifies.
     app.restart().await;
     assert_eq!(app.me(&key).await.status.as_u16(), 200);
+}
+
+/// A data dir belongs to one running server: a second one would delete the first's audit
+/// spool and rate journal at its own stop. It is refused, naming the variable, and the dir
+/// is free again once the first stops.
+#[actix_web::test]
+async fn a_second_server_on_a_data_dir_in_use_refuses_to_start() {
+    let mut app = spawn_app().await;
+    let refused = app
+        .build_another_with(|_| {})
+        .await
+        .expect_err("a data dir in use is refused");
+    assert_eq!(refused.variable, "STATUSPULSE_DATA_DIR");
+    assert!(
+        refused
+            .problem
+            .contains("is in use by another running server"),
+        "{}",
+        refused.problem
+    );
+    app.stop().await;
+    app.build_another_with(|_| {})
+        .await
+        .expect("the data dir is free once its server stopped");
 }
