@@ -105,6 +105,19 @@ async fn openapi_document_describes_both_apis() {
     assert!(reply.body["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(reply.body["paths"]["/v1/authz"].is_object());
     assert!(reply.body["paths"]["/admin/v1/workspaces/{ws}/api-keys"]["post"].is_object());
+    // Client generators and validators need every operation id once.
+    let mut ids: Vec<&str> = reply.body["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|methods| methods.as_object().unwrap().values())
+        .filter_map(|operation| operation["operationId"].as_str())
+        .collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "operation ids repeat: {ids:?}");
+    assert!(count >= 12, "{ids:?}");
 }
 
 /// Servers that share a database must share the hashing key: one started with another key

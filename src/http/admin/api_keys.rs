@@ -109,7 +109,7 @@ impl ApiKeyView {
 }
 
 /// Creates a key. At most two active keys may share a workspace, environment and scope set.
-#[utoipa::path(post, path = "/admin/v1/workspaces/{ws}/api-keys", tag = "admin", request_body = CreateApiKey,
+#[utoipa::path(post, path = "/admin/v1/workspaces/{ws}/api-keys", tag = "admin", operation_id = "create_api_key", request_body = CreateApiKey,
     params(("ws" = String, Path, description = "workspace id")),
     responses((status = 201, body = CreatedApiKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
@@ -146,7 +146,7 @@ pub async fn create(
 }
 
 /// Lists a workspace's keys (hints only), oldest first, a page at a time.
-#[utoipa::path(get, path = "/admin/v1/workspaces/{ws}/api-keys", tag = "admin",
+#[utoipa::path(get, path = "/admin/v1/workspaces/{ws}/api-keys", tag = "admin", operation_id = "list_api_keys",
     params(("ws" = String, Path, description = "workspace id"), ApiKeyListParams),
     responses((status = 200, body = ApiKeyList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("admin_token" = [])))]
@@ -184,7 +184,7 @@ pub async fn list(
 }
 
 /// Reads one key (hint only).
-#[utoipa::path(get, path = "/admin/v1/workspaces/{ws}/api-keys/{id}", tag = "admin",
+#[utoipa::path(get, path = "/admin/v1/workspaces/{ws}/api-keys/{id}", tag = "admin", operation_id = "get_api_key",
     params(("ws" = String, Path, description = "workspace id"), ("id" = String, Path, description = "key id")),
     responses((status = 200, body = ApiKeyView), (status = 404, body = ErrorBody)),
     security(("admin_token" = [])))]
@@ -198,7 +198,7 @@ pub async fn get(
 }
 
 /// Revokes a key at once; the next request with it is refused. Idempotent.
-#[utoipa::path(delete, path = "/admin/v1/workspaces/{ws}/api-keys/{id}", tag = "admin",
+#[utoipa::path(delete, path = "/admin/v1/workspaces/{ws}/api-keys/{id}", tag = "admin", operation_id = "revoke_api_key",
     params(("ws" = String, Path, description = "workspace id"), ("id" = String, Path, description = "key id")),
     responses((status = 200, body = ApiKeyView), (status = 404, body = ErrorBody)),
     security(("admin_token" = [])))]
@@ -220,7 +220,7 @@ pub async fn revoke(
 
 /// Replaces a key with a new one of the same label, environment and scopes. The old key
 /// keeps working for `grace_seconds` (default 0: it stops at once).
-#[utoipa::path(post, path = "/admin/v1/workspaces/{ws}/api-keys/{id}/rotate", tag = "admin", request_body = RotateApiKey,
+#[utoipa::path(post, path = "/admin/v1/workspaces/{ws}/api-keys/{id}/rotate", tag = "admin", operation_id = "rotate_api_key", request_body = RotateApiKey,
     params(("ws" = String, Path, description = "workspace id"), ("id" = String, Path, description = "key id")),
     responses((status = 201, body = CreatedApiKey), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody)),

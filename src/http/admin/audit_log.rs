@@ -51,7 +51,7 @@ pub struct AuditLogPage {
 }
 
 /// Lists audit events of a workspace.
-#[utoipa::path(get, path = "/admin/v1/workspaces/{ws}/audit-log", tag = "admin",
+#[utoipa::path(get, path = "/admin/v1/workspaces/{ws}/audit-log", tag = "admin", operation_id = "list_audit_events",
     params(("ws" = String, Path, description = "workspace id"), AuditLogParams),
     responses((status = 200, body = AuditLogPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("admin_token" = [])))]

@@ -80,7 +80,7 @@ impl From<Membership> for MemberView {
 }
 
 /// Creates a user. The password is stored only as an Argon2id hash.
-#[utoipa::path(post, path = "/admin/v1/users", tag = "admin", request_body = CreateUser,
+#[utoipa::path(post, path = "/admin/v1/users", tag = "admin", operation_id = "create_user", request_body = CreateUser,
     responses((status = 201, body = UserView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody)),
     security(("admin_token" = [])))]

@@ -52,7 +52,7 @@ impl From<Workspace> for WorkspaceView {
 }
 
 /// Creates a workspace.
-#[utoipa::path(post, path = "/admin/v1/workspaces", tag = "admin", request_body = CreateWorkspace,
+#[utoipa::path(post, path = "/admin/v1/workspaces", tag = "admin", operation_id = "create_workspace", request_body = CreateWorkspace,
     responses((status = 201, body = WorkspaceView), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("admin_token" = [])))]
 pub async fn create(
@@ -71,7 +71,7 @@ pub async fn create(
 }
 
 /// Reads a workspace.
-#[utoipa::path(get, path = "/admin/v1/workspaces/{ws}", tag = "admin",
+#[utoipa::path(get, path = "/admin/v1/workspaces/{ws}", tag = "admin", operation_id = "get_workspace",
     params(("ws" = String, Path, description = "workspace id")),
     responses((status = 200, body = WorkspaceView), (status = 404, body = ErrorBody)),
     security(("admin_token" = [])))]
