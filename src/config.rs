@@ -124,10 +124,11 @@ impl Settings {
         config_file: Option<&Path>,
         env: &HashMap<String, String>,
     ) -> Result<Settings, ConfigError> {
-        let file = match config_file {
+        let (file, file_text) = match config_file {
             Some(path) => read_file(path)?,
-            None => FileSettings::default(),
+            None => (FileSettings::default(), String::new()),
         };
+        let file_name = config_file.map(|path| format!("--config {}", path.display()));
         let file_values: HashMap<&str, Option<String>> = KEYS
             .iter()
             .zip([
@@ -145,17 +146,15 @@ impl Settings {
             ])
             .map(|(k, v)| (*k, v))
             .collect();
-        // The environment wins over the file; an empty variable counts as unset.
+        // The environment wins over the file; an empty value, in either, counts as unset.
         let value = |key: &str| -> Option<(String, String)> {
             let variable = format!("STATUSPULSE_{}", key.to_ascii_uppercase());
             if let Some(v) = env.get(&variable).filter(|v| !v.is_empty()) {
                 return Some((variable, v.clone()));
             }
-            file_values
-                .get(key)
-                .cloned()
-                .flatten()
-                .map(|v| (format!("{key} (config file)"), v))
+            let v = file_values.get(key).cloned().flatten()?;
+            let name = file_name.as_deref().unwrap_or("--config");
+            (!v.is_empty()).then(|| (file_place(name, &file_text, key), v))
         };
 
         let database_url = value("database_url")
@@ -186,7 +185,7 @@ impl Settings {
         let admin_addr = parse_addr(value("admin_addr"), "127.0.0.1:8081")?;
         let admin_token = value("admin_token")
             .map(|(name, token)| {
-                if token.len() < 16 {
+                if token.chars().count() < 16 {
                     Err(ConfigError::new(name, "must be at least 16 characters"))
                 } else {
                     Ok(SecretString::from(token))
@@ -304,10 +303,21 @@ pub fn decode_hex_32(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+/// The file's settings, and its text (to say where a value that does not work was set).
+fn read_file(path: &Path) -> Result<(FileSettings, String), ConfigError> {
     let name = format!("--config {}", path.display());
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(&name, e.to_string()))?;
-    toml::from_str(&text).map_err(|error| file_error(name, &text, &error))
+    let settings = toml::from_str(&text).map_err(|error| file_error(name, &text, &error))?;
+    Ok((settings, text))
+}
+
+/// Where the file sets `key`, as a refusal of its value names it:
+/// `--config FILE: line N (key)`.
+fn file_place(name: &str, text: &str, key: &str) -> String {
+    match text.lines().position(|line| key_of_line(line) == Some(key)) {
+        Some(index) => format!("{name}: line {} ({key})", index + 1),
+        None => format!("{name} ({key})"),
+    }
 }
 
 /// A problem in the file, on one line: where it is (line, column and key, when the parser
@@ -425,6 +435,10 @@ mod tests {
         let err = Settings::from_sources(None, &env(&[("STATUSPULSE_ADMIN_TOKEN", "short")]))
             .unwrap_err();
         assert!(!err.to_string().contains("short\""));
+        // Characters, not bytes: eight two-byte letters are eight characters.
+        let err = Settings::from_sources(None, &env(&[("STATUSPULSE_ADMIN_TOKEN", "éééééééé")]))
+            .unwrap_err();
+        assert_eq!(err.variable, "STATUSPULSE_ADMIN_TOKEN");
     }
 
     #[test]
@@ -504,6 +518,22 @@ mod tests {
         assert!(!message.contains("123456789"), "{message}");
         let message = error("[admin_token]\nx = 1\n");
         assert!(message.contains("(admin_token)"), "{message}");
+        // A value of the right type that does not work names its line too.
+        let message = error("data_dir = \"x\"\n\nhttp_workers = \"two\"\n");
+        assert!(
+            message.contains("config.toml: line 3 (http_workers): must be"),
+            "{message}"
+        );
+        let message = error("# settings\nadmin_token = \"short-s3cret\"\n");
+        assert!(
+            message.contains("config.toml: line 2 (admin_token): must be at least 16 characters"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
+        // An empty value is unset, as in the environment.
+        std::fs::write(&path, "data_dir = \"\"\n").unwrap();
+        let settings = Settings::from_sources(Some(&path), &env(&[])).unwrap();
+        assert_eq!(settings.data_dir, PathBuf::from("./data"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
