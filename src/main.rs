@@ -91,8 +91,9 @@ async fn serve(settings: Settings) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     if let Some(token) = &app.generated_admin_token {
-        // Printed once, to the terminal, never to the log. Only its hash is kept.
-        println!(
+        // Printed once, never through the log, and on stderr: stdout carries the log, which
+        // in JSON form must hold only JSON lines. Only its hash is kept.
+        eprintln!(
             "\nAdmin token (shown once; only its hash is stored in {}):\n\n    {token}\n",
             data_dir.display()
         );
