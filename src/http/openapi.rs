@@ -5,6 +5,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{admin, public};
+use crate::domain::scope::ALL_SCOPES;
 
 /// Every error answer.
 #[derive(Serialize, ToSchema)]
@@ -16,6 +17,21 @@ pub struct ErrorBody {
     /// The request's `X-Request-ID`.
     request_id: String,
 }
+
+/// One of the eleven scope names, listed from the code's own table (a schema only: bodies
+/// carry scopes as strings, and an unknown one is answered 422 naming it).
+pub struct ScopeName;
+
+impl utoipa::PartialSchema for ScopeName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(ALL_SCOPES.iter().map(|scope| scope.as_str())))
+            .into()
+    }
+}
+
+impl ToSchema for ScopeName {}
 
 #[derive(OpenApi)]
 #[openapi(

@@ -510,6 +510,24 @@ async fn rotation_replaces_a_key_with_an_optional_grace_period() {
     app.rotate_key(&ws, &old_id, Some(json!({ "grace": 5 })))
         .await
         .assert_error(400, "invalid_body");
+    let fraction = app
+        .rotate_key(&ws, &old_id, Some(json!({ "grace_seconds": 1.5 })))
+        .await;
+    fraction.assert_error(400, "invalid_body");
+    assert!(
+        fraction.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("whole number of seconds"),
+        "{}",
+        fraction.body
+    );
+    // A zero fraction is still a whole number (JSON Schema's `integer`).
+    let (other_id, _) = app.create_key(&ws, "other", "live", &["teams:read"]).await;
+    let whole = app
+        .rotate_key(&ws, &other_id, Some(json!({ "grace_seconds": 60.0 })))
+        .await;
+    assert_eq!(whole.status.as_u16(), 201, "{}", whole.body);
 }
 
 /// A grace period keeps the old key active, so it counts toward the two active keys; and

@@ -13,7 +13,7 @@ use crate::domain::key_record::{expiry_for, ApiKeyRecord, MAX_ACTIVE_KEYS_PER_SC
 use crate::domain::scope::ScopeSet;
 use crate::http::error::ApiError;
 use crate::http::extractors::{JsonBody, OptionalJsonBody};
-use crate::http::openapi::ErrorBody;
+use crate::http::openapi::{ErrorBody, ScopeName};
 use crate::http::state::AppState;
 use crate::store::NewApiKey;
 
@@ -26,10 +26,13 @@ const MAX_PAGE: u32 = 100;
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     /// 1 to 100 characters, e.g. `deploy-pipeline-prod`.
+    #[schema(min_length = 1, max_length = 100)]
     label: String,
     /// `live` (default) or `test`.
+    #[schema(value_type = Option<Environment>)]
     environment: Option<String>,
     /// At least one of the eleven scopes; fixed for the key's life.
+    #[schema(value_type = Vec<ScopeName>, min_items = 1)]
     scopes: Vec<String>,
 }
 
@@ -37,7 +40,31 @@ pub struct CreateApiKey {
 #[serde(deny_unknown_fields)]
 pub struct RotateApiKey {
     /// How long the old key keeps working, 0 (default) to 604800 seconds.
+    #[schema(minimum = 0, maximum = 604800)]
+    #[serde(default, deserialize_with = "whole_seconds")]
     grace_seconds: Option<i64>,
+}
+
+/// A whole number of seconds, also when written with a zero fraction (`60.0`): JSON Schema's
+/// `integer`, which the OpenAPI document promises, admits it.
+fn whole_seconds<'de, D>(deserializer: D) -> Result<Option<i64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    number
+        .as_i64()
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|seconds| seconds.fract() == 0.0 && seconds.abs() <= 1e15)
+                .map(|seconds| seconds as i64)
+        })
+        .map(Some)
+        .ok_or_else(|| D::Error::custom("grace_seconds must be a whole number of seconds"))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -86,6 +113,7 @@ pub struct ApiKeyList {
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyListParams {
     /// 1 to 100, default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,

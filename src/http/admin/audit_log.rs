@@ -33,12 +33,15 @@ pub struct AuditLogParams {
     scope: Option<String>,
     request_id: Option<String>,
     /// RFC 3339; events at or after it.
+    #[param(value_type = Option<String>, format = DateTime)]
     since: Option<String>,
-    /// RFC 3339; events before it.
+    /// RFC 3339; events before it (later than `since`).
+    #[param(value_type = Option<String>, format = DateTime)]
     until: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
     /// 1 to 1000, default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 

@@ -21,10 +21,13 @@ use crate::store::NewUser;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schema(format = Email)]
     email: String,
     /// 8 to 256 characters.
-    #[schema(value_type = String, format = Password)]
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 256)]
     password: SecretString,
+    /// 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
 }
 
@@ -53,6 +56,7 @@ impl From<User> for UserView {
 pub struct AddMember {
     user_id: String,
     /// `viewer`, `member`, `admin` or `owner`.
+    #[schema(value_type = Role)]
     role: String,
 }
 

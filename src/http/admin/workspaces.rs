@@ -18,6 +18,7 @@ use crate::http::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkspace {
     /// 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
 }
 
