@@ -72,12 +72,37 @@ pub(crate) fn new_admin_token() -> String {
 
 fn read_optional(path: &Path) -> Result<Option<String>, SecretFileError> {
     match fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
+        Ok(text) => {
+            if let Some(mode) = readable_by_others(path) {
+                // A warning, not a refusal (as ssh's): a mounted secret is often 0644.
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = %format!("{mode:o}"),
+                    "a secret file is readable by users other than its owner; chmod 600 it"
+                );
+            }
+            Ok(Some(text))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(SecretFileError {
             path: path.display().to_string(),
             problem: e.to_string(),
         }),
+    }
+}
+
+/// The file's permission bits when its group or other users may read or write it.
+fn readable_by_others(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 
@@ -128,6 +153,10 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
+            let path = dir.join(HASHING_KEY_FILE);
+            assert_eq!(readable_by_others(&path), None);
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+            assert_eq!(readable_by_others(&path), Some(0o644));
         }
     }
 }
