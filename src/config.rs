@@ -380,12 +380,19 @@ fn parse_addr(value: Option<(String, String)>, default: &str) -> Result<SocketAd
             .parse()
             .map_err(|_| ConfigError::new("default address", default));
     };
-    text.parse().map_err(|_| {
-        ConfigError::new(
-            name,
-            format!("{text:?} is not a socket address (for example 127.0.0.1:8080)"),
-        )
-    })
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    // A host name (`localhost:8080`): its first address, as a listener binds one.
+    std::net::ToSocketAddrs::to_socket_addrs(text.as_str())
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            ConfigError::new(
+                name,
+                format!("{text:?} is not a socket address (for example 127.0.0.1:8080)"),
+            )
+        })
 }
 
 fn parse_count(name: &str, text: &str, min: usize, max: usize) -> Result<usize, ConfigError> {
@@ -418,6 +425,19 @@ mod tests {
         assert_eq!(settings.admin_addr.to_string(), "127.0.0.1:8081");
         assert_eq!(settings.data_dir, PathBuf::from("./data"));
         assert_eq!(settings.issuer, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn a_listener_address_may_name_a_host() {
+        let settings =
+            Settings::from_sources(None, &env(&[("STATUSPULSE_ADMIN_ADDR", "localhost:9101")]))
+                .unwrap();
+        assert!(
+            settings.admin_addr.ip().is_loopback(),
+            "{}",
+            settings.admin_addr
+        );
+        assert_eq!(settings.admin_addr.port(), 9101);
     }
 
     #[test]
