@@ -43,28 +43,30 @@ pub fn load_or_create_hashing_key(data_dir: &Path) -> Result<[u8; 32], SecretFil
     Ok(key)
 }
 
-/// The stored admin token hash, or a newly generated token (returned so that it can be
-/// printed once) with its hash stored.
-pub fn load_or_create_admin_token(
-    data_dir: &Path,
-) -> Result<(KeyHash, Option<String>), SecretFileError> {
+/// The hash of the admin token generated on an earlier start, if there was one.
+pub fn stored_admin_token_hash(data_dir: &Path) -> Result<Option<KeyHash>, SecretFileError> {
     let path = data_dir.join(ADMIN_TOKEN_HASH_FILE);
-    if let Some(text) = read_optional(&path)? {
-        let bytes = decode_hex_32(text.trim()).ok_or_else(|| SecretFileError {
+    let Some(text) = read_optional(&path)? else {
+        return Ok(None);
+    };
+    decode_hex_32(text.trim())
+        .map(|bytes| Some(KeyHash(bytes)))
+        .ok_or_else(|| SecretFileError {
             path: path.display().to_string(),
             problem: "is not a 64-character hex hash; delete it to generate a new admin token"
                 .into(),
-        })?;
-        return Ok((KeyHash(bytes), None));
-    }
-    let token = new_admin_token();
-    let hash = admin_token_hash(&token);
-    write_private(&path, &hex(hash.as_bytes()))?;
-    Ok((hash, Some(token)))
+        })
+}
+
+/// Keeps a generated token's hash. A start calls it once nothing else can fail, just before
+/// the token is printed: a start that failed after generating a token it never printed must
+/// not keep that token's hash, or no one could ever use the admin API.
+pub fn store_admin_token_hash(data_dir: &Path, hash: &KeyHash) -> Result<(), SecretFileError> {
+    write_private(&data_dir.join(ADMIN_TOKEN_HASH_FILE), &hex(hash.as_bytes()))
 }
 
 /// A fresh admin token: the prefix and 240 random bits in hex.
-pub(crate) fn new_admin_token() -> String {
+pub fn new_admin_token() -> String {
     let mut random = [0u8; ADMIN_TOKEN_RANDOM_BYTES];
     rand::rngs::OsRng.fill_bytes(&mut random);
     format!("{ADMIN_TOKEN_PREFIX}{}", hex(&random))
@@ -137,12 +139,15 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let key = load_or_create_hashing_key(&dir).unwrap();
         assert_eq!(load_or_create_hashing_key(&dir).unwrap(), key);
-        let (hash, token) = load_or_create_admin_token(&dir).unwrap();
-        let token = token.expect("first start generates a token");
-        assert_eq!(admin_token_hash(&token), hash);
-        let (again, none) = load_or_create_admin_token(&dir).unwrap();
-        assert_eq!(again, hash);
-        assert!(none.is_none(), "the token is printed only once");
+        assert_eq!(stored_admin_token_hash(&dir).unwrap(), None);
+        let token = new_admin_token();
+        let hash = admin_token_hash(&token);
+        store_admin_token_hash(&dir, &hash).unwrap();
+        assert_eq!(stored_admin_token_hash(&dir).unwrap(), Some(hash));
+        assert!(
+            store_admin_token_hash(&dir, &hash).is_err(),
+            "a stored hash is never overwritten"
+        );
         let stored = fs::read_to_string(dir.join(ADMIN_TOKEN_HASH_FILE)).unwrap();
         assert!(!stored.contains(&token));
         #[cfg(unix)]

@@ -119,10 +119,17 @@ impl Application {
                 secrets::load_or_create_hashing_key(&settings.data_dir).map_err(secret_error)?
             }
         };
+        // A generated token's hash is kept only at the end, once the start has worked.
         let (admin_token_hash, generated_admin_token) = match &settings.admin_token {
             Some(token) => (secrets::admin_token_hash(token.expose_secret()), None),
             None => {
-                secrets::load_or_create_admin_token(&settings.data_dir).map_err(secret_error)?
+                match secrets::stored_admin_token_hash(&settings.data_dir).map_err(secret_error)? {
+                    Some(hash) => (hash, None),
+                    None => {
+                        let token = secrets::new_admin_token();
+                        (secrets::admin_token_hash(&token), Some(token))
+                    }
+                }
             }
         };
         let store = open_store(&settings).await?;
@@ -221,6 +228,10 @@ impl Application {
             admin::routes,
         )
         .map_err(|e| ConfigError::new("STATUSPULSE_ADMIN_ADDR", e.to_string()))?;
+        if generated_admin_token.is_some() {
+            secrets::store_admin_token_hash(&settings.data_dir, &admin_token_hash)
+                .map_err(secret_error)?;
+        }
         Ok(Application {
             public_port,
             admin_port,

@@ -133,9 +133,17 @@ async fn a_server_with_another_hashing_key_refuses_to_start_on_the_same_database
     let refused = app
         .build_another_with(|settings| {
             settings.hashing_key = Some(SecretString::from("ab".repeat(32)));
+            settings.admin_token = None;
         })
         .await
         .expect_err("another hashing key is refused");
+    // The refused start generated an admin token it never printed: it kept no hash of it,
+    // so the next start generates (and prints) one.
+    let token_hash_file = app.data_dir.join("admin_token.blake3");
+    assert!(
+        !token_hash_file.exists(),
+        "an unprinted token's hash was kept"
+    );
     assert_eq!(refused.variable, "STATUSPULSE_HASHING_KEY");
     assert!(
         refused.problem.contains("every server sharing a database"),
