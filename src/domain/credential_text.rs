@@ -6,7 +6,7 @@
 use super::api_key::{parse_key, KEY_LEN};
 
 /// Prefixes of the credentials this engine issues.
-pub const CREDENTIAL_PREFIXES: [&str; 3] = ["sp_live_", "sp_test_", ADMIN_TOKEN_PREFIX];
+pub const CREDENTIAL_PREFIXES: [&str; 3] = [KEY_PREFIXES[0], KEY_PREFIXES[1], ADMIN_TOKEN_PREFIX];
 /// A generated admin token: this prefix and its random bytes in hex.
 pub const ADMIN_TOKEN_PREFIX: &str = "sp_admin_";
 pub const ADMIN_TOKEN_RANDOM_BYTES: usize = 30;
@@ -45,9 +45,22 @@ pub fn holds_credential(text: &str) -> bool {
                             .all(u8::is_ascii_hexdigit)
                 })
         };
-        bytes[at] == b's' && (key() || admin_token())
+        // The secret part alone: whoever reads the label can put the prefix back.
+        let key_without_prefix = || {
+            text.get(at..at + KEY_LEN - KEY_PREFIXES[0].len())
+                .filter(|body| body.bytes().all(|b| b.is_ascii_alphanumeric()))
+                .is_some_and(|body| {
+                    KEY_PREFIXES
+                        .iter()
+                        .any(|prefix| parse_key(&format!("{prefix}{body}")).is_ok())
+                })
+        };
+        (bytes[at] == b's' && (key() || admin_token())) || key_without_prefix()
     })
 }
+
+/// The prefixes of API keys, of one length.
+const KEY_PREFIXES: [&str; 2] = ["sp_live_", "sp_test_"];
 
 /// `text` with everything after a credential's prefix cut out (`sp_live_…`).
 pub fn without_credentials(text: &str) -> String {
@@ -99,12 +112,20 @@ mod tests {
         let key = generated.secret.expose_secret().to_owned();
         assert!(holds_credential(&key));
         assert!(holds_credential(&format!("deploy ({key}) prod")));
+        assert!(holds_credential(&format!(
+            "deploy {}",
+            &key["sp_live_".len()..]
+        )));
         let token = crate::secrets::new_admin_token();
         assert!(holds_credential(&format!("token {token}")));
         // A mistyped key, a prefix used as a name, a short token: not credentials.
         let mut mistyped = key.clone().into_bytes();
         mistyped[10] = if mistyped[10] == b'a' { b'b' } else { b'a' };
         assert!(!holds_credential(std::str::from_utf8(&mistyped).unwrap()));
+        assert!(!holds_credential(
+            &std::str::from_utf8(&mistyped).unwrap()[8..]
+        ));
+        assert!(!holds_credential(&"a".repeat(100)));
         assert!(!holds_credential("sp_live_deploy-pipeline"));
         assert!(!holds_credential("sp_admin_00ff"));
         assert!(!holds_credential(&key[..KEY_LEN - 1]));

@@ -178,6 +178,17 @@ async fn a_key_pasted_as_a_label_or_a_name_is_refused() {
         )
         .await;
     as_name.assert_error(422, "invalid_name");
+    // The secret part alone is the key too: anyone can put the prefix back.
+    let body_only = app
+        .admin_call(
+            "POST",
+            &keys,
+            Some(
+                serde_json::json!({ "label": &key["sp_live_".len()..], "scopes": ["checks:read"] }),
+            ),
+        )
+        .await;
+    body_only.assert_error(422, "invalid_label");
     for reply in [&as_label, &as_workspace, &as_user, &as_name] {
         let message = reply.body["message"].as_str().unwrap();
         assert!(message.contains("must not hold an API key"), "{message}");
