@@ -64,7 +64,9 @@ where
                 .map(|seconds| seconds as i64)
         })
         .map(Some)
-        .ok_or_else(|| D::Error::custom("grace_seconds must be a whole number of seconds"))
+        .ok_or_else(|| {
+            D::Error::custom("grace_seconds must be a whole number of seconds, from 0 to 604800")
+        })
 }
 
 #[derive(Serialize, ToSchema)]
