@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod data_dir_lock;
 pub mod domain;
+pub mod error_chain;
 pub mod http;
 pub mod jobs;
 pub mod metrics;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use statuspulse_auth::config::Settings;
-use statuspulse_auth::startup::{error_chain, open_store, Application, ApplicationHandle};
+use statuspulse_auth::error_chain::error_chain;
+use statuspulse_auth::startup::{open_store, Application, ApplicationHandle};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// mimalloc instead of glibc's malloc: requests allocate on HTTP worker threads and their

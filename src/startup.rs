@@ -12,6 +12,7 @@ use crate::actors::{CacheSettings, WorkspaceRegistry};
 use crate::config::{ConfigError, Settings};
 use crate::data_dir_lock::{lock_data_dir, DataDirLock};
 use crate::domain::hashing::KeyHasher;
+use crate::error_chain::error_chain;
 use crate::http::server::{self, ServerSettings};
 use crate::http::state::AppState;
 use crate::http::{admin, public};
@@ -444,57 +445,4 @@ fn bind(variable: &str, addr: std::net::SocketAddr) -> Result<TcpListener, Confi
 
 fn local_port(listener: &TcpListener) -> u16 {
     listener.local_addr().map(|a| a.port()).unwrap_or(0)
-}
-
-/// An error and its causes on one line. A cause that its error already quotes at its end
-/// (as deadpool's and tokio-postgres's errors do) is written once.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::error_chain;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("{text}")]
-    struct Layer {
-        text: &'static str,
-        #[source]
-        cause: Option<Box<Layer>>,
-    }
-
-    fn layer(text: &'static str, cause: Option<Layer>) -> Layer {
-        Layer {
-            text,
-            cause: cause.map(Box::new),
-        }
-    }
-
-    #[test]
-    fn an_error_chain_is_one_line_and_says_each_cause_once() {
-        let quoted = layer(
-            "pool: handshake failed",
-            Some(layer(
-                "handshake failed",
-                Some(layer("certificate not valid", None)),
-            )),
-        );
-        assert_eq!(
-            error_chain(&quoted),
-            "pool: handshake failed: certificate not valid"
-        );
-        let plain = layer("cannot connect", Some(layer("refused", None)));
-        assert_eq!(error_chain(&plain), "cannot connect: refused");
-    }
 }

@@ -28,6 +28,7 @@ use crate::domain::key_record::{ApiKeyRecord, KeyStatus};
 use crate::domain::rate_limit::encode_counts;
 use crate::domain::scope::ScopeSet;
 use crate::domain::workspace::{Membership, Role, User, Workspace};
+use crate::error_chain::error_chain;
 
 pub struct PostgresStore {
     pool: Pool,
@@ -48,7 +49,9 @@ impl PostgresStore {
     pub fn connect(url: &str, max_connections: usize) -> Result<PostgresStore, BadDatabaseUrl> {
         let (url, tls) = take_tls_settings(url)?;
         let mut config = tokio_postgres::Config::from_str(&url)
-            .map_err(|e| BadDatabaseUrl::Unparsable(parse_error_text(&e)))?;
+            // With its cause, which names the parameter ("invalid connection string: unknown
+            // option `sslcert`"); neither quotes a value, so neither holds the password.
+            .map_err(|e| BadDatabaseUrl::Unparsable(error_chain(&e)))?;
         config.ssl_mode(tls.mode.wire());
         let manager = Manager::from_config(
             config,
@@ -74,16 +77,6 @@ impl PostgresStore {
             .get()
             .await
             .map_err(|e| StoreError::Unavailable(e.into()))
-    }
-}
-
-/// tokio-postgres's parse error with its cause, which names the parameter ("invalid
-/// connection string: unknown option `sslcert`"). Neither quotes a value, so neither can
-/// hold the password.
-fn parse_error_text(error: &tokio_postgres::Error) -> String {
-    match std::error::Error::source(error) {
-        Some(cause) => format!("{error}: {cause}"),
-        None => error.to_string(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! side (`pg_stat_ssl`). Needs a server with `ssl = on` and a certificate for `localhost`,
 //! as Debian's PostgreSQL has out of the box (its "snakeoil" certificate).
 
-use statuspulse_auth::startup::error_chain;
+use statuspulse_auth::error_chain::error_chain;
 use statuspulse_auth::store::postgres::PostgresStore;
 use statuspulse_auth::store::Store;
 
