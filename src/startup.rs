@@ -23,7 +23,7 @@ use crate::queue::audit_spool::AuditSpool;
 use crate::queue::dead_letters::DeadLetters;
 use crate::queue::in_process::{resubmit_dead_letters, InProcessQueue};
 use crate::queue::JobQueue;
-use crate::secrets;
+use crate::secrets::{self, AdminToken};
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{SharedStore, Store};
@@ -121,14 +121,14 @@ impl Application {
             }
         };
         // A generated token's hash is kept only at the end, once the start has worked.
-        let (admin_token_hash, generated_admin_token) = match &settings.admin_token {
-            Some(token) => (secrets::admin_token_hash(token.expose_secret()), None),
+        let (admin_token, generated_admin_token) = match &settings.admin_token {
+            Some(token) => (AdminToken::from_token(token.expose_secret()), None),
             None => {
                 match secrets::stored_admin_token_hash(&settings.data_dir).map_err(secret_error)? {
-                    Some(hash) => (hash, None),
+                    Some(hash) => (AdminToken::from_hash(hash), None),
                     None => {
                         let token = secrets::new_admin_token();
-                        (secrets::admin_token_hash(&token), Some(token))
+                        (AdminToken::from_token(&token), Some(token))
                     }
                 }
             }
@@ -195,7 +195,7 @@ impl Application {
             registry: Arc::clone(&registry),
             hasher,
             metrics,
-            admin_token_hash,
+            admin_token: admin_token.clone(),
         });
 
         let public_listener = bind("STATUSPULSE_PUBLIC_ADDR", settings.public_addr)?;
@@ -230,7 +230,7 @@ impl Application {
         )
         .map_err(|e| ConfigError::new("STATUSPULSE_ADMIN_ADDR", e.to_string()))?;
         if generated_admin_token.is_some() {
-            secrets::store_admin_token_hash(&settings.data_dir, &admin_token_hash)
+            secrets::store_admin_token_hash(&settings.data_dir, admin_token.hash())
                 .map_err(secret_error)?;
         }
         Ok(Application {

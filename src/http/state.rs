@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use crate::actors::WorkspaceRegistry;
-use crate::domain::hashing::{KeyHash, KeyHasher};
+use crate::domain::hashing::KeyHasher;
 use crate::metrics::Metrics;
 use crate::queue::JobQueue;
+use crate::secrets::AdminToken;
 use crate::store::SharedStore;
 use crate::verify::Verifier;
 
@@ -16,6 +17,6 @@ pub struct AppState {
     pub registry: Arc<WorkspaceRegistry>,
     pub hasher: KeyHasher,
     pub metrics: Arc<Metrics>,
-    /// BLAKE3 of the admin token; the token itself is not kept.
-    pub admin_token_hash: KeyHash,
+    /// The admin token, by its hash; the token itself is not kept.
+    pub admin_token: AdminToken,
 }

@@ -1,6 +1,6 @@
 //! Keys exist only in the creation answer: not in storage, not in logs, not in errors.
 
-use crate::helpers::{captured_logs, spawn_app, Backend};
+use crate::helpers::{captured_logs, spawn_app, Backend, ADMIN_TOKEN};
 
 #[actix_web::test]
 async fn created_keys_never_reach_storage_or_logs() {
@@ -178,6 +178,17 @@ async fn a_key_pasted_as_a_label_or_a_name_is_refused() {
         )
         .await;
     as_name.assert_error(422, "invalid_name");
+    // This server's own admin token, set by the operator in any shape: found by its hash.
+    let holds_this_admin_token = app
+        .admin_call(
+            "POST",
+            &keys,
+            Some(serde_json::json!({
+                "label": format!("token={ADMIN_TOKEN};"), "scopes": ["checks:read"]
+            })),
+        )
+        .await;
+    holds_this_admin_token.assert_error(422, "invalid_label");
     // The secret part alone is the key too: anyone can put the prefix back.
     let body_only = app
         .admin_call(
@@ -189,10 +200,17 @@ async fn a_key_pasted_as_a_label_or_a_name_is_refused() {
         )
         .await;
     body_only.assert_error(422, "invalid_label");
-    for reply in [&as_label, &as_workspace, &as_user, &as_name] {
+    for reply in [
+        &as_label,
+        &as_workspace,
+        &as_user,
+        &as_name,
+        &holds_this_admin_token,
+    ] {
         let message = reply.body["message"].as_str().unwrap();
         assert!(message.contains("must not hold an API key"), "{message}");
         assert!(!message.contains(&key["sp_live_".len()..]), "{message}");
+        assert!(!message.contains(ADMIN_TOKEN), "{message}");
     }
     let listed = app.admin_call("GET", &keys, None).await;
     assert_eq!(

@@ -150,7 +150,13 @@ pub async fn create(
     body: JsonBody<CreateApiKey>,
 ) -> Result<HttpResponse, ApiError> {
     let JsonBody(body) = body;
-    let label = required_text(&body.label, "invalid_label", "label", 100)?;
+    let label = required_text(
+        &body.label,
+        "invalid_label",
+        "label",
+        100,
+        &state.admin_token,
+    )?;
     let environment = match body.environment.as_deref() {
         None => Environment::Live,
         Some(text) => Environment::parse(text).ok_or_else(|| {

@@ -18,6 +18,7 @@ use super::error::{ApiError, ErrorKind};
 use super::state::AppState;
 use crate::domain::credential_text::holds_credential;
 use crate::domain::ids;
+use crate::secrets::AdminToken;
 use crate::verify::{bearer_token, DenyReason};
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -144,9 +145,7 @@ async fn require_admin_token<B: MessageBody>(
     // credential, not a missing one.
     let token = bearer_token(authorization_header(request.headers()));
     let allowed = match (&state, &token) {
-        (Some(state), Ok(token)) => {
-            crate::secrets::admin_token_hash(token).ct_eq(&state.admin_token_hash)
-        }
+        (Some(state), Ok(token)) => state.admin_token.is(token),
         _ => false,
     };
     if !allowed {
@@ -186,12 +185,14 @@ pub(crate) async fn existing_workspace(
         .ok_or_else(not_found)
 }
 
-/// Trims a required text field and checks its length and characters.
+/// Trims a required text field and checks its length and characters, and that it holds no
+/// credential (a key, or this server's admin token).
 pub(crate) fn required_text(
     value: &str,
     code: &'static str,
     field: &str,
     max_chars: usize,
+    admin_token: &AdminToken,
 ) -> Result<String, ApiError> {
     let trimmed = value.trim();
     if trimmed.chars().all(is_invisible) {
@@ -204,7 +205,7 @@ pub(crate) fn required_text(
         return Err(ApiError::unprocessable(code, problem));
     }
     // Stored and listed in plain text: a key pasted here would sit at rest as written.
-    if holds_credential(trimmed) {
+    if holds_credential(trimmed) || admin_token.appears_in(trimmed) {
         return Err(ApiError::unprocessable(
             code,
             format!(

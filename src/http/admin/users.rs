@@ -100,7 +100,7 @@ pub async fn create(
             "email must be an address like name@example.com.",
         ));
     }
-    let name = required_text(&body.name, "invalid_name", "name", 100)?;
+    let name = required_text(&body.name, "invalid_name", "name", 100, &state.admin_token)?;
     let password_chars = body.password.expose_secret().chars().count();
     if !(8..=256).contains(&password_chars) {
         return Err(ApiError::unprocessable(

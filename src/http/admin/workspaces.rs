@@ -60,7 +60,7 @@ pub async fn create(
     state: web::Data<AppState>,
     JsonBody(body): JsonBody<CreateWorkspace>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = required_text(&body.name, "invalid_name", "name", 100)?;
+    let name = required_text(&body.name, "invalid_name", "name", 100, &state.admin_token)?;
     let workspace = Workspace {
         id: ids::new_id(ids::WORKSPACE),
         name,
