@@ -1,8 +1,10 @@
 //! Secrets kept in the data directory: the key-hashing key and the admin token's hash.
 //! Files are created with mode 0600 and never hold a credential in clear.
 
+use std::borrow::Cow;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
+use std::ops::Range;
 use std::path::Path;
 
 use rand::RngCore;
@@ -67,15 +69,46 @@ impl AdminToken {
     }
 
     /// Whether `text` holds the token anywhere: each span of the token's length is hashed
-    /// and compared. Only for short text (labels and names: a few hundred hashes at most)
-    /// on the admin API.
+    /// and compared. Only for short text (labels, names, error messages that quote the
+    /// caller: a few hundred hashes at most).
     pub fn appears_in(&self, text: &str) -> bool {
-        let Some(len) = self.len.filter(|&len| len > 0) else {
-            return false;
+        self.spans_in(text).next().is_some()
+    }
+
+    /// `text` with the token cut wherever it appears (`…` in its place).
+    pub fn cut_from<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        let mut spans = self.spans_in(text).peekable();
+        if spans.peek().is_none() {
+            return Cow::Borrowed(text);
+        }
+        let mut kept = String::with_capacity(text.len());
+        let mut from = 0;
+        for span in spans {
+            // A span that overlaps a cut one is gone already.
+            if span.start >= from {
+                // The token is UTF-8, so a span of its bytes starts and ends on character
+                // boundaries.
+                kept.push_str(&text[from..span.start]);
+                kept.push('…');
+                from = span.end;
+            }
+        }
+        kept.push_str(&text[from..]);
+        Cow::Owned(kept)
+    }
+
+    /// The byte ranges of `text` that hash to the token.
+    fn spans_in<'t>(&self, text: &'t str) -> impl Iterator<Item = Range<usize>> + 't {
+        let hash = self.hash;
+        let len = self.len.unwrap_or(0);
+        let windows = if len == 0 {
+            0
+        } else {
+            (text.len() + 1).saturating_sub(len)
         };
-        text.as_bytes()
-            .windows(len)
-            .any(|span| hash_bytes(span).ct_eq(&self.hash))
+        (0..windows)
+            .filter(move |&at| hash_bytes(&text.as_bytes()[at..at + len]).ct_eq(&hash))
+            .map(move |at| at..at + len)
     }
 }
 
@@ -198,6 +231,17 @@ mod tests {
         let stored = AdminToken::from_hash(*token.hash());
         assert!(stored.is("operator chosen token 42"));
         assert!(!stored.appears_in("operator chosen token 42"));
+        assert_eq!(
+            token.cut_from(
+                "unknown field `operator chosen token 42`, or «operator chosen token 42»"
+            ),
+            "unknown field `…`, or «…»"
+        );
+        assert!(matches!(token.cut_from("nothing here"), Cow::Borrowed(_)));
+        assert_eq!(
+            stored.cut_from("operator chosen token 42"),
+            "operator chosen token 42"
+        );
     }
 
     #[test]

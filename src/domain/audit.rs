@@ -32,10 +32,9 @@ impl CredentialType {
     }
 }
 
-/// One request's use of a credential. Serializable because it travels through the job
-/// queue; the field names are the audit-log API's. Built on every request, so the values
-/// the key cache already holds are shared (`Arc<str>`) and constant ones borrowed (`Cow`)
-/// rather than copied.
+/// One request's use of a credential, as the audit log records it.
+// Serializable because it travels through the job queue; the field names are the audit-log
+// API's. (The doc comment above is the OpenAPI schema's description.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// UUIDv7: unique and ordered by time, so it doubles as the pagination cursor and makes

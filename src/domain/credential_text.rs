@@ -1,7 +1,10 @@
 //! Credentials in text that a caller sent. A caller may paste a key into the wrong place (a
 //! scope, a field name, a request id, a path); what comes back in an answer, or goes into a
 //! log or the audit log, must not carry it. Keys and admin tokens have fixed prefixes, so
-//! they are found by those and cut after the prefix.
+//! they are found by those and cut after the prefix; a key's secret part standing without
+//! its prefix is found by its checksum and cut whole.
+
+use std::ops::Range;
 
 use super::api_key::{parse_key, KEY_LEN};
 
@@ -12,8 +15,10 @@ pub const ADMIN_TOKEN_PREFIX: &str = "sp_admin_";
 pub const ADMIN_TOKEN_RANDOM_BYTES: usize = 30;
 const ADMIN_TOKEN_DIGITS: usize = 2 * ADMIN_TOKEN_RANDOM_BYTES;
 
-/// Whether `text` holds something that starts like a credential. Runs on every audited
-/// path: a byte loop, which for short text costs less than setting up a substring search.
+/// Whether `text` holds something that starts like a credential, or a key's secret part
+/// without its prefix. Runs on every audited path: byte loops, which for short text cost
+/// less than setting up a substring search (the checksum is computed only for a run of
+/// letters and digits at least as long as a key's secret part).
 pub fn mentions_credential(text: &str) -> bool {
     let bytes = text.as_bytes();
     (0..bytes.len()).any(|at| {
@@ -21,6 +26,44 @@ pub fn mentions_credential(text: &str) -> bool {
             && CREDENTIAL_PREFIXES
                 .iter()
                 .any(|prefix| bytes[at..].starts_with(prefix.as_bytes()))
+    }) || runs_holding_key_bodies(text).next().is_some()
+}
+
+/// A key without its prefix: its random part and checksum.
+const KEY_BODY_LEN: usize = KEY_LEN - KEY_PREFIXES[0].len();
+
+/// Whether `body` is a key's secret part: with one of the prefixes, its checksum holds.
+fn is_key_body(body: &str) -> bool {
+    body.len() == KEY_BODY_LEN
+        && body.bytes().all(|b| b.is_ascii_alphanumeric())
+        && KEY_PREFIXES
+            .iter()
+            .any(|prefix| parse_key(&format!("{prefix}{body}")).is_ok())
+}
+
+/// The runs of ASCII letters and digits in `text` (longest, so single-byte characters: byte
+/// ranges on character boundaries) that hold a key's secret part.
+fn runs_holding_key_bodies(text: &str) -> impl Iterator<Item = Range<usize>> + '_ {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at < bytes.len() {
+            if !bytes[at].is_ascii_alphanumeric() {
+                at += 1;
+                continue;
+            }
+            let start = at;
+            while at < bytes.len() && bytes[at].is_ascii_alphanumeric() {
+                at += 1;
+            }
+            if at - start >= KEY_BODY_LEN
+                && (start..=at - KEY_BODY_LEN)
+                    .any(|from| is_key_body(&text[from..from + KEY_BODY_LEN]))
+            {
+                return Some(start..at);
+            }
+        }
+        None
     })
 }
 
@@ -46,15 +89,7 @@ pub fn holds_credential(text: &str) -> bool {
                 })
         };
         // The secret part alone: whoever reads the label can put the prefix back.
-        let key_without_prefix = || {
-            text.get(at..at + KEY_LEN - KEY_PREFIXES[0].len())
-                .filter(|body| body.bytes().all(|b| b.is_ascii_alphanumeric()))
-                .is_some_and(|body| {
-                    KEY_PREFIXES
-                        .iter()
-                        .any(|prefix| parse_key(&format!("{prefix}{body}")).is_ok())
-                })
-        };
+        let key_without_prefix = || text.get(at..at + KEY_BODY_LEN).is_some_and(is_key_body);
         (bytes[at] == b's' && (key() || admin_token())) || key_without_prefix()
     })
 }
@@ -62,8 +97,23 @@ pub fn holds_credential(text: &str) -> bool {
 /// The prefixes of API keys, of one length.
 const KEY_PREFIXES: [&str; 2] = ["sp_live_", "sp_test_"];
 
-/// `text` with everything after a credential's prefix cut out (`sp_live_…`).
+/// `text` with every credential in it cut: everything after a credential's prefix
+/// (`sp_live_…`), and a key's secret part standing without its prefix (`…`: with the run
+/// of letters and digits it is part of).
 pub fn without_credentials(text: &str) -> String {
+    let cut = without_prefixed_credentials(text);
+    let mut kept = String::with_capacity(cut.len());
+    let mut from = 0;
+    for run in runs_holding_key_bodies(&cut) {
+        kept.push_str(&cut[from..run.start]);
+        kept.push('…');
+        from = run.end;
+    }
+    kept.push_str(&cut[from..]);
+    kept
+}
+
+fn without_prefixed_credentials(text: &str) -> String {
     let mut kept = String::with_capacity(text.len());
     let mut rest = text;
     while let Some((at, prefix)) = CREDENTIAL_PREFIXES
@@ -98,6 +148,32 @@ mod tests {
         );
         assert_eq!(without_credentials("no secret here"), "no secret here");
         assert_eq!(without_credentials("sp_live_"), "sp_live_…");
+    }
+
+    #[test]
+    fn a_keys_secret_part_without_its_prefix_is_found_and_cut_whole() {
+        use crate::domain::api_key::{generate_key, Environment};
+        use crate::domain::hashing::KeyHasher;
+        use secrecy::ExposeSecret;
+        let hasher = KeyHasher::new([7; 32]);
+        let generated = generate_key(Environment::Test, &mut rand::thread_rng(), |k| {
+            hasher.hash(k)
+        });
+        let key = generated.secret.expose_secret().to_owned();
+        let body = &key["sp_test_".len()..];
+        let text = format!("unknown scope \"{body}\"; path /v1/checks/x{body}9/runs");
+        assert!(mentions_credential(&text));
+        assert_eq!(
+            without_credentials(&text),
+            "unknown scope \"…\"; path /v1/checks/…/runs"
+        );
+        // A run of the same length whose checksum fails is left alone.
+        let mut mistyped = body.to_owned().into_bytes();
+        mistyped[3] = if mistyped[3] == b'a' { b'b' } else { b'a' };
+        let mistyped = String::from_utf8(mistyped).unwrap();
+        assert!(!mentions_credential(&mistyped));
+        assert_eq!(without_credentials(&mistyped), mistyped);
+        assert_eq!(without_credentials("ünïcödé ök"), "ünïcödé ök");
     }
 
     #[test]

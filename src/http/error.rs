@@ -200,11 +200,31 @@ impl ApiError {
         }
     }
 
+    /// Whether the message quotes what the caller sent (a field, a scope, a parameter):
+    /// only such messages can carry a secret the caller pasted in the wrong place.
+    pub fn quotes_the_caller(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::BadRequest { .. }
+                | ErrorKind::Unprocessable { .. }
+                | ErrorKind::NotFound { .. }
+                | ErrorKind::Conflict { .. }
+                | ErrorKind::PayloadTooLarge { .. }
+                | ErrorKind::UnsupportedMediaType { .. }
+        )
+    }
+
     /// A JSON body, for callers that build their own responses (the middleware, tests).
     pub fn body(&self, request_id: &str) -> String {
+        self.body_with_message(request_id, &self.message())
+    }
+
+    /// A JSON body with `message` in place of [`ApiError::message`] (the middleware's, with
+    /// the admin token cut from it).
+    pub fn body_with_message(&self, request_id: &str, message: &str) -> String {
         serde_json::json!({
             "error": self.code(),
-            "message": self.message(),
+            "message": message,
             "request_id": request_id,
         })
         .to_string()

@@ -132,6 +132,37 @@ async fn a_key_sent_in_the_wrong_place_is_not_quoted_back() {
         assert!(message.contains("sp_live_…"), "{message}");
         assert!(!message.contains(&key["sp_live_".len()..]), "{message}");
     }
+    // Without its prefix, and the operator's admin token, which has no shape of its own.
+    let body_as_scope = app
+        .admin_call(
+            "POST",
+            &keys,
+            Some(serde_json::json!({ "label": "x", "scopes": [&key["sp_live_".len()..]] })),
+        )
+        .await;
+    body_as_scope.assert_error(422, "invalid_scopes");
+    let token_as_scope = app
+        .admin_call(
+            "POST",
+            &keys,
+            Some(serde_json::json!({ "label": "x", "scopes": [ADMIN_TOKEN] })),
+        )
+        .await;
+    token_as_scope.assert_error(422, "invalid_scopes");
+    let token_as_field = app
+        .admin_call(
+            "POST",
+            "/admin/v1/workspaces",
+            Some(serde_json::json!({ "name": "x", ADMIN_TOKEN: 1 })),
+        )
+        .await;
+    token_as_field.assert_error(400, "invalid_body");
+    for reply in [body_as_scope, token_as_scope, token_as_field] {
+        let message = reply.body["message"].as_str().unwrap();
+        assert!(message.contains('…'), "{message}");
+        assert!(!message.contains(&key["sp_live_".len()..]), "{message}");
+        assert!(!message.contains(ADMIN_TOKEN), "{message}");
+    }
 }
 
 /// Labels and names are stored and listed as written: a key pasted into one is refused, so
