@@ -422,6 +422,39 @@ async fn users_and_members_with_roles() {
         )
         .await;
     short.assert_error(422, "invalid_password");
+    for password in ["pass\u{0}word12", "          "] {
+        let refused = app
+            .admin_call(
+                "POST",
+                "/admin/v1/users",
+                Some(json!({ "email": "bob@example.com", "password": password, "name": "Bob" })),
+            )
+            .await;
+        refused.assert_error(422, "invalid_password");
+    }
+    let spaced = app
+        .admin_call(
+            "POST",
+            "/admin/v1/users",
+            Some(json!({ "email": "cy@example.com", "password": " two words ", "name": "Cy" })),
+        )
+        .await;
+    assert_eq!(spaced.status.as_u16(), 201, "{}", spaced.body);
+    let (_, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
+    let key_as_email = app
+        .admin_call(
+            "POST",
+            "/admin/v1/users",
+            Some(json!({ "email": format!("{key}@example.com"), "password": "long enough pw", "name": "Bob" })),
+        )
+        .await;
+    key_as_email.assert_error(422, "invalid_email");
+    assert!(!key_as_email
+        .body
+        .to_string()
+        .contains(&key["sp_live_".len()..]));
+    let message = key_as_email.body["message"].as_str().unwrap();
+    assert!(message.contains("must not hold an API key"), "{message}");
     let bad_email = app
         .admin_call(
             "POST",

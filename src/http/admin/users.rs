@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{existing_workspace, required_text};
+use crate::domain::credential_text::holds_credential;
 use crate::domain::ids;
 use crate::domain::workspace::{is_plausible_email, Membership, Role, User};
 use crate::http::error::{ApiError, ErrorKind};
@@ -100,12 +101,28 @@ pub async fn create(
             "email must be an address like name@example.com.",
         ));
     }
+    // Stored and listed in plain text, as labels and names are.
+    if holds_credential(&email) || state.admin_token.appears_in(&email) {
+        return Err(ApiError::unprocessable(
+            "invalid_email",
+            "email must not hold an API key or admin token: it is stored and shown as written.",
+        ));
+    }
     let name = required_text(&body.name, "invalid_name", "name", 100, &state.admin_token)?;
-    let password_chars = body.password.expose_secret().chars().count();
-    if !(8..=256).contains(&password_chars) {
+    let password = body.password.expose_secret();
+    if !(8..=256).contains(&password.chars().count()) {
         return Err(ApiError::unprocessable(
             "invalid_password",
             "password must be 8 to 256 characters.",
+        ));
+    }
+    // Any printable character, spaces included (NIST SP 800-63B), but no control
+    // characters, which no keyboard types and which a login form could not send back; nor
+    // one made of spaces alone.
+    if password.chars().any(char::is_control) || password.trim().is_empty() {
+        return Err(ApiError::unprocessable(
+            "invalid_password",
+            "password must not hold control characters or be only spaces.",
         ));
     }
     let password_hash = hash_password(body.password).await?;
