@@ -26,6 +26,8 @@ pub enum RouteError {
     NotAscii,
     #[error("the URI is longer than 4096 bytes")]
     TooLong,
+    #[error("the URI has a fragment (`#`), which no request target has")]
+    Fragment,
     #[error("the URI has dot segments, empty segments, backslashes, path parameters (`;`) or encoded separators, dots or percent signs")]
     Ambiguous,
     #[error("the method header is sent more than once")]
@@ -49,6 +51,12 @@ pub fn required_scope(method: &str, uri: &str) -> Result<RouteRequirement, Route
     }
     if uri.len() > MAX_URI_LEN {
         return Err(RouteError::TooLong);
+    }
+    // A request target never has a fragment (RFC 9112, 3.2), so a `#` here was forwarded
+    // raw, and what follows it is part of the path to an upstream that takes it as a
+    // character: `/v1/me#/../teams` must not be judged as `/v1/me`.
+    if uri.contains('#') {
+        return Err(RouteError::Fragment);
     }
     let path = path_of(uri);
     let rest = path.strip_prefix("/v1/").ok_or(RouteError::NotUnderV1)?;
@@ -86,9 +94,10 @@ pub fn required_scope(method: &str, uri: &str) -> Result<RouteRequirement, Route
     Ok(RouteRequirement::Scope(Scope::new(resource, access)))
 }
 
-/// A request target's path: without its query and fragment.
+/// A request target's path: without its query. (A `#` is refused, not cut: see
+/// `required_scope`.)
 pub fn path_of(uri: &str) -> &str {
-    uri.split(['?', '#']).next().unwrap_or_default()
+    uri.split('?').next().unwrap_or_default()
 }
 
 /// `%2e` (`.`), `%2f` (`/`), `%5c` (`\`), `%3b` (`;`), `%00`, and `%25` (`%`: a server that
@@ -175,6 +184,26 @@ mod tests {
         assert_eq!(
             required_scope("GET", "/v1/secrets"),
             Ok(RouteRequirement::UnknownResource)
+        );
+    }
+
+    #[test]
+    fn a_fragment_is_refused_wherever_it_is() {
+        for uri in [
+            "/v1/me#/../teams/1",
+            "/v1/checks#x",
+            "/v1/checks?q=1#/../billing",
+        ] {
+            assert_eq!(
+                required_scope("DELETE", uri),
+                Err(RouteError::Fragment),
+                "{uri}"
+            );
+        }
+        // Dot segments in a query are no path: the route is the path before `?`.
+        assert_eq!(
+            required_scope("GET", "/v1/me?/../billing"),
+            Ok(RouteRequirement::NoScope)
         );
     }
 
