@@ -2,7 +2,7 @@
 
 use secrecy::SecretString;
 
-use crate::helpers::{metric, spawn_app};
+use crate::helpers::{metric, spawn_app, ADMIN_TOKEN};
 
 #[actix_web::test]
 async fn health_and_readiness() {
@@ -63,6 +63,34 @@ async fn every_answer_carries_a_request_id_and_insane_ones_are_replaced() {
     ] {
         let replaced = app
             .raw(&public, "GET", "/healthz", &[("X-Request-ID", bad)], None)
+            .await;
+        let id = replaced.header("x-request-id").unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    }
+    // A key's secret part without its prefix, and, on the admin listener, the operator's
+    // admin token (which has no shape of its own), are replaced too.
+    let (_, key) = app
+        .create_key(
+            &app.create_workspace("Acme").await,
+            "ci",
+            "live",
+            &["checks:read"],
+        )
+        .await;
+    let admin = app.admin.clone();
+    let admin_token_copy = format!("copy-{ADMIN_TOKEN}");
+    for (base, bad) in [
+        (&public, &key["sp_live_".len()..]),
+        (&admin, admin_token_copy.as_str()),
+    ] {
+        let replaced = app
+            .raw(
+                base,
+                "GET",
+                "/healthz",
+                &[("X-Request-ID", bad.as_bytes())],
+                None,
+            )
             .await;
         let id = replaced.header("x-request-id").unwrap();
         assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
