@@ -61,8 +61,14 @@ fn json_object<T: DeserializeOwned + 'static>(
     if_empty: Option<fn() -> T>,
 ) -> impl Future<Output = Result<T, actix_web::Error>> + 'static {
     let declared_json = is_declared_json(request);
+    let encoded = encoding_refusal(request);
     let body = read_body(request, payload);
     async move {
+        // Refused before the body is read: it would not parse, and the error would say
+        // "not JSON" about a body that may well be JSON, compressed.
+        if let Some(refusal) = encoded {
+            return Err(refusal.into());
+        }
         if if_empty.is_none() && !declared_json {
             return Err(not_json().into());
         }
@@ -112,6 +118,34 @@ fn is_declared_json(request: &HttpRequest) -> bool {
     matches!(request.mime_type(), Ok(Some(mime))
         if mime.type_() == mime::APPLICATION
             && (mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON)))
+}
+
+/// A body with a `Content-Encoding` other than `identity`: bodies are taken as sent, never
+/// decompressed (an admin body is at most 64 KiB), so an encoded one is refused naming its
+/// encoding, rather than read as if it were not encoded.
+fn encoding_refusal(request: &HttpRequest) -> Option<ApiError> {
+    let encodings: Vec<String> = request
+        .headers()
+        .get_all(actix_web::http::header::CONTENT_ENCODING)
+        .map(|value| {
+            value
+                .to_str()
+                .map_or_else(|_| "(not text)".to_owned(), |text| text.trim().to_owned())
+        })
+        .filter(|text| !text.eq_ignore_ascii_case("identity") && !text.is_empty())
+        .collect();
+    if encodings.is_empty() {
+        return None;
+    }
+    let named: String = encodings.join(", ").chars().take(64).collect();
+    Some(
+        ErrorKind::UnsupportedMediaType {
+            message: format!(
+                "Content-Encoding {named} is not accepted: send the JSON body as is, not encoded."
+            ),
+        }
+        .into(),
+    )
 }
 
 fn not_json() -> ApiError {
