@@ -18,7 +18,7 @@ const ADMIN_TOKEN_DIGITS: usize = 2 * ADMIN_TOKEN_RANDOM_BYTES;
 /// Whether `text` holds something that starts like a credential, or a key's secret part
 /// without its prefix. Runs on every audited path: byte loops, which for short text cost
 /// less than setting up a substring search (the checksum is computed only for a run of
-/// letters and digits at least as long as a key's secret part).
+/// letters and digits exactly as long as a key's secret part).
 pub fn mentions_credential(text: &str) -> bool {
     let bytes = text.as_bytes();
     (0..bytes.len()).any(|at| {
@@ -33,16 +33,24 @@ pub fn mentions_credential(text: &str) -> bool {
 const KEY_BODY_LEN: usize = KEY_LEN - KEY_PREFIXES[0].len();
 
 /// Whether `body` is a key's secret part: with one of the prefixes, its checksum holds.
+/// Put together on the stack: this runs on audited paths.
 fn is_key_body(body: &str) -> bool {
-    body.len() == KEY_BODY_LEN
-        && body.bytes().all(|b| b.is_ascii_alphanumeric())
-        && KEY_PREFIXES
-            .iter()
-            .any(|prefix| parse_key(&format!("{prefix}{body}")).is_ok())
+    if body.len() != KEY_BODY_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return false;
+    }
+    KEY_PREFIXES.iter().any(|prefix| {
+        let mut key = [0u8; KEY_LEN];
+        key[..prefix.len()].copy_from_slice(prefix.as_bytes());
+        key[prefix.len()..].copy_from_slice(body.as_bytes());
+        std::str::from_utf8(&key).is_ok_and(|key| parse_key(key).is_ok())
+    })
 }
 
 /// The runs of ASCII letters and digits in `text` (longest, so single-byte characters: byte
-/// ranges on character boundaries) that hold a key's secret part.
+/// ranges on character boundaries) that are a key's secret part: of its length exactly, so
+/// that the cost stays one checksum per such run however long the text (a secret glued to
+/// other letters is not looked for here; stored text is checked at every offset, by
+/// [`holds_credential`]).
 fn runs_holding_key_bodies(text: &str) -> impl Iterator<Item = Range<usize>> + '_ {
     let bytes = text.as_bytes();
     let mut at = 0;
@@ -56,10 +64,7 @@ fn runs_holding_key_bodies(text: &str) -> impl Iterator<Item = Range<usize>> + '
             while at < bytes.len() && bytes[at].is_ascii_alphanumeric() {
                 at += 1;
             }
-            if at - start >= KEY_BODY_LEN
-                && (start..=at - KEY_BODY_LEN)
-                    .any(|from| is_key_body(&text[from..from + KEY_BODY_LEN]))
-            {
+            if at - start == KEY_BODY_LEN && is_key_body(&text[start..at]) {
                 return Some(start..at);
             }
         }
@@ -98,8 +103,7 @@ pub fn holds_credential(text: &str) -> bool {
 const KEY_PREFIXES: [&str; 2] = ["sp_live_", "sp_test_"];
 
 /// `text` with every credential in it cut: everything after a credential's prefix
-/// (`sp_live_…`), and a key's secret part standing without its prefix (`…`: with the run
-/// of letters and digits it is part of).
+/// (`sp_live_…`), and a key's secret part standing without its prefix (`…`).
 pub fn without_credentials(text: &str) -> String {
     let cut = without_prefixed_credentials(text);
     let mut kept = String::with_capacity(cut.len());
@@ -150,18 +154,21 @@ mod tests {
         assert_eq!(without_credentials("sp_live_"), "sp_live_…");
     }
 
-    #[test]
-    fn a_keys_secret_part_without_its_prefix_is_found_and_cut_whole() {
-        use crate::domain::api_key::{generate_key, Environment};
+    /// A freshly generated key, as its holder sees it.
+    fn fresh_key(environment: crate::domain::api_key::Environment) -> String {
+        use crate::domain::api_key::generate_key;
         use crate::domain::hashing::KeyHasher;
         use secrecy::ExposeSecret;
         let hasher = KeyHasher::new([7; 32]);
-        let generated = generate_key(Environment::Test, &mut rand::thread_rng(), |k| {
-            hasher.hash(k)
-        });
-        let key = generated.secret.expose_secret().to_owned();
+        let generated = generate_key(environment, &mut rand::thread_rng(), |k| hasher.hash(k));
+        generated.secret.expose_secret().to_owned()
+    }
+
+    #[test]
+    fn a_keys_secret_part_without_its_prefix_is_found_and_cut_whole() {
+        let key = fresh_key(crate::domain::api_key::Environment::Test);
         let body = &key["sp_test_".len()..];
-        let text = format!("unknown scope \"{body}\"; path /v1/checks/x{body}9/runs");
+        let text = format!("unknown scope \"{body}\"; path /v1/checks/{body}/runs");
         assert!(mentions_credential(&text));
         assert_eq!(
             without_credentials(&text),
@@ -178,14 +185,7 @@ mod tests {
 
     #[test]
     fn whole_credentials_are_found_anywhere_and_names_that_only_look_alike_are_not() {
-        use crate::domain::api_key::{generate_key, Environment};
-        use crate::domain::hashing::KeyHasher;
-        use secrecy::ExposeSecret;
-        let hasher = KeyHasher::new([7; 32]);
-        let generated = generate_key(Environment::Live, &mut rand::thread_rng(), |k| {
-            hasher.hash(k)
-        });
-        let key = generated.secret.expose_secret().to_owned();
+        let key = fresh_key(crate::domain::api_key::Environment::Live);
         assert!(holds_credential(&key));
         assert!(holds_credential(&format!("deploy ({key}) prod")));
         assert!(holds_credential(&format!(

@@ -444,50 +444,29 @@ async fn concurrent_creations_cannot_exceed_two_active_keys() {
 async fn users_and_members_with_roles() {
     let app = spawn_app().await;
     let ws = app.create_workspace("Acme").await;
-    let user = app
-        .admin_call("POST", "/admin/v1/users", Some(json!({ "email": "ada@example.com", "password": "correct horse battery", "name": "Ada" })))
-        .await;
+    let create_user = |email: &str, password: &str, name: &str| {
+        app.admin_call(
+            "POST",
+            "/admin/v1/users",
+            Some(json!({ "email": email, "password": password, "name": name })),
+        )
+    };
+    let user = create_user("ada@example.com", "correct horse battery", "Ada").await;
     assert_eq!(user.status.as_u16(), 201, "{}", user.body);
     assert!(user.body.get("password").is_none() && user.body.get("password_hash").is_none());
     let user_id = user.body["id"].as_str().unwrap();
-    let duplicate = app
-        .admin_call("POST", "/admin/v1/users", Some(json!({ "email": "ADA@example.com", "password": "another password", "name": "Ada" })))
-        .await;
+    let duplicate = create_user("ADA@example.com", "another password", "Ada").await;
     duplicate.assert_error(409, "email_taken");
-    let short = app
-        .admin_call(
-            "POST",
-            "/admin/v1/users",
-            Some(json!({ "email": "bob@example.com", "password": "short", "name": "Bob" })),
-        )
-        .await;
+    let short = create_user("bob@example.com", "short", "Bob").await;
     short.assert_error(422, "invalid_password");
     for password in ["pass\u{0}word12", "          "] {
-        let refused = app
-            .admin_call(
-                "POST",
-                "/admin/v1/users",
-                Some(json!({ "email": "bob@example.com", "password": password, "name": "Bob" })),
-            )
-            .await;
+        let refused = create_user("bob@example.com", password, "Bob").await;
         refused.assert_error(422, "invalid_password");
     }
-    let spaced = app
-        .admin_call(
-            "POST",
-            "/admin/v1/users",
-            Some(json!({ "email": "cy@example.com", "password": " two words ", "name": "Cy" })),
-        )
-        .await;
+    let spaced = create_user("cy@example.com", " two words ", "Cy").await;
     assert_eq!(spaced.status.as_u16(), 201, "{}", spaced.body);
     let (_, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
-    let key_as_email = app
-        .admin_call(
-            "POST",
-            "/admin/v1/users",
-            Some(json!({ "email": format!("{key}@example.com"), "password": "long enough pw", "name": "Bob" })),
-        )
-        .await;
+    let key_as_email = create_user(&format!("{key}@example.com"), "long enough pw", "Bob").await;
     key_as_email.assert_error(422, "invalid_email");
     assert!(!key_as_email
         .body
@@ -495,13 +474,7 @@ async fn users_and_members_with_roles() {
         .contains(&key["sp_live_".len()..]));
     let message = key_as_email.body["message"].as_str().unwrap();
     assert!(message.contains("must not hold an API key"), "{message}");
-    let bad_email = app
-        .admin_call(
-            "POST",
-            "/admin/v1/users",
-            Some(json!({ "email": "bob", "password": "long enough pw", "name": "Bob" })),
-        )
-        .await;
+    let bad_email = create_user("bob", "long enough pw", "Bob").await;
     bad_email.assert_error(422, "invalid_email");
 
     let members = format!("/admin/v1/workspaces/{ws}/members");
