@@ -26,11 +26,15 @@ const MAX_LIMIT: u32 = 1_000;
 #[serde(deny_unknown_fields)]
 pub struct AuditLogParams {
     /// Exact key label.
+    #[param(max_length = 200)]
     key_label: Option<String>,
     /// Exact OAuth application name.
+    #[param(max_length = 200)]
     app: Option<String>,
     /// A scope name: events that consumed it.
+    #[param(value_type = Option<crate::http::openapi::ScopeName>)]
     scope: Option<String>,
+    #[param(max_length = 200)]
     request_id: Option<String>,
     /// RFC 3339; events at or after it.
     #[param(value_type = Option<String>, format = DateTime)]
@@ -39,6 +43,7 @@ pub struct AuditLogParams {
     #[param(value_type = Option<String>, format = DateTime)]
     until: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<String>, format = Uuid)]
     cursor: Option<String>,
     /// 1 to 1000, default 100.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
