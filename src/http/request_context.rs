@@ -167,10 +167,14 @@ fn with_json_error_body<B: MessageBody + 'static>(
                     );
                 }
                 // Keys are cut from messages where they are made; the operator's admin token
-                // has no shape of its own, so it is cut here, where the server knows it.
+                // has no shape of its own, so it is cut here, where the server knows it (on
+                // the admin listener: as for request ids, see `holds_admin_token`).
                 let mut message = api_error.message();
-                if api_error.quotes_the_caller() {
-                    if let Some(state) = response.request().app_data::<web::Data<AppState>>() {
+                let request = response.request();
+                if api_error.quotes_the_caller()
+                    && request.app_data::<Listener>() == Some(&Listener::Admin)
+                {
+                    if let Some(state) = request.app_data::<web::Data<AppState>>() {
                         message = state.admin_token.cut_from(&message).into_owned();
                     }
                 }
