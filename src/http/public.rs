@@ -94,9 +94,15 @@ pub struct RateLimitView {
 /// Who the credential is.
 #[utoipa::path(get, path = "/v1/me", tag = "public",
     responses(
-        (status = 200, body = MeResponse),
+        (status = 200, body = MeResponse, headers(
+            ("RateLimit-Limit" = u32, description = "requests per minute for the key's environment"),
+            ("RateLimit-Remaining" = u32, description = "requests left in the current window"),
+            ("RateLimit-Reset" = u64, description = "seconds until capacity frees up"))),
         (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
-        (status = 429, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)),
+        (status = 429, body = super::openapi::ErrorBody, headers(
+            ("Retry-After" = u64, description = "seconds until a request can be accepted"),
+            ("RateLimit-Limit" = u32), ("RateLimit-Remaining" = u32), ("RateLimit-Reset" = u64))),
+        (status = 503, body = super::openapi::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn me(
     request: HttpRequest,
@@ -137,16 +143,26 @@ pub async fn me(
     Ok(response)
 }
 
-/// Forward-auth for gateways: authorises the forwarded method and URI.
+/// Forward-auth for gateways: authorises the forwarded method and URI. Answered for any
+/// method the gateway calls it with (declared here as GET): the forwarded one is what
+/// counts.
 #[utoipa::path(get, path = "/v1/authz", tag = "public",
     params(
         ("X-Forwarded-Method" = String, Header, description = "method of the request being authorised"),
         ("X-Forwarded-Uri" = String, Header, description = "path (and query) of the request being authorised")),
     responses(
-        (status = 200, description = "allowed; see X-StatusPulse-Workspace, X-StatusPulse-Scopes, X-StatusPulse-Credential"),
+        (status = 200, description = "allowed", headers(
+            ("X-StatusPulse-Workspace" = String, description = "the key's workspace id"),
+            ("X-StatusPulse-Scopes" = String, description = "the key's effective scopes, space-separated"),
+            ("X-StatusPulse-Credential" = String, description = "`api_key:<key id>`"),
+            ("X-StatusPulse-Environment" = String, description = "`live` or `test`"),
+            ("RateLimit-Limit" = u32), ("RateLimit-Remaining" = u32), ("RateLimit-Reset" = u64))),
         (status = 400, body = super::openapi::ErrorBody),
         (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
-        (status = 429, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)),
+        (status = 429, body = super::openapi::ErrorBody, headers(
+            ("Retry-After" = u64, description = "seconds until a request can be accepted"),
+            ("RateLimit-Limit" = u32), ("RateLimit-Remaining" = u32), ("RateLimit-Reset" = u64))),
+        (status = 503, body = super::openapi::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn authz(
     request: HttpRequest,
