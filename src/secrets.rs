@@ -26,7 +26,7 @@ pub struct SecretFileError {
 
 /// The hash the admin token is compared by. The token has 240 bits of randomness (or is
 /// chosen by the operator), so a fast hash is enough; what matters is not keeping it.
-pub fn admin_token_hash(token: &str) -> KeyHash {
+fn admin_token_hash(token: &str) -> KeyHash {
     hash_bytes(token.as_bytes())
 }
 

@@ -108,20 +108,14 @@ async fn a_key_sent_in_the_wrong_place_is_not_quoted_back() {
     let app = spawn_app().await;
     let ws = app.create_workspace("Acme").await;
     let (_, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
-    let keys = format!("/admin/v1/workspaces/{ws}/api-keys");
     let as_scope = app
-        .admin_call(
-            "POST",
-            &keys,
-            Some(serde_json::json!({ "label": "x", "scopes": [key] })),
-        )
+        .create_key_raw(&ws, serde_json::json!({ "label": "x", "scopes": [key] }))
         .await;
     as_scope.assert_error(422, "invalid_scopes");
     let as_field = app
-        .admin_call(
-            "POST",
-            &keys,
-            Some(serde_json::json!({ "label": "x", "scopes": ["checks:read"], key.clone(): 1 })),
+        .create_key_raw(
+            &ws,
+            serde_json::json!({ "label": "x", "scopes": ["checks:read"], key.clone(): 1 }),
         )
         .await;
     as_field.assert_error(400, "invalid_body");
@@ -134,18 +128,16 @@ async fn a_key_sent_in_the_wrong_place_is_not_quoted_back() {
     }
     // Without its prefix, and the operator's admin token, which has no shape of its own.
     let body_as_scope = app
-        .admin_call(
-            "POST",
-            &keys,
-            Some(serde_json::json!({ "label": "x", "scopes": [&key["sp_live_".len()..]] })),
+        .create_key_raw(
+            &ws,
+            serde_json::json!({ "label": "x", "scopes": [&key["sp_live_".len()..]] }),
         )
         .await;
     body_as_scope.assert_error(422, "invalid_scopes");
     let token_as_scope = app
-        .admin_call(
-            "POST",
-            &keys,
-            Some(serde_json::json!({ "label": "x", "scopes": [ADMIN_TOKEN] })),
+        .create_key_raw(
+            &ws,
+            serde_json::json!({ "label": "x", "scopes": [ADMIN_TOKEN] }),
         )
         .await;
     token_as_scope.assert_error(422, "invalid_scopes");
@@ -174,10 +166,9 @@ async fn a_key_pasted_as_a_label_or_a_name_is_refused() {
     let (_, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
     let keys = format!("/admin/v1/workspaces/{ws}/api-keys");
     let as_label = app
-        .admin_call(
-            "POST",
-            &keys,
-            Some(serde_json::json!({ "label": format!("ci {key}"), "scopes": ["checks:read"] })),
+        .create_key_raw(
+            &ws,
+            serde_json::json!({ "label": format!("ci {key}"), "scopes": ["checks:read"] }),
         )
         .await;
     as_label.assert_error(422, "invalid_label");
@@ -211,23 +202,19 @@ async fn a_key_pasted_as_a_label_or_a_name_is_refused() {
     as_name.assert_error(422, "invalid_name");
     // This server's own admin token, set by the operator in any shape: found by its hash.
     let holds_this_admin_token = app
-        .admin_call(
-            "POST",
-            &keys,
-            Some(serde_json::json!({
+        .create_key_raw(
+            &ws,
+            serde_json::json!({
                 "label": format!("token={ADMIN_TOKEN};"), "scopes": ["checks:read"]
-            })),
+            }),
         )
         .await;
     holds_this_admin_token.assert_error(422, "invalid_label");
     // The secret part alone is the key too: anyone can put the prefix back.
     let body_only = app
-        .admin_call(
-            "POST",
-            &keys,
-            Some(
-                serde_json::json!({ "label": &key["sp_live_".len()..], "scopes": ["checks:read"] }),
-            ),
+        .create_key_raw(
+            &ws,
+            serde_json::json!({ "label": &key["sp_live_".len()..], "scopes": ["checks:read"] }),
         )
         .await;
     body_only.assert_error(422, "invalid_label");
@@ -252,10 +239,9 @@ async fn a_key_pasted_as_a_label_or_a_name_is_refused() {
     );
 
     let named_like_a_key = app
-        .admin_call(
-            "POST",
-            &keys,
-            Some(serde_json::json!({ "label": "sp_live_deploy", "scopes": ["checks:read"] })),
+        .create_key_raw(
+            &ws,
+            serde_json::json!({ "label": "sp_live_deploy", "scopes": ["checks:read"] }),
         )
         .await;
     assert_eq!(

@@ -204,8 +204,20 @@ pub(crate) fn required_text(
     if let Some(problem) = text_problem(trimmed, field, max_chars) {
         return Err(ApiError::unprocessable(code, problem));
     }
-    // Stored and listed in plain text: a key pasted here would sit at rest as written.
-    if holds_credential(trimmed) || admin_token.appears_in(trimmed) {
+    refuse_secrets(trimmed, code, field, admin_token)?;
+    Ok(trimmed.to_owned())
+}
+
+/// Refuses text that is stored and listed as written when it holds a secret: an API key, a
+/// generated admin token, or this server's admin token. Kept, it would sit at rest in plain
+/// text, where keys and tokens are kept only as hashes.
+pub(crate) fn refuse_secrets(
+    text: &str,
+    code: &'static str,
+    field: &str,
+    admin_token: &AdminToken,
+) -> Result<(), ApiError> {
+    if holds_credential(text) || admin_token.appears_in(text) {
         return Err(ApiError::unprocessable(
             code,
             format!(
@@ -214,7 +226,7 @@ pub(crate) fn required_text(
             ),
         ));
     }
-    Ok(trimmed.to_owned())
+    Ok(())
 }
 
 /// What is wrong with a text field or parameter, in words naming it: too long, or holding

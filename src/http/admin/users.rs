@@ -9,8 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{existing_workspace, required_text};
-use crate::domain::credential_text::holds_credential;
+use super::{existing_workspace, refuse_secrets, required_text};
 use crate::domain::ids;
 use crate::domain::workspace::{is_plausible_email, Membership, Role, User};
 use crate::http::error::{ApiError, ErrorKind};
@@ -101,13 +100,7 @@ pub async fn create(
             "email must be an address like name@example.com.",
         ));
     }
-    // Stored and listed in plain text, as labels and names are.
-    if holds_credential(&email) || state.admin_token.appears_in(&email) {
-        return Err(ApiError::unprocessable(
-            "invalid_email",
-            "email must not hold an API key or admin token: it is stored and shown as written.",
-        ));
-    }
+    refuse_secrets(&email, "invalid_email", "email", &state.admin_token)?;
     let name = required_text(&body.name, "invalid_name", "name", 100, &state.admin_token)?;
     let password = body.password.expose_secret();
     if !(8..=256).contains(&password.chars().count()) {
