@@ -48,6 +48,9 @@ fn pieces(c: &mut Criterion) {
     c.bench_function("keyed_blake3_hash", |b| {
         b.iter(|| hasher.hash(black_box(&key)))
     });
+    c.bench_function("fresh_request_id", |b| {
+        b.iter(statuspulse_auth::http::request_context::fresh_request_id)
+    });
     c.bench_function("route_to_scope", |b| {
         b.iter(|| required_scope(black_box("GET"), black_box("/v1/checks/chk_123?page=2")))
     });

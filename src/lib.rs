@@ -13,6 +13,7 @@ pub mod error_chain;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod private_dir;
 pub mod queue;
 pub mod request_scope;
 pub mod secrets;

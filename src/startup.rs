@@ -418,11 +418,7 @@ pub async fn open_store(settings: &Settings) -> Result<SharedStore, ConfigError>
 /// Creates the data dir if needed, readable by this user only: it holds the hashing key,
 /// the admin token's hash and the database.
 fn create_data_dir(dir: &std::path::Path) -> Result<(), ConfigError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|e| {
+    crate::private_dir::create(dir).map_err(|e| {
         ConfigError::new(
             "STATUSPULSE_DATA_DIR",
             format!("cannot create {}: {e}", dir.display()),

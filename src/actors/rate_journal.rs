@@ -97,7 +97,7 @@ impl RateJournal {
     /// Opens the journal in `dir` (creating it): an empty journal, and what a crash left
     /// there (the same counts may be there twice, after a crash during a start).
     pub fn open(dir: &Path) -> io::Result<(RateJournal, Leftovers)> {
-        std::fs::create_dir_all(dir)?;
+        crate::private_dir::create(dir)?;
         let mut left = Leftovers {
             counts: Vec::new(),
             files: Vec::new(),

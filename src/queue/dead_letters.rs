@@ -27,7 +27,7 @@ pub struct DeadLetters {
 impl DeadLetters {
     /// Opens (creating) the directory.
     pub fn open(dir: &Path) -> io::Result<DeadLetters> {
-        fs::create_dir_all(dir)?;
+        crate::private_dir::create(dir)?;
         Ok(DeadLetters {
             dir: dir.to_path_buf(),
         })
@@ -40,7 +40,12 @@ impl DeadLetters {
         let path = self.dir.join(format!("{name}{SUFFIX}"));
         let temporary = self.dir.join(format!("{name}.tmp"));
         let bytes = serde_json::to_vec(job).map_err(io::Error::other)?;
-        let mut file = File::create(&temporary)?;
+        // Readable by this user only, like the spool the events came from.
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&temporary)?;
         file.write_all(&bytes)?;
         file.sync_all()?;
         fs::rename(&temporary, &path)?;
@@ -120,6 +125,12 @@ mod tests {
             kept.iter().map(|(_, job)| job.clone()).collect::<Vec<_>>(),
             jobs
         );
+        #[cfg(unix)]
+        for (path, _) in &kept {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
         letters.remove(&kept[0].0).unwrap();
         assert_eq!(letters.all().unwrap().len(), 2);
         assert!(dir.join(format!("junk{SUFFIX}")).exists());

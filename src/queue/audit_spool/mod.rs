@@ -100,7 +100,7 @@ impl AuditSpool {
         dir: &Path,
         segment_bytes: u64,
     ) -> io::Result<(AuditSpool, Leftovers)> {
-        std::fs::create_dir_all(dir)?;
+        crate::private_dir::create(dir)?;
         let mut existing = segments_in(dir)?;
         existing.sort_unstable();
         let mut leftovers = Leftovers {
