@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::http::answer_deadline::NEXT_ANSWER_WITHIN;
+use crate::store::deadline::Deadlines;
 
 /// Everything the server and the workers are configured with.
 #[derive(Debug, Clone)]
@@ -35,6 +36,9 @@ pub struct Settings {
     /// How long after its last answer a connection may still be read. Not configurable
     /// from outside; tests shorten it.
     pub next_answer_within: Duration,
+    /// How long PostgreSQL operations may take before they count as an outage. Not
+    /// configurable from outside; tests shorten it.
+    pub database_deadlines: Deadlines,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +243,7 @@ impl Settings {
             hashing_key,
             database_max_connections,
             next_answer_within: NEXT_ANSWER_WITHIN,
+            database_deadlines: Deadlines::default(),
         })
     }
 
@@ -257,6 +262,7 @@ impl Settings {
             hashing_key: None,
             database_max_connections: 4,
             next_answer_within: NEXT_ANSWER_WITHIN,
+            database_deadlines: Deadlines::default(),
         }
     }
 

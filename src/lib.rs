@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error_chain;
 pub mod http;
 pub mod jobs;
+pub mod log_throttle;
 pub mod metrics;
 pub mod private_dir;
 pub mod queue;

@@ -24,6 +24,7 @@ use crate::queue::dead_letters::DeadLetters;
 use crate::queue::in_process::{resubmit_dead_letters, InProcessQueue};
 use crate::queue::JobQueue;
 use crate::secrets::{self, AdminToken};
+use crate::store::deadline::WithDeadlines;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{SharedStore, Store};
@@ -393,6 +394,8 @@ pub async fn open_store(settings: &Settings) -> Result<SharedStore, ConfigError>
             let store =
                 PostgresStore::connect(url.expose_secret(), settings.database_max_connections)
                     .map_err(|e| ConfigError::new("STATUSPULSE_DATABASE_URL", e.to_string()))?;
+            // Over a network a database can stop answering without closing its connections.
+            let store = WithDeadlines::new(store, settings.database_deadlines);
             store.ping().await.map_err(|e| {
                 ConfigError::new(
                     "STATUSPULSE_DATABASE_URL",

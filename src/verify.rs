@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use uuid::{NoContext, Timestamp, Uuid};
 
@@ -19,6 +19,7 @@ use crate::domain::key_record::KeyStatus;
 use crate::domain::rate_limit::RateDecision;
 use crate::domain::route::{path_of, RouteError, RouteRequirement};
 use crate::domain::scope::Scope;
+use crate::log_throttle::LogThrottle;
 use crate::metrics::{HotRoute, Metrics, Outcome};
 use crate::queue::audit_sink::AuditSink;
 
@@ -84,6 +85,9 @@ pub enum DenyReason {
     Unavailable,
     /// The listener has no such route (only recorded, never returned by `verify`).
     NoRoute,
+    /// The request's header fields or target were past the limits (only recorded).
+    HeadersTooLarge,
+    UriTooLong,
 }
 
 impl DenyReason {
@@ -94,7 +98,10 @@ impl DenyReason {
             }
             DenyReason::KeyRevoked => Outcome::KeyRevoked,
             DenyReason::KeyExpired => Outcome::KeyExpired,
-            DenyReason::InvalidRoute(_) | DenyReason::NoRoute => Outcome::InvalidRoute,
+            DenyReason::InvalidRoute(_)
+            | DenyReason::NoRoute
+            | DenyReason::HeadersTooLarge
+            | DenyReason::UriTooLong => Outcome::InvalidRoute,
             DenyReason::RateLimited => Outcome::RateLimited,
             DenyReason::InsufficientScope(_) => Outcome::InsufficientScope,
             DenyReason::Unavailable => Outcome::Unavailable,
@@ -117,6 +124,8 @@ impl DenyReason {
             DenyReason::InsufficientScope(_) => (403, "insufficient_scope"),
             DenyReason::Unavailable => (503, "unavailable"),
             DenyReason::NoRoute => (404, "not_found"),
+            DenyReason::HeadersTooLarge => (431, "headers_too_large"),
+            DenyReason::UriTooLong => (414, "uri_too_long"),
         }
     }
 }
@@ -128,7 +137,12 @@ pub struct Verifier {
     registry: Arc<WorkspaceRegistry>,
     audit: AuditSink,
     metrics: Arc<Metrics>,
+    /// Cache misses that storage could not answer: one warning per interval, not per request.
+    unavailable_log: LogThrottle,
 }
+
+/// How often a storage outage seen by cache misses is logged.
+const UNAVAILABLE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Verifier {
     pub fn new(
@@ -142,6 +156,7 @@ impl Verifier {
             registry,
             audit,
             metrics,
+            unavailable_log: LogThrottle::new(UNAVAILABLE_LOG_EVERY),
         }
     }
 
@@ -220,7 +235,14 @@ impl Verifier {
                     Ok(Some(found)) => found,
                     Ok(None) => return Err(deny(DenyReason::InvalidCredentials)),
                     Err(error) => {
-                        tracing::warn!(%error, "storage unavailable on key cache miss");
+                        if let Some(skipped) = self.unavailable_log.admit(now_ms) {
+                            tracing::warn!(
+                                %error,
+                                skipped,
+                                "storage unavailable on key cache miss: answering 503 (logged once per {} s; `skipped` since the last line)",
+                                UNAVAILABLE_LOG_EVERY.as_secs()
+                            );
+                        }
                         return Err(deny(DenyReason::Unavailable));
                     }
                 }

@@ -72,8 +72,22 @@ pub struct WorkspaceRegistry {
     carried_over: Mutex<CarriedOver>,
     /// Where each workspace's limiters keep their counts through a crash.
     rate_journal: Option<Arc<RateJournal>>,
+    /// The last answer to "does storage answer?", shared by every idle actor that asks.
+    /// Held across the question, so that actors going idle together ask it once.
+    storage_check: tokio::sync::Mutex<Option<StorageCheck>>,
     this: Weak<WorkspaceRegistry>,
 }
+
+/// Whether storage answered a ping, and when it was asked (ms since the epoch).
+#[derive(Clone, Copy)]
+struct StorageCheck {
+    at_ms: u64,
+    answered: bool,
+}
+
+/// How long an answer to "does storage answer?" stands: however many actors go idle, storage
+/// is asked at most about once a second.
+const STORAGE_CHECK_EVERY_MS: u64 = 1_000;
 
 /// Rate-limit counts saved by the previous run, until they have all left the window.
 #[derive(Default)]
@@ -109,12 +123,31 @@ impl WorkspaceRegistry {
             settings,
             carried_over: Mutex::default(),
             rate_journal,
+            storage_check: tokio::sync::Mutex::new(None),
             this: this.clone(),
         })
     }
 
     pub fn store(&self) -> &SharedStore {
         &self.store
+    }
+
+    /// Whether storage answers (as of at most `STORAGE_CHECK_EVERY_MS` ago). An idle actor
+    /// asks before it stops: its cached keys are what keeps its workspace served through an
+    /// outage, and a key dropped then could not be loaded again until storage is back.
+    pub async fn storage_answers(&self) -> bool {
+        let mut last = self.storage_check.lock().await;
+        if let Some(check) = *last {
+            if crate::clock::now_ms().saturating_sub(check.at_ms) < STORAGE_CHECK_EVERY_MS {
+                return check.answered;
+            }
+        }
+        let answered = self.store.ping().await.is_ok();
+        *last = Some(StorageCheck {
+            at_ms: crate::clock::now_ms(),
+            answered,
+        });
+        answered
     }
 
     pub fn live_actors(&self) -> usize {

@@ -261,6 +261,8 @@ pub struct WorkspaceActor {
     state: Arc<WorkspaceState>,
     registry: Weak<WorkspaceRegistry>,
     idle_timeout: Duration,
+    /// Idle, and asking whether storage answers before stopping.
+    checking_storage: bool,
 }
 
 impl WorkspaceActor {
@@ -273,15 +275,39 @@ impl WorkspaceActor {
             state,
             registry,
             idle_timeout,
+            checking_storage: false,
         }
     }
 
+    fn idle_ms(&self) -> u64 {
+        u64::try_from(self.idle_timeout.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Stops the actor once idle, unless storage does not answer: then its cached keys are
+    /// all that serves its workspace until storage is back, and they stay.
     fn stop_if_idle(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.state.idle_for_ms(crate::clock::now_ms()) >= self.idle_ms();
+        if !idle || self.checking_storage {
+            return;
+        }
+        let Some(registry) = self.registry.upgrade() else {
+            // Shutting down: nothing is served any more.
+            return self.retire_if_idle(ctx);
+        };
+        self.checking_storage = true;
+        let check = async move { registry.storage_answers().await };
+        ctx.spawn(check.into_actor(self).map(|answered, actor, ctx| {
+            actor.checking_storage = false;
+            if answered {
+                actor.retire_if_idle(ctx);
+            }
+        }));
+    }
+
+    /// Stops the actor if it is still idle: a request may have arrived meanwhile.
+    fn retire_if_idle(&mut self, ctx: &mut Context<Self>) {
         let now_ms = crate::clock::now_ms();
-        if !self
-            .state
-            .retire_if_idle(now_ms, self.idle_timeout.as_millis() as u64)
-        {
+        if !self.state.retire_if_idle(now_ms, self.idle_ms()) {
             return;
         }
         if let Some(registry) = self.registry.upgrade() {

@@ -336,6 +336,8 @@ impl From<Denied> for ApiError {
                 code: "not_found",
                 message: "No such route.".into(),
             },
+            DenyReason::HeadersTooLarge => return super::request_context::headers_too_large(),
+            DenyReason::UriTooLong => return super::request_context::uri_too_long(),
         };
         ApiError {
             kind,

@@ -47,7 +47,11 @@ async fn unrouted(
 /// The audit event of a request on a route that checks no credential, answered as `denied`
 /// says, when it presents a credential that names a key (every request that presents a
 /// credential yields one).
-async fn record_credential(request: &HttpRequest, state: &AppState, denied: Option<DenyReason>) {
+pub(crate) async fn record_credential(
+    request: &HttpRequest,
+    state: &AppState,
+    denied: Option<DenyReason>,
+) {
     if let Some(authorization) = authorization_header(request.headers()) {
         let request_id = request_scope::current_id();
         let facts = RequestFacts {

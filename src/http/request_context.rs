@@ -14,10 +14,12 @@ use uuid::{NoContext, Timestamp, Uuid};
 
 use super::error::{ApiError, ErrorKind, X_ERROR};
 use super::parse_refusals::MAX_HEADER_FIELDS;
+use super::public;
 use super::state::AppState;
 use crate::domain::credential_text::mentions_credential;
 use crate::metrics::Listener;
 use crate::request_scope;
+use crate::verify::DenyReason;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -47,7 +49,12 @@ async fn respond<B: MessageBody + 'static>(
     // Inner middleware answers errors as responses (never `Err`), so every error passes
     // through the body writer below.
     let response = match oversized_head(&request) {
-        Some(error) => request.error_response(error).map_into_right_body(),
+        Some(oversized) => {
+            record_oversized(&request, oversized).await;
+            request
+                .error_response(oversized.error())
+                .map_into_right_body()
+        }
         None => next.call(request).await?.map_into_left_body(),
     };
     let mut response = if response.status().is_client_error() || response.status().is_server_error()
@@ -78,27 +85,55 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Most bytes of a request target (path and query).
 const MAX_URI_BYTES: usize = 8 * 1024;
 
-/// Refuses a request head past our limits, with a JSON error that names the problem, before
-/// any handler reads it.
-fn oversized_head(request: &ServiceRequest) -> Option<ApiError> {
+/// Which of our limits a request head is past.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Oversized {
+    Uri,
+    Headers,
+}
+
+impl Oversized {
+    /// The JSON error that names the problem.
+    fn error(self) -> ApiError {
+        match self {
+            Oversized::Uri => uri_too_long(),
+            Oversized::Headers => headers_too_large(),
+        }
+    }
+}
+
+/// Finds a request head past our limits, to be refused before any handler reads it.
+fn oversized_head(request: &ServiceRequest) -> Option<Oversized> {
     let uri_bytes = request
         .uri()
         .path_and_query()
         .map_or(0, |target| target.as_str().len());
     if uri_bytes > MAX_URI_BYTES {
-        return Some(
-            ErrorKind::UriTooLong {
-                limit: MAX_URI_BYTES,
-            }
-            .into(),
-        );
+        return Some(Oversized::Uri);
     }
     let header_bytes: usize = request
         .headers()
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
-    (header_bytes > MAX_HEADER_BYTES).then(headers_too_large)
+    (header_bytes > MAX_HEADER_BYTES).then_some(Oversized::Headers)
+}
+
+/// The audit event of an oversized request to the public listener that presents a key:
+/// refused before any handler, it still yields one (with its own method and path, cut as
+/// every audited path is), and is not counted against the limit.
+async fn record_oversized(request: &ServiceRequest, oversized: Oversized) {
+    if request.app_data::<Listener>() != Some(&Listener::Public) {
+        return;
+    }
+    let Some(state) = request.app_data::<web::Data<AppState>>() else {
+        return;
+    };
+    let reason = match oversized {
+        Oversized::Uri => DenyReason::UriTooLong,
+        Oversized::Headers => DenyReason::HeadersTooLarge,
+    };
+    public::record_credential(request.request(), state, Some(reason)).await;
 }
 
 /// The 431 for a head past either limit: ours in bytes, or the HTTP layer's in fields.
@@ -106,6 +141,14 @@ pub fn headers_too_large() -> ApiError {
     ErrorKind::HeadersTooLarge {
         max_fields: MAX_HEADER_FIELDS,
         max_bytes: MAX_HEADER_BYTES,
+    }
+    .into()
+}
+
+/// The 414 for a request target past our limit.
+pub fn uri_too_long() -> ApiError {
+    ErrorKind::UriTooLong {
+        limit: MAX_URI_BYTES,
     }
     .into()
 }
@@ -157,7 +200,9 @@ fn with_json_error_body<B: MessageBody + 'static>(
     let (body, framework_code) = match response.response().error() {
         Some(error) => match error.as_error::<ApiError>() {
             Some(api_error) => {
-                if status.is_server_error() {
+                // A 503 is an outage, logged (once per interval) where it is found; a line
+                // per refused request would flood the log while it lasts.
+                if status == StatusCode::INTERNAL_SERVER_ERROR {
                     let request = response.request();
                     tracing::error!(
                         code = api_error.code(),
@@ -214,10 +259,7 @@ fn framework_error(status: StatusCode) -> ApiError {
         }
         .into(),
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => headers_too_large(),
-        StatusCode::URI_TOO_LONG => ErrorKind::UriTooLong {
-            limit: MAX_URI_BYTES,
-        }
-        .into(),
+        StatusCode::URI_TOO_LONG => uri_too_long(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorKind::UnsupportedMediaType {
             message: "Send a JSON body with Content-Type: application/json.".into(),
         }

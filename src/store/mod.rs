@@ -1,6 +1,7 @@
 //! Storage: one trait, one error type, a PostgreSQL and an SQLite implementation chosen
 //! once at start. Nothing here knows about HTTP.
 
+pub mod deadline;
 mod migrations;
 pub mod postgres;
 pub mod postgres_tls;

@@ -320,3 +320,63 @@ async fn a_credential_sent_to_no_route_or_a_health_probe_still_yields_its_event(
     assert_eq!(event["error_code"], "not_found");
     assert_eq!(event["scope"], Value::Null);
 }
+
+/// A request refused for the size of its head, before any handler reads it, still yields
+/// its event when it presents a key; it is not counted against the limit.
+#[actix_web::test]
+async fn an_oversized_request_that_presents_a_key_still_yields_its_event() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let (key_id, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
+    let auth = format!("Bearer {key}");
+    let public = app.public.clone();
+    let padding = vec![b'a'; 17 * 1024];
+    app.raw(
+        &public,
+        "GET",
+        "/v1/authz",
+        &[
+            ("Authorization", auth.as_bytes()),
+            ("X-Request-ID", b"too-large-1"),
+            ("X-Padding", &padding),
+        ],
+        None,
+    )
+    .await
+    .assert_error(431, "headers_too_large");
+    let long_uri = format!("/v1/me?q={}", "c".repeat(9 * 1024));
+    app.raw(
+        &public,
+        "GET",
+        &long_uri,
+        &[
+            ("Authorization", auth.as_bytes()),
+            ("X-Request-ID", b"too-long-1"),
+        ],
+        None,
+    )
+    .await
+    .assert_error(414, "uri_too_long");
+    let events = app.wait_for_audit_events(&ws, 2).await;
+    let event = |request_id: &str| {
+        events
+            .iter()
+            .find(|e| e["request_id"] == request_id)
+            .unwrap_or_else(|| panic!("an event for {request_id}: {events:?}"))
+            .clone()
+    };
+    let headers = event("too-large-1");
+    assert_eq!(headers["credential_id"], key_id.as_str());
+    assert_eq!(headers["path"], "/v1/authz");
+    assert_eq!(headers["status"], 431);
+    assert_eq!(headers["error_code"], "headers_too_large");
+    let uri = event("too-long-1");
+    assert_eq!(uri["path"], "/v1/me", "the query is not audited");
+    assert_eq!(uri["status"], 414);
+    assert_eq!(uri["error_code"], "uri_too_long");
+    assert_eq!(
+        app.me(&key).await.header("ratelimit-remaining"),
+        Some("1199"),
+        "neither was counted"
+    );
+}

@@ -527,20 +527,25 @@ impl TestApp {
                     rusqlite::Connection::open(self.data_dir.join("statuspulse.db")).unwrap();
                 conn.execute_batch(sqlite).expect("SQLite SQL");
             }
-            Backend::Postgres => {
-                let url = std::env::var("STATUSPULSE_TEST_DATABASE_URL").unwrap();
-                let database = self.database_name.as_ref().unwrap();
-                let (client, connection) =
-                    tokio_postgres::connect(&with_database(&url, database), tokio_postgres::NoTls)
-                        .await
-                        .expect("PostgreSQL reachable");
-                actix_web::rt::spawn(connection);
-                client
-                    .batch_execute(postgres)
-                    .await
-                    .expect("PostgreSQL SQL");
-            }
+            Backend::Postgres => self
+                .postgres_session()
+                .await
+                .batch_execute(postgres)
+                .await
+                .expect("PostgreSQL SQL"),
         }
+    }
+
+    /// A connection of its own to this app's PostgreSQL database, beside the server's.
+    pub async fn postgres_session(&self) -> tokio_postgres::Client {
+        let url = std::env::var("STATUSPULSE_TEST_DATABASE_URL").unwrap();
+        let database = self.database_name.as_ref().expect("a PostgreSQL app");
+        let (client, connection) =
+            tokio_postgres::connect(&with_database(&url, database), tokio_postgres::NoTls)
+                .await
+                .expect("PostgreSQL reachable");
+        actix_web::rt::spawn(connection);
+        client
     }
 
     /// Stops the server gracefully and waits until it has flushed everything.

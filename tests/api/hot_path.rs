@@ -711,6 +711,109 @@ async fn storage_outage_keeps_cached_keys_working_and_answers_503_otherwise() {
     );
 }
 
+/// A database that keeps its connections open but stops answering must not hold requests
+/// for as long as it lasts: past the deadline they answer 503, like an outage. Staged with a
+/// lock on the keys table, held by another session (as a stuck migration would).
+#[actix_web::test]
+#[ignore = "needs PostgreSQL: set STATUSPULSE_TEST_DATABASE_URL and pass --include-ignored (.ci/run does)"]
+async fn a_database_that_stops_answering_gets_503_not_a_hung_request() {
+    let app = spawn_app_with(CacheSettings::default(), |settings| {
+        settings.database_deadlines.request = Duration::from_millis(500);
+    })
+    .await;
+    assert_eq!(
+        app.backend,
+        Backend::Postgres,
+        "this test locks a PostgreSQL table"
+    );
+    let ws = app.create_workspace("Acme").await;
+    let (_, cached) = app
+        .create_key(&ws, "cached", "live", &["checks:read"])
+        .await;
+    let (uncached_id, uncached) = app
+        .create_key(&ws, "uncached", "live", &["incidents:read"])
+        .await;
+    assert_eq!(app.me(&cached).await.status.as_u16(), 200);
+
+    let mut locker = app.postgres_session().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // The test client gives up after 30 s: without a deadline these would hang until then.
+    app.me(&uncached).await.assert_error(503, "unavailable");
+    let path = format!("/admin/v1/workspaces/{ws}/api-keys/{uncached_id}");
+    app.admin_call("GET", &path, None)
+        .await
+        .assert_error(503, "unavailable");
+    assert_eq!(
+        app.me(&cached).await.status.as_u16(),
+        200,
+        "cached keys need no storage"
+    );
+
+    lock.rollback().await.unwrap();
+    assert_eq!(
+        app.me(&uncached).await.status.as_u16(),
+        200,
+        "service resumes when the database answers again"
+    );
+}
+
+/// An idle workspace keeps its actor, and so its cached keys, while storage does not answer:
+/// they are all that serves it until storage is back. Then the actor stops as usual.
+#[actix_web::test]
+#[ignore = "needs PostgreSQL: set STATUSPULSE_TEST_DATABASE_URL and pass --include-ignored (.ci/run does)"]
+async fn an_idle_workspace_keeps_its_cached_keys_through_an_outage() {
+    let cache = statuspulse_auth::actors::CacheSettings {
+        idle_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let app = crate::helpers::spawn_app_with_cache(cache).await;
+    assert_eq!(
+        app.backend,
+        Backend::Postgres,
+        "this test stages a PostgreSQL outage"
+    );
+    let database = app.database_name.clone().unwrap();
+    let ws = app.create_workspace("Acme").await;
+    let (_, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
+    assert_eq!(app.me(&key).await.status.as_u16(), 200);
+    let actors = || async { metric(&app.metrics().await, "statuspulse_workspace_actors") };
+
+    postgres_admin(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS false;
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}';"
+    ))
+    .await;
+    // Ten idle timeouts, each checked four times.
+    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        actors().await,
+        1.0,
+        "the idle actor stays while storage is down"
+    );
+    assert_eq!(
+        app.me(&key).await.status.as_u16(),
+        200,
+        "its key still verifies"
+    );
+
+    postgres_admin(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS true;"
+    ))
+    .await;
+    let mut stopped = false;
+    for _ in 0..200 {
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        if actors().await == 0.0 {
+            stopped = true;
+            break;
+        }
+    }
+    assert!(stopped, "the idle actor stops once storage answers");
+}
+
 /// Refusals that come before the limit is checked still report it, without counting.
 #[actix_web::test]
 async fn refusals_before_the_rate_check_carry_the_rate_limit_headers() {
