@@ -237,7 +237,8 @@ impl Verifier {
                     Err(error) => {
                         if let Some(skipped) = self.unavailable_log.admit(now_ms) {
                             tracing::warn!(
-                                %error,
+                                // With its cause: "storage unavailable" alone says nothing.
+                                error = %crate::error_chain::error_chain(&error),
                                 skipped,
                                 "storage unavailable on key cache miss: answering 503 (logged once per {} s; `skipped` since the last line)",
                                 UNAVAILABLE_LOG_EVERY.as_secs()

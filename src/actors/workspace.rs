@@ -353,7 +353,7 @@ impl Handler<RefreshKey> for WorkspaceActor {
                     registry.forget_key(&msg.0);
                 }
                 Err(error) => {
-                    tracing::warn!(workspace_id = %state.id, %error, "key refresh failed; serving cached entry");
+                    tracing::warn!(workspace_id = %state.id, error = %crate::error_chain::error_chain(&error), "key refresh failed; serving cached entry");
                     // Keep the entry and try again one TTL later, not on every request.
                     if let Some(cached) = state.cached_key(&msg.0) {
                         let refreshed = Arc::new(cached.refreshed(crate::clock::now_ms()));
