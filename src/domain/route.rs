@@ -28,7 +28,7 @@ pub enum RouteError {
     TooLong,
     #[error("the URI has a fragment (`#`), which no request target has")]
     Fragment,
-    #[error("the URI has dot segments, empty segments, backslashes, path parameters (`;`) or encoded separators, dots or percent signs")]
+    #[error("the URI has dot segments, empty segments, backslashes, path parameters (`;`), encoded separators, dots or percent signs, or percent-escapes that are malformed or not UTF-8")]
     Ambiguous,
     #[error("the method header is sent more than once")]
     RepeatedMethod,
@@ -62,7 +62,8 @@ pub fn required_scope(method: &str, uri: &str) -> Result<RouteRequirement, Route
     }
     let path = path_of(uri);
     let rest = path.strip_prefix("/v1/").ok_or(RouteError::NotUnderV1)?;
-    if path.contains(['\\', ';']) || contains_encoded_separator(path) {
+    if path.contains(['\\', ';']) || contains_encoded_separator(path) || has_malformed_escapes(path)
+    {
         return Err(RouteError::Ambiguous);
     }
     let mut segments = rest.split('/');
@@ -100,6 +101,27 @@ pub fn required_scope(method: &str, uri: &str) -> Result<RouteRequirement, Route
 /// `required_scope`.)
 pub fn path_of(uri: &str) -> &str {
     uri.split('?').next().unwrap_or_default()
+}
+
+/// Percent-escapes that are not `%` and two hex digits (`%u002e`, an old IIS form of `.`), or
+/// whose bytes are not UTF-8 (`%c0%ae`, an overlong `.` that old decoders took for one). A
+/// valid URI has neither (RFC 3986, 2.1), so refusing them costs no honest caller; paths
+/// without `%` are not looked at twice.
+fn has_malformed_escapes(path: &str) -> bool {
+    if !path.contains('%') {
+        return false;
+    }
+    let bytes = path.as_bytes();
+    let well_formed = bytes.iter().enumerate().all(|(at, &b)| {
+        b != b'%'
+            || bytes
+                .get(at + 1..at + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    !well_formed
+        || percent_encoding::percent_decode_str(path)
+            .decode_utf8()
+            .is_err()
 }
 
 /// `%2e` (`.`), `%2f` (`/`), `%5c` (`\`), `%3b` (`;`), `%00`, and `%25` (`%`: a server that
@@ -225,6 +247,13 @@ mod tests {
             "/v1/checks/%3b/x",
             "/v1/checks/%252e%252e/billing",
             "/v1/checks/a%00",
+            "/v1/checks/%c0%ae%c0%ae/teams",
+            "/v1/checks/%C0%AE%C0%AE/teams",
+            "/v1/checks/%e0%80%ae/x",
+            "/v1/checks/%u002e%u002e/teams",
+            "/v1/checks/%zz",
+            "/v1/checks/x%",
+            "/v1/checks/x%4",
         ] {
             assert_eq!(
                 required_scope("GET", uri),
@@ -251,6 +280,9 @@ mod tests {
             "x".repeat(MAX_URI_LEN - "/v1/checks/".len())
         );
         assert_eq!(scope_for("GET", &longest), "checks:read");
+        // Well-formed escapes of UTF-8 are names like any other.
+        assert_eq!(scope_for("GET", "/v1/checks/caf%C3%A9"), "checks:read");
+        assert_eq!(scope_for("GET", "/v1/checks/a%20b?q=%zz"), "checks:read");
         assert_eq!(
             required_scope("GET", &format!("{longest}x")),
             Err(RouteError::TooLong)
