@@ -391,9 +391,12 @@ async fn check_hashing_key(
 pub async fn open_store(settings: &Settings) -> Result<SharedStore, ConfigError> {
     match &settings.database_url {
         Some(url) => {
-            let store =
-                PostgresStore::connect(url.expose_secret(), settings.database_max_connections)
-                    .map_err(|e| ConfigError::new("STATUSPULSE_DATABASE_URL", e.to_string()))?;
+            let store = PostgresStore::connect(
+                url.expose_secret(),
+                settings.database_max_connections,
+                settings.database_deadlines,
+            )
+            .map_err(|e| ConfigError::new("STATUSPULSE_DATABASE_URL", e.to_string()))?;
             // Over a network a database can stop answering without closing its connections.
             let store = WithDeadlines::new(store, settings.database_deadlines);
             store.ping().await.map_err(|e| {

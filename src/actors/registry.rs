@@ -343,6 +343,14 @@ impl WorkspaceRegistry {
         self.unknown_keys.remove(hash);
     }
 
+    /// Drops a key from the cache (a change to it may or may not have been stored): its
+    /// next request reads it from storage, and while storage is down is answered 503.
+    pub fn key_in_doubt(&self, hash: &KeyHash) {
+        if let Some((_, state)) = self.key_index.remove(hash) {
+            state.remove_key(hash);
+        }
+    }
+
     /// Drops a key from the index (it vanished from storage).
     pub fn forget_key(&self, hash: &KeyHash) {
         self.key_index.remove(hash);
@@ -424,5 +432,34 @@ mod tests {
                 saved("ws_b", Environment::Live, vec![(second, 7)]),
             ]
         );
+    }
+
+    #[actix_web::test]
+    async fn a_key_in_doubt_leaves_the_cache() {
+        let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let registry = WorkspaceRegistry::new(store, CacheSettings::default(), None);
+        let created_at = crate::clock::to_datetime(NOW_MS);
+        let record = ApiKeyRecord {
+            id: "key_1".into(),
+            workspace_id: "ws_1".into(),
+            key_hash: KeyHash::from_slice(&[7; 32]).unwrap(),
+            key_hint: "sp_live_...abcd".into(),
+            label: "ci".into(),
+            environment: Environment::Live,
+            scopes: crate::domain::scope::ScopeSet::parse_canonical("checks:read").unwrap(),
+            created_at,
+            expires_at: crate::domain::key_record::expiry_for(created_at),
+            revoked_at: None,
+        };
+        registry.key_changed(&record);
+        assert!(matches!(
+            registry.lookup(&record.key_hash, NOW_MS),
+            CacheLookup::Hit(..)
+        ));
+        registry.key_in_doubt(&record.key_hash);
+        assert!(matches!(
+            registry.lookup(&record.key_hash, NOW_MS),
+            CacheLookup::Miss
+        ));
     }
 }

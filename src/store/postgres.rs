@@ -14,6 +14,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::deadline::Deadlines;
 use super::migrations::POSTGRES as MIGRATIONS;
 use super::postgres_tls::{take_tls_settings, TlsSetupError};
 use super::{
@@ -32,6 +33,16 @@ use crate::error_chain::error_chain;
 
 pub struct PostgresStore {
     pool: Pool,
+    /// How long an audit-log query may run on the server (the session's limit is shorter).
+    bulk_statement_timeout: Duration,
+}
+
+/// PostgreSQL's own limit on a statement: four fifths of the caller's deadline, so that a
+/// statement held up on the server (a lock wait, a slow plan) is ended there, and undone,
+/// before the caller gives up on it. A change refused that way was not made; one the
+/// caller gave up on might still be, once the server gets to it.
+fn statement_timeout(deadline: Duration) -> Duration {
+    deadline * 4 / 5
 }
 
 /// A URL that cannot be used. The messages never contain the URL, which may hold a password.
@@ -46,13 +57,27 @@ pub enum BadDatabaseUrl {
 impl PostgresStore {
     /// Builds a pool for `url`, with TLS as its `sslmode` and `sslrootcert` say
     /// ([`super::postgres_tls`]). Connects lazily: call [`Store::ping`] to check reachability.
-    pub fn connect(url: &str, max_connections: usize) -> Result<PostgresStore, BadDatabaseUrl> {
+    pub fn connect(
+        url: &str,
+        max_connections: usize,
+        deadlines: Deadlines,
+    ) -> Result<PostgresStore, BadDatabaseUrl> {
         let (url, tls) = take_tls_settings(url)?;
         let mut config = tokio_postgres::Config::from_str(&url)
             // With its cause, which names the parameter ("invalid connection string: unknown
             // option `sslcert`"); neither quotes a value, so neither holds the password.
             .map_err(|e| BadDatabaseUrl::Unparsable(error_chain(&e)))?;
         config.ssl_mode(tls.mode.wire());
+        // Ours first: a `statement_timeout` in the URL's own `options` comes later and wins.
+        let ours = format!(
+            "-c statement_timeout={}",
+            statement_timeout(deadlines.request).as_millis()
+        );
+        let options = match config.get_options() {
+            Some(theirs) => format!("{ours} {theirs}"),
+            None => ours,
+        };
+        config.options(&options);
         let manager = Manager::from_config(
             config,
             tls.connector()?,
@@ -69,7 +94,10 @@ impl PostgresStore {
             .recycle_timeout(Some(Duration::from_secs(2)))
             .build()
             .map_err(|e| BadDatabaseUrl::Unparsable(e.to_string()))?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            bulk_statement_timeout: statement_timeout(deadlines.bulk),
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
@@ -85,10 +113,13 @@ impl Store for PostgresStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
-        // Quiet "already exists, skipping" notices of the idempotent statements below.
-        tx.batch_execute("SET LOCAL client_min_messages = warning")
-            .await
-            .map_err(pg)?;
+        // Quiet "already exists, skipping" notices of the idempotent statements below; no
+        // time limit: a migration may wait for another server's, and may rewrite a table.
+        tx.batch_execute(
+            "SET LOCAL client_min_messages = warning; SET LOCAL statement_timeout = 0",
+        )
+        .await
+        .map_err(pg)?;
         // Serialises concurrent migrators (several servers starting at once).
         tx.execute("SELECT pg_advisory_xact_lock(7316021)", &[])
             .await
@@ -501,8 +532,17 @@ impl Store for PostgresStore {
             sql.push_str(&format!(" AND id < ${}", params.len()));
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", query.limit));
-        let client = self.client().await?;
-        let rows = client.query(&sql, &params).await.map_err(pg)?;
+        let mut client = self.client().await?;
+        // A workspace's log can be long: this query may take longer than a request's.
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.batch_execute(&format!(
+            "SET LOCAL statement_timeout = {}",
+            self.bulk_statement_timeout.as_millis()
+        ))
+        .await
+        .map_err(pg)?;
+        let rows = tx.query(&sql, &params).await.map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
         rows.iter().map(audit_from_row).collect()
     }
 }
@@ -677,7 +717,10 @@ mod tests {
                 "invalid value for option `port`",
             ),
         ] {
-            let error = PostgresStore::connect(url, 1).err().unwrap().to_string();
+            let error = PostgresStore::connect(url, 1, Deadlines::default())
+                .err()
+                .unwrap()
+                .to_string();
             assert!(error.contains(named), "{error}");
             assert!(!error.contains("hunter2"), "{error}");
         }

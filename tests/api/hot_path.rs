@@ -727,7 +727,7 @@ async fn a_database_that_stops_answering_gets_503_not_a_hung_request() {
         "this test locks a PostgreSQL table"
     );
     let ws = app.create_workspace("Acme").await;
-    let (_, cached) = app
+    let (cached_id, cached) = app
         .create_key(&ws, "cached", "live", &["checks:read"])
         .await;
     let (uncached_id, uncached) = app
@@ -758,6 +758,40 @@ async fn a_database_that_stops_answering_gets_503_not_a_hung_request() {
         200,
         "service resumes when the database answers again"
     );
+
+    // A write held up on the server is ended there before the caller's deadline passes, so
+    // a revocation answered 503 was not made, and never lands later behind the cache's back.
+    let lock = locker.transaction().await.unwrap();
+    // A row lock: reads go on, and the revocation's UPDATE waits for the row once it runs (a
+    // table lock would hold it up earlier, in parsing, before it was ever sent to run).
+    lock.batch_execute(&format!(
+        "SELECT 1 FROM api_keys WHERE id = '{cached_id}' FOR UPDATE"
+    ))
+    .await
+    .unwrap();
+    app.revoke_key(&ws, &cached_id)
+        .await
+        .assert_error(503, "unavailable");
+    assert_eq!(
+        app.me(&cached).await.status.as_u16(),
+        200,
+        "read again from storage, where the key is still active"
+    );
+    lock.rollback().await.unwrap();
+    // Time for a write the server had kept waiting to land, had it kept one.
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    let stored = app
+        .admin_call(
+            "GET",
+            &format!("/admin/v1/workspaces/{ws}/api-keys/{cached_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        stored.body["status"], "active",
+        "the refused revocation was not made"
+    );
+    assert_eq!(app.me(&cached).await.status.as_u16(), 200);
 }
 
 /// An idle workspace keeps its actor, and so its cached keys, while storage does not answer:

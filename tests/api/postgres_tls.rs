@@ -3,6 +3,7 @@
 //! as Debian's PostgreSQL has out of the box (its "snakeoil" certificate).
 
 use statuspulse_auth::error_chain::error_chain;
+use statuspulse_auth::store::deadline::Deadlines;
 use statuspulse_auth::store::postgres::PostgresStore;
 use statuspulse_auth::store::Store;
 
@@ -38,7 +39,8 @@ async fn server_certificate() -> String {
 async fn connect(host: &str, query: &str) -> Result<bool, String> {
     let tag = format!("statuspulse-tls-{}", uuid::Uuid::now_v7().simple());
     let url = server_url(host, &format!("application_name={tag}&{query}"));
-    let store = PostgresStore::connect(&url, 1).map_err(|e| error_chain(&e))?;
+    let store =
+        PostgresStore::connect(&url, 1, Deadlines::default()).map_err(|e| error_chain(&e))?;
     store.ping().await.map_err(|e| error_chain(&e))?;
     // The pool keeps the connection open, so the server still lists it.
     let encrypted = postgres_admin_query(&format!(

@@ -15,7 +15,7 @@ use crate::http::error::ApiError;
 use crate::http::extractors::{JsonBody, OptionalJsonBody};
 use crate::http::openapi::{ErrorBody, ScopeName};
 use crate::http::state::AppState;
-use crate::store::NewApiKey;
+use crate::store::{NewApiKey, StoreError};
 
 /// The longest grace period a rotation may give the old key.
 const MAX_GRACE_SECONDS: i64 = 7 * 24 * 3600;
@@ -243,12 +243,13 @@ pub async fn revoke(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (workspace_id, key_id) = path.into_inner();
-    existing_key(&state, &workspace_id, &key_id).await?;
+    let key = existing_key(&state, &workspace_id, &key_id).await?;
     let now = now();
-    let record = state
+    let revoked = state
         .store
         .revoke_api_key(&workspace_id, &key_id, now)
-        .await?;
+        .await;
+    let record = unless_in_doubt(&state, &key, revoked)?;
     state.registry.key_changed(&record);
     tracing::info!(workspace_id = %workspace_id, key_id = %key_id, "api key revoked");
     Ok(HttpResponse::Ok().json(ApiKeyView::new(&record, now)))
@@ -285,7 +286,7 @@ pub async fn rotate(
         old.scopes,
         now,
     );
-    let old = state
+    let rotated = state
         .store
         .rotate_api_key(
             &workspace_id,
@@ -295,7 +296,8 @@ pub async fn rotate(
             MAX_ACTIVE_KEYS_PER_SCOPE_SET,
             now,
         )
-        .await?;
+        .await;
+    let old = unless_in_doubt(&state, &old, rotated)?;
     state.registry.key_created(&replacement.key_hash);
     state.registry.key_changed(&old);
     let record = replacement.into_record();
@@ -356,6 +358,21 @@ fn new_key(
         expires_at: expiry_for(now),
     };
     (key, generated.secret.expose_secret().to_owned())
+}
+
+/// The result of a change to `key`. When storage did not say how it went (it may still
+/// apply the change once it answers), the key leaves the cache: it is trusted again only as
+/// storage then says, instead of as it was before the change (a key whose revocation timed
+/// out would otherwise keep verifying here until its cache entry went stale).
+fn unless_in_doubt<T>(
+    state: &AppState,
+    key: &ApiKeyRecord,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if let Err(StoreError::Unavailable(_)) = &result {
+        state.registry.key_in_doubt(&key.key_hash);
+    }
+    result
 }
 
 async fn existing_key(
