@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::anyhow;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    GenericClient, Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime,
+};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -68,16 +70,17 @@ impl PostgresStore {
             // option `sslcert`"); neither quotes a value, so neither holds the password.
             .map_err(|e| BadDatabaseUrl::Unparsable(error_chain(&e)))?;
         config.ssl_mode(tls.mode.wire());
-        // Ours first: a `statement_timeout` in the URL's own `options` comes later and wins.
-        let ours = format!(
-            "-c statement_timeout={}",
-            statement_timeout(deadlines.request).as_millis()
-        );
-        let options = match config.get_options() {
-            Some(theirs) => format!("{ours} {theirs}"),
-            None => ours,
-        };
-        config.options(&options);
+        // Set on each new connection rather than as a startup `options` parameter, which
+        // connection poolers such as PgBouncer refuse; one in the URL's `options` wins.
+        let set_statement_timeout = config
+            .get_options()
+            .is_none_or(|theirs| !theirs.contains("statement_timeout"))
+            .then(|| {
+                format!(
+                    "SET statement_timeout = {}",
+                    statement_timeout(deadlines.request).as_millis()
+                )
+            });
         let manager = Manager::from_config(
             config,
             tls.connector()?,
@@ -85,8 +88,16 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(manager)
-            .max_size(max_connections)
+        let mut pool = Pool::builder(manager).max_size(max_connections);
+        if let Some(sql) = set_statement_timeout {
+            pool = pool.post_create(Hook::async_fn(move |client, _| {
+                let sql = sql.clone();
+                Box::pin(
+                    async move { client.batch_execute(&sql).await.map_err(HookError::Backend) },
+                )
+            }));
+        }
+        let pool = pool
             .runtime(Runtime::Tokio1)
             // An outage must answer quickly with 503, not hang the caller.
             .wait_timeout(Some(Duration::from_secs(2)))
