@@ -342,7 +342,7 @@ async fn carry_over_rate_limits(
 /// Saves every live workspace's rate-limit counts for the next start (after the listeners
 /// stopped, so that no request is counted after this), and then empties the rate journal,
 /// which would otherwise give the next start the same counts twice. If storage refuses, the
-/// journal keeps them.
+/// journal keeps them, as after a crash.
 async fn save_rate_limits(
     store: &SharedStore,
     registry: &WorkspaceRegistry,
@@ -356,10 +356,13 @@ async fn save_rate_limits(
                 tracing::warn!(%error, "cannot empty the rate-limit journal; the next start counts some requests twice");
             }
         }
-        Err(error) => tracing::warn!(
-            error = %error_chain(&error),
-            "cannot save the rate-limit counts; the next start reads them from the journal"
-        ),
+        Err(error) => {
+            rate_journal.keep_for_next_start();
+            tracing::warn!(
+                error = %error_chain(&error),
+                "cannot save the rate-limit counts; the next start reads them from the journal"
+            );
+        }
     }
 }
 

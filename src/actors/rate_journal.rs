@@ -27,7 +27,7 @@
 use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use memmap2::MmapRaw;
@@ -57,6 +57,8 @@ struct Shared {
     /// The number of this run's first file: above any file an earlier run left.
     first_file_number: usize,
     state: Mutex<Slots>,
+    /// Set by `keep_for_next_start`: slots keep their counts when their limiters go.
+    kept: AtomicBool,
 }
 
 /// What an earlier run left in the journal: its counts, and its files, which stay until
@@ -128,6 +130,7 @@ impl RateJournal {
                 dir: dir.to_path_buf(),
                 first_file_number,
                 state: Mutex::new(Slots::default()),
+                kept: AtomicBool::new(false),
             }),
         };
         // The first file now, so that no request waits on its creation.
@@ -175,6 +178,14 @@ impl RateJournal {
             | (workspace_id.len() as u64) << 40;
         slot.word(0).store(tag, Ordering::Release);
         Some(slot)
+    }
+
+    /// Keeps every slot's counts for the next start, as a crash would leave them: for a
+    /// graceful stop that could not save the counts to storage. Without it, the limiters
+    /// dropped at the end of the run would free their slots, and the next start would give
+    /// every workspace a fresh minute.
+    pub fn keep_for_next_start(&self) {
+        self.shared.kept.store(true, Ordering::Release);
     }
 
     /// Empties the journal, after a graceful stop has saved the counts to storage (the
@@ -242,6 +253,9 @@ impl JournalSlot {
 
 impl Drop for JournalSlot {
     fn drop(&mut self) {
+        if self.shared.kept.load(Ordering::Acquire) {
+            return;
+        }
         self.word(0).store(0, Ordering::Release);
         self.shared
             .state
@@ -424,6 +438,23 @@ mod tests {
         crash(journal, vec![slot]);
         let (_journal, left) = RateJournal::open(&dir).unwrap();
         assert!(left.counts.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_kept_journal_gives_the_next_start_the_counts_of_limiters_that_went() {
+        let dir = temp_dir();
+        let (journal, _) = RateJournal::open(&dir).unwrap();
+        let slot = journal.slot("ws_a", Environment::Live).unwrap();
+        slot.record(500, 3);
+        journal.keep_for_next_start();
+        // The end of a graceful run: the limiters go, then the journal.
+        drop(slot);
+        drop(journal);
+        let (_journal, left) = RateJournal::open(&dir).unwrap();
+        assert_eq!(left.counts.len(), 1);
+        assert_eq!(left.counts[0].workspace_id, "ws_a");
+        assert_eq!(left.counts[0].counts, vec![(500, 3)]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

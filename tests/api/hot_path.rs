@@ -868,6 +868,42 @@ async fn refusals_before_the_rate_check_carry_the_rate_limit_headers() {
     assert_eq!(revoked.header("ratelimit-limit"), Some("1200"));
 }
 
+/// A graceful stop that cannot save the counts (storage down) leaves them in the rate
+/// journal for the next start, as a crash does.
+#[actix_web::test]
+#[ignore = "needs PostgreSQL: set STATUSPULSE_TEST_DATABASE_URL and pass --include-ignored (.ci/run does)"]
+async fn a_stop_during_an_outage_gives_no_workspace_a_fresh_minute() {
+    let mut app = spawn_app().await;
+    assert_eq!(
+        app.backend,
+        Backend::Postgres,
+        "this test stages a PostgreSQL outage"
+    );
+    let database = app.database_name.clone().unwrap();
+    let ws = app.create_workspace("Acme").await;
+    let (_, key) = app.create_key(&ws, "ci", "test", &["checks:read"]).await;
+    for _ in 0..50 {
+        let reply = app.me(&key).await;
+        assert_eq!(reply.status.as_u16(), 200, "{}", reply.body);
+    }
+    postgres_admin(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS false;
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}';"
+    ))
+    .await;
+    app.stop().await;
+    postgres_admin(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS true;"
+    ))
+    .await;
+    app.restart().await;
+    // The test limit is 120 a minute: 70 left after the 50, and this one.
+    let reply = app.me(&key).await;
+    assert_eq!(reply.status.as_u16(), 200, "{}", reply.body);
+    assert_eq!(reply.header("ratelimit-remaining"), Some("69"));
+    app.stop().await;
+}
+
 #[actix_web::test]
 async fn a_restart_gives_no_workspace_a_fresh_minute() {
     let mut app = spawn_app().await;
