@@ -448,6 +448,21 @@ async fn users_and_members_with_roles() {
     let user_id = user.body["id"].as_str().unwrap();
     let duplicate = create_user("ADA@example.com", "another password", "Ada").await;
     duplicate.assert_error(409, "email_taken");
+    // Case beyond ASCII, the same on both stores: the Kelvin sign is a K, Ä an ä.
+    let umlaut = create_user("Ärger@BÜRO.de", "correct horse battery", "Ä").await;
+    assert_eq!(umlaut.status.as_u16(), 201, "{}", umlaut.body);
+    assert_eq!(
+        umlaut.body["email"], "ärger@büro.de",
+        "stored in lower case"
+    );
+    create_user("ärger@büro.de", "another password", "Ä")
+        .await
+        .assert_error(409, "email_taken");
+    let kelvin = create_user("\u{212A}im@example.com", "correct horse battery", "Kim").await;
+    assert_eq!(kelvin.status.as_u16(), 201, "{}", kelvin.body);
+    create_user("kim@example.com", "another password", "Kim")
+        .await
+        .assert_error(409, "email_taken");
     let short = create_user("bob@example.com", "short", "Bob").await;
     short.assert_error(422, "invalid_password");
     for password in ["pass\u{0}word12", "          "] {

@@ -101,6 +101,11 @@ pub async fn create(
         ));
     }
     refuse_secrets(&email, "invalid_email", "email", &state.admin_token)?;
+    // Stored in lower case (Unicode's, not only ASCII's), as Ory Kratos stores addresses:
+    // one address is one user whatever its case, and the unique index on `lower(email)`
+    // then means the same on both stores (SQLite's `lower` folds ASCII letters only).
+    // After the checks above, which must see the key or token as it was sent.
+    let email = email.to_lowercase();
     let name = required_text(&body.name, "invalid_name", "name", 100, &state.admin_token)?;
     let password = body.password.expose_secret();
     if !(8..=256).contains(&password.chars().count()) {
