@@ -39,6 +39,9 @@ pub struct Settings {
     /// How long PostgreSQL operations may take before they count as an outage. Not
     /// configurable from outside; tests shorten it.
     pub database_deadlines: Deadlines,
+    /// Where the config file set a setting the environment did not (`--config FILE: line
+    /// N (key)`), by key: a value that fails only when used is named where it was given.
+    file_places: HashMap<&'static str, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +164,14 @@ impl Settings {
             (!v.is_empty()).then(|| (file_place(name, &file_text, key), v))
         };
 
+        let file_places = KEYS
+            .iter()
+            .filter_map(|&key| {
+                let (name, _) = value(key)?;
+                (!name.starts_with("STATUSPULSE_")).then_some((key, name))
+            })
+            .collect();
+
         let database_url = value("database_url")
             .map(|(name, url)| {
                 if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -244,6 +255,7 @@ impl Settings {
             database_max_connections,
             next_answer_within: NEXT_ANSWER_WITHIN,
             database_deadlines: Deadlines::default(),
+            file_places,
         })
     }
 
@@ -263,7 +275,27 @@ impl Settings {
             database_max_connections: 4,
             next_answer_within: NEXT_ANSWER_WITHIN,
             database_deadlines: Deadlines::default(),
+            file_places: HashMap::new(),
         }
+    }
+
+    /// Where the setting `key` (as the config file spells it: `data_dir`) was given, for an
+    /// error about its value: the file's line if the file set it, else its variable
+    /// (`STATUSPULSE_DATA_DIR`), which is also what to set when the default does not work.
+    pub fn place(&self, key: &str) -> String {
+        match self.file_places.get(key) {
+            Some(place) => place.clone(),
+            None => format!("STATUSPULSE_{}", key.to_ascii_uppercase()),
+        }
+    }
+
+    /// Where the store was chosen: the database URL, or the data dir of the embedded one.
+    pub fn store_place(&self) -> String {
+        self.place(if self.database_url.is_some() {
+            "database_url"
+        } else {
+            "data_dir"
+        })
     }
 
     /// The hashing key as bytes, when configured.
@@ -479,12 +511,21 @@ mod tests {
         .unwrap();
         let settings = Settings::from_sources(Some(&path), &env(&[])).unwrap();
         assert_eq!(settings.public_addr.port(), 9000);
+        // A value that fails only when used (a taken port) is named where it was given.
+        assert!(settings
+            .place("public_addr")
+            .ends_with("config.toml: line 1 (public_addr)"));
+        assert_eq!(settings.place("data_dir"), "STATUSPULSE_DATA_DIR");
         let settings = Settings::from_sources(
             Some(&path),
             &env(&[("STATUSPULSE_PUBLIC_ADDR", "127.0.0.1:9100")]),
         )
         .unwrap();
         assert_eq!(settings.public_addr.port(), 9100);
+        assert_eq!(settings.place("public_addr"), "STATUSPULSE_PUBLIC_ADDR");
+        assert!(settings
+            .place("admin_addr")
+            .ends_with("config.toml: line 2 (admin_addr)"));
         // Counts as TOML numbers or as text; either is checked as the variable would be.
         std::fs::write(
             &path,

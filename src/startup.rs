@@ -106,15 +106,16 @@ impl Application {
         // Before anything is created or migrated: this setting cannot work yet.
         if settings.amqp_url.is_some() {
             return Err(ConfigError::new(
-                "STATUSPULSE_AMQP_URL",
+                settings.place("amqp_url"),
                 "the RabbitMQ transport is not part of this build yet; unset it to use the in-process queue",
             ));
         }
-        create_data_dir(&settings.data_dir)?;
+        create_data_dir(&settings)?;
         let data_dir_lock = lock_data_dir(&settings.data_dir)
-            .map_err(|problem| ConfigError::new("STATUSPULSE_DATA_DIR", problem))?;
-        let secret_error =
-            |e: secrets::SecretFileError| ConfigError::new("STATUSPULSE_DATA_DIR", e.to_string());
+            .map_err(|problem| ConfigError::new(settings.place("data_dir"), problem))?;
+        let secret_error = |e: secrets::SecretFileError| {
+            ConfigError::new(settings.place("data_dir"), e.to_string())
+        };
         let hashing_key = match settings.hashing_key_bytes() {
             Some(key) => key,
             None => {
@@ -137,7 +138,7 @@ impl Application {
         let store = open_store(&settings).await?;
         store.migrate().await.map_err(|e| {
             ConfigError::new(
-                database_variable(&settings),
+                settings.store_place(),
                 format!("migrations failed: {}", error_chain(&e)),
             )
         })?;
@@ -150,7 +151,7 @@ impl Application {
         let dead_letters =
             DeadLetters::open(&settings.data_dir.join(DEAD_LETTERS_DIR)).map_err(|e| {
                 ConfigError::new(
-                    "STATUSPULSE_DATA_DIR",
+                    settings.place("data_dir"),
                     format!("cannot open the dead letters: {e}"),
                 )
             })?;
@@ -158,7 +159,7 @@ impl Application {
         let (spool, leftovers) = AuditSpool::open(&settings.data_dir.join(AUDIT_SPOOL_DIR))
             .map_err(|e| {
                 ConfigError::new(
-                    "STATUSPULSE_DATA_DIR",
+                    settings.place("data_dir"),
                     format!("cannot open the audit spool: {e}"),
                 )
             })?;
@@ -176,7 +177,7 @@ impl Application {
         let (rate_journal, left_by_a_crash) =
             RateJournal::open(&settings.data_dir.join(RATE_JOURNAL_DIR)).map_err(|e| {
                 ConfigError::new(
-                    "STATUSPULSE_DATA_DIR",
+                    settings.place("data_dir"),
                     format!("cannot open the rate-limit journal: {e}"),
                 )
             })?;
@@ -199,8 +200,8 @@ impl Application {
             admin_token: admin_token.clone(),
         });
 
-        let public_listener = bind("STATUSPULSE_PUBLIC_ADDR", settings.public_addr)?;
-        let admin_listener = bind("STATUSPULSE_ADMIN_ADDR", settings.admin_addr)?;
+        let public_listener = bind(settings.place("public_addr"), settings.public_addr)?;
+        let admin_listener = bind(settings.place("admin_addr"), settings.admin_addr)?;
         let public_port = local_port(&public_listener);
         let admin_port = local_port(&admin_listener);
         // Signals are `main`'s to handle (`ApplicationHandle::stop`): actix-web's own handling
@@ -217,7 +218,7 @@ impl Application {
             Listener::Public,
             public::routes,
         )
-        .map_err(|e| ConfigError::new("STATUSPULSE_PUBLIC_ADDR", e.to_string()))?;
+        .map_err(|e| ConfigError::new(settings.place("public_addr"), e.to_string()))?;
         let admin_server = server::serve(
             admin_listener,
             ServerSettings {
@@ -229,7 +230,7 @@ impl Application {
             Listener::Admin,
             admin::routes,
         )
-        .map_err(|e| ConfigError::new("STATUSPULSE_ADMIN_ADDR", e.to_string()))?;
+        .map_err(|e| ConfigError::new(settings.place("admin_addr"), e.to_string()))?;
         if generated_admin_token.is_some() {
             secrets::store_admin_token_hash(&settings.data_dir, admin_token.hash())
                 .map_err(secret_error)?;
@@ -378,12 +379,12 @@ async fn check_hashing_key(
     let recorded = store
         .record_hashing_key_fingerprint(&ours)
         .await
-        .map_err(|e| ConfigError::new(database_variable(settings), error_chain(&e)))?;
+        .map_err(|e| ConfigError::new(settings.store_place(), error_chain(&e)))?;
     if recorded == ours {
         return Ok(());
     }
     Err(ConfigError::new(
-        "STATUSPULSE_HASHING_KEY",
+        settings.place("hashing_key"),
         "is not the key that this database's API keys were hashed with; every server sharing \
          a database must use the same one (the first server's, from its setting or from \
          hashing.key in its data dir)",
@@ -399,12 +400,12 @@ pub async fn open_store(settings: &Settings) -> Result<SharedStore, ConfigError>
                 settings.database_max_connections,
                 settings.database_deadlines,
             )
-            .map_err(|e| ConfigError::new("STATUSPULSE_DATABASE_URL", e.to_string()))?;
+            .map_err(|e| ConfigError::new(settings.place("database_url"), e.to_string()))?;
             // Over a network a database can stop answering without closing its connections.
             let store = WithDeadlines::new(store, settings.database_deadlines);
             store.ping().await.map_err(|e| {
                 ConfigError::new(
-                    "STATUSPULSE_DATABASE_URL",
+                    settings.place("database_url"),
                     format!("cannot reach PostgreSQL: {}", error_chain(&e)),
                 )
             })?;
@@ -412,10 +413,10 @@ pub async fn open_store(settings: &Settings) -> Result<SharedStore, ConfigError>
         }
         None => {
             let path = settings.data_dir.join(SQLITE_FILE);
-            create_data_dir(&settings.data_dir)?;
+            create_data_dir(settings)?;
             let store = SqliteStore::open(&path).map_err(|e| {
                 ConfigError::new(
-                    "STATUSPULSE_DATA_DIR",
+                    settings.place("data_dir"),
                     format!("cannot open {}: {}", path.display(), error_chain(&e)),
                 )
             })?;
@@ -426,24 +427,17 @@ pub async fn open_store(settings: &Settings) -> Result<SharedStore, ConfigError>
 
 /// Creates the data dir if needed, readable by this user only: it holds the hashing key,
 /// the admin token's hash and the database.
-fn create_data_dir(dir: &std::path::Path) -> Result<(), ConfigError> {
+fn create_data_dir(settings: &Settings) -> Result<(), ConfigError> {
+    let dir = &settings.data_dir;
     crate::private_dir::create(dir).map_err(|e| {
         ConfigError::new(
-            "STATUSPULSE_DATA_DIR",
+            settings.place("data_dir"),
             format!("cannot create {}: {e}", dir.display()),
         )
     })
 }
 
-fn database_variable(settings: &Settings) -> &'static str {
-    if settings.database_url.is_some() {
-        "STATUSPULSE_DATABASE_URL"
-    } else {
-        "STATUSPULSE_DATA_DIR"
-    }
-}
-
-fn bind(variable: &str, addr: std::net::SocketAddr) -> Result<TcpListener, ConfigError> {
+fn bind(variable: String, addr: std::net::SocketAddr) -> Result<TcpListener, ConfigError> {
     TcpListener::bind(addr)
         .map_err(|e| ConfigError::new(variable, format!("cannot listen on {addr}: {e}")))
 }
