@@ -70,6 +70,14 @@ impl CachedKey {
         }
     }
 
+    /// When the key stops working: its expiry, or the end of a rotation's grace period if
+    /// that comes first (a revocation, which sets `revoked_at` to now, ends it at once).
+    pub fn stops_working_at(&self) -> DateTime<Utc> {
+        self.revoked_at.map_or(self.expires_at, |revoked_at| {
+            revoked_at.min(self.expires_at)
+        })
+    }
+
     /// Whether the key works at `now`.
     pub fn status_at(&self, now: DateTime<Utc>) -> KeyStatus {
         key_status(self.revoked_at, self.expires_at, now)

@@ -72,6 +72,8 @@ pub struct MeResponse {
     workspace_id: String,
     credential: CredentialView,
     scopes: Vec<&'static str>,
+    /// When the key stops working: 365 days after its creation, or the end of the grace
+    /// period of a rotation that replaced it, if sooner.
     #[serde(serialize_with = "crate::domain::timestamp::rfc3339_millis")]
     expires_at: chrono::DateTime<chrono::Utc>,
     rate_limit: RateLimitView,
@@ -135,7 +137,7 @@ pub async fn me(
             environment: key.environment.as_str(),
         },
         scopes: key.scopes.names(),
-        expires_at: key.expires_at,
+        expires_at: key.stops_working_at(),
         rate_limit: RateLimitView {
             limit: granted.rate.limit,
             remaining: granted.rate.remaining,

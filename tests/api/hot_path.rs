@@ -495,12 +495,19 @@ async fn rotation_replaces_a_key_with_an_optional_grace_period() {
     );
     assert_eq!(rotated.body["replaces"]["id"], old_id.as_str());
     assert_eq!(rotated.body["replaces"]["status"], "active");
+    let old_me = app.me(&old_key).await;
     assert_eq!(
-        app.me(&old_key).await.status.as_u16(),
+        old_me.status.as_u16(),
         200,
         "old key works during the grace period"
     );
-    assert_eq!(app.me(&new_key).await.status.as_u16(), 200);
+    assert_eq!(
+        old_me.body["expires_at"], rotated.body["replaces"]["revoked_at"],
+        "/v1/me tells when the old key stops working: the grace period's end"
+    );
+    let new_me = app.me(&new_key).await;
+    assert_eq!(new_me.status.as_u16(), 200);
+    assert_eq!(new_me.body["expires_at"], rotated.body["expires_at"]);
 
     let new_id = rotated.body["id"].as_str().unwrap().to_owned();
     let immediate = app.rotate_key(&ws, &new_id, None).await;
