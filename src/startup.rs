@@ -325,7 +325,7 @@ async fn carry_over_rate_limits(
     };
     if !carried.is_empty() {
         tracing::info!(limiters = carried.len(), "rate-limit counts carried over");
-        registry.carry_over(carried, crate::clock::now_ms());
+        registry.carry_over(carried, registry.rate_now_ms());
     }
     if let Err(error) = left_by_a_crash.forget() {
         tracing::warn!(%error, "cannot delete the last run's rate-limit journal; the next start reads it again and merges it");
@@ -349,7 +349,7 @@ async fn save_rate_limits(
     registry: &WorkspaceRegistry,
     rate_journal: &RateJournal,
 ) {
-    let limits = registry.rate_limits(crate::clock::now_ms());
+    let limits = registry.rate_limits(registry.rate_now_ms());
     match store.save_rate_limits(&limits).await {
         Ok(()) => {
             tracing::info!(limiters = limits.len(), "rate-limit counts saved");

@@ -174,7 +174,8 @@ impl Verifier {
                     Ok(identified) => identified,
                     Err(denied) => break Err(denied),
                 };
-            let decision = authorize(&workspace, &key, request.requirement, now_ms);
+            let rate_now_ms = self.registry.rate_now_ms();
+            let decision = authorize(&workspace, &key, request.requirement, now_ms, rate_now_ms);
             let (scope, denied) = match &decision {
                 Ok(allowed) => (allowed.scope, None),
                 Err(Refusal::Denied(denied, scope)) => (*scope, Some(denied.reason)),
@@ -347,17 +348,19 @@ impl Refusal {
 
 /// Decides an identified key's request, in the documented order: revoked or expired, an
 /// unreadable route, the workspace's rate limit, the route's scope. Counts the request
-/// against the limit when it gets that far and there is room.
+/// against the limit when it gets that far and there is room. `now_ms` is the wall clock's
+/// (expiry, revocation), `rate_now_ms` the limiters' (`RateClock`).
 fn authorize(
     workspace: &WorkspaceState,
     key: &CachedKey,
     requirement: Result<RouteRequirement, RouteError>,
     now_ms: u64,
+    rate_now_ms: u64,
 ) -> Result<Allowed, Refusal> {
     let refuse = |reason, rate, scope| Refusal::Denied(Denied { reason, rate }, scope);
     // Refusals before the limit is checked still report it (every public answer carries
     // `RateLimit-*`), without counting the request.
-    let current_rate = || Some(workspace.peek_rate(key.environment, now_ms));
+    let current_rate = || Some(workspace.peek_rate(key.environment, rate_now_ms));
     match key.status_at(clock::to_datetime(now_ms)) {
         KeyStatus::Active => {}
         KeyStatus::Revoked => return Err(refuse(DenyReason::KeyRevoked, current_rate(), None)),
@@ -369,7 +372,7 @@ fn authorize(
         RouteRequirement::Scope(scope) => Some(scope),
         RouteRequirement::NoScope | RouteRequirement::UnknownResource => None,
     };
-    let Some(rate) = workspace.check_rate(key.environment, now_ms) else {
+    let Some(rate) = workspace.check_rate(key.environment, rate_now_ms) else {
         return Err(Refusal::Retired);
     };
     if !rate.allowed {
@@ -497,7 +500,7 @@ mod tests {
         let (state, key) = key(Environment::Test, &["checks:read"], true);
         let bad_route = Err(RouteError::Ambiguous);
         assert_eq!(
-            reason(authorize(&state, &key, bad_route, NOW_MS)),
+            reason(authorize(&state, &key, bad_route, NOW_MS, NOW_MS)),
             Some(DenyReason::KeyRevoked)
         );
         assert_eq!(state.peek_rate(Environment::Test, NOW_MS).remaining, 120);
@@ -506,7 +509,7 @@ mod tests {
     #[test]
     fn an_unreadable_route_costs_no_budget() {
         let (state, key) = key(Environment::Test, &["checks:read"], false);
-        let result = authorize(&state, &key, Err(RouteError::NotUnderV1), NOW_MS);
+        let result = authorize(&state, &key, Err(RouteError::NotUnderV1), NOW_MS, NOW_MS);
         assert_eq!(
             reason(result),
             Some(DenyReason::InvalidRoute(RouteError::NotUnderV1))
@@ -518,25 +521,25 @@ mod tests {
     fn scope_refusals_count_against_the_limit_and_the_limit_comes_first() {
         let (state, key) = key(Environment::Test, &["checks:read"], false);
         for _ in 0..120 {
-            let refused = authorize(&state, &key, read("/v1/billing"), NOW_MS);
+            let refused = authorize(&state, &key, read("/v1/billing"), NOW_MS, NOW_MS);
             assert!(matches!(
                 reason(refused),
                 Some(DenyReason::InsufficientScope(Some(_)))
             ));
         }
-        let limited = authorize(&state, &key, read("/v1/checks"), NOW_MS);
+        let limited = authorize(&state, &key, read("/v1/checks"), NOW_MS, NOW_MS);
         assert_eq!(reason(limited), Some(DenyReason::RateLimited));
     }
 
     #[test]
     fn granted_requests_report_the_scope_they_consumed() {
         let (state, key) = key(Environment::Live, &["checks:write"], false);
-        let granted = authorize(&state, &key, read("/v1/checks"), NOW_MS)
+        let granted = authorize(&state, &key, read("/v1/checks"), NOW_MS, NOW_MS)
             .ok()
             .unwrap();
         assert_eq!(granted.scope.map(Scope::as_str), Some("checks:read"));
         assert_eq!(granted.rate.remaining, 1_199);
-        let me = authorize(&state, &key, Ok(RouteRequirement::NoScope), NOW_MS)
+        let me = authorize(&state, &key, Ok(RouteRequirement::NoScope), NOW_MS, NOW_MS)
             .ok()
             .unwrap();
         assert_eq!(me.scope, None);

@@ -1,7 +1,8 @@
 //! The real binary as a child process: killed with SIGKILL right after answering, no
 //! answered request's audit event may be lost, nor any count of its rate limit; stopped with SIGINT or SIGTERM, it finishes
-//! the requests in flight. (The API suite runs the server in-process, where neither a crash
-//! nor a signal can be staged.)
+//! the requests in flight; under a system clock that steps (libfaketime), its rate limits
+//! keep real time. (The API suite runs the server in-process, where neither a crash, nor a
+//! signal, nor another clock can be staged.)
 
 // A failed unwrap is a failed test here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -22,6 +23,15 @@ struct Server {
     admin: SocketAddr,
 }
 
+/// A test that fails must not leave its server running: it would hold its ports, and the
+/// output pipe of whatever ran the tests.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -29,6 +39,15 @@ fn free_port() -> SocketAddr {
 }
 
 fn start(data_dir: &Path, public: SocketAddr, admin: SocketAddr) -> Server {
+    start_with(data_dir, public, admin, &[])
+}
+
+fn start_with(
+    data_dir: &Path,
+    public: SocketAddr,
+    admin: SocketAddr,
+    extra_env: &[(&str, &str)],
+) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_statuspulse-auth"))
         .arg("serve")
         .env_clear()
@@ -39,6 +58,7 @@ fn start(data_dir: &Path, public: SocketAddr, admin: SocketAddr) -> Server {
         .env("STATUSPULSE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("STATUSPULSE_HTTP_WORKERS", "2")
         .env("RUST_LOG", "warn")
+        .envs(extra_env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -64,6 +84,17 @@ fn call(
     bearer: Option<&str>,
     body: Option<Value>,
 ) -> Option<(u16, Value)> {
+    call_with_head(addr, method, path, bearer, body).map(|(status, _, json)| (status, json))
+}
+
+/// `call`, with the answer's head (status line and header fields, as sent).
+fn call_with_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<Value>,
+) -> Option<(u16, String, Value)> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -82,11 +113,9 @@ fn call(
     stream.read_to_end(&mut response).ok()?;
     let text = String::from_utf8_lossy(&response);
     let status = text.get(9..12)?.parse().ok()?;
-    let json = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, body)| serde_json::from_str(body).ok())
-        .unwrap_or(Value::Null);
-    Some((status, json))
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let json = serde_json::from_str(body).unwrap_or(Value::Null);
+    Some((status, head.to_ascii_lowercase(), json))
 }
 
 fn admin(server: &Server, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -226,4 +255,98 @@ fn sigint_and_sigterm_finish_requests_in_flight_and_stop_accepting() {
         let _ = std::fs::remove_dir_all(&data_dir);
         assert!(exit.success(), "SIG{signal}: exit {exit}");
     }
+}
+
+/// libfaketime's library (Debian's `faketime` package): it moves the wall clock of the
+/// process it is preloaded into, as an NTP step or `date -s` would, and here leaves its
+/// monotonic clock alone.
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Over any 60 real seconds a workspace gets its limit, whatever the system clock does:
+/// stepped forward a minute, it must not hand out a fresh minute at once; stepped back, it
+/// must not refuse, nor forget, what was counted.
+#[test]
+#[ignore = "needs libfaketime: apt-get install faketime, then pass --include-ignored (.ci/run does)"]
+fn a_stepped_system_clock_neither_renews_nor_forgets_the_rate_limit() {
+    assert!(
+        Path::new(FAKETIME).exists(),
+        "{FAKETIME} is missing: apt-get install faketime"
+    );
+    let data_dir = std::env::temp_dir().join(format!("statuspulse-clock-{}", uuid::Uuid::now_v7()));
+    let offset = data_dir.with_extension("faketime");
+    std::fs::write(&offset, "+0").unwrap();
+    let offset_path = offset.to_str().unwrap().to_owned();
+    let (public, admin_addr) = (free_port(), free_port());
+    let mut server = start_with(
+        &data_dir,
+        public,
+        admin_addr,
+        &[
+            ("LD_PRELOAD", FAKETIME),
+            ("FAKETIME_TIMESTAMP_FILE", &offset_path),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    let test_key = |name: &str| {
+        let (status, workspace) = admin(
+            &server,
+            "POST",
+            "/admin/v1/workspaces",
+            Some(json!({ "name": name })),
+        );
+        assert_eq!(status, 201, "{workspace}");
+        let ws = workspace["id"].as_str().unwrap().to_owned();
+        let (status, key) = admin(
+            &server,
+            "POST",
+            &format!("/admin/v1/workspaces/{ws}/api-keys"),
+            Some(json!({ "label": "ci", "environment": "test", "scopes": ["checks:read"] })),
+        );
+        assert_eq!(status, 201, "{key}");
+        key["key"].as_str().unwrap().to_owned()
+    };
+    let me = |key: &str| call(public, "GET", "/v1/me", Some(key), None).unwrap();
+    let (used_up, some_used) = (test_key("Forward"), test_key("Back"));
+    for _ in 0..120 {
+        assert_eq!(me(&used_up).0, 200);
+    }
+    assert_eq!(me(&used_up).0, 429);
+    for _ in 0..10 {
+        assert_eq!(me(&some_used).0, 200);
+    }
+
+    std::fs::write(&offset, "+65").unwrap();
+    let (status, body) = me(&used_up);
+    assert_eq!(
+        status, 429,
+        "a clock stepped a minute ahead renewed the limit: {body}"
+    );
+
+    // Back 30 s from the real time: the used-up limit frees up 60 real seconds after its
+    // requests, not 90.
+    std::fs::write(&offset, "-30").unwrap();
+    let (status, head, _) = call_with_head(public, "GET", "/v1/me", Some(&used_up), None).unwrap();
+    assert_eq!(status, 429);
+    let retry_after: u64 = head
+        .lines()
+        .find_map(|line| line.strip_prefix("retry-after: "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap();
+    assert!(
+        retry_after <= 61,
+        "Retry-After {retry_after}: a clock stepped back stretched the window"
+    );
+    let (status, body) = me(&some_used);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["rate_limit"]["remaining"],
+        json!(120 - 11),
+        "a clock stepped back forgot what was counted"
+    );
+
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_file(&offset);
 }

@@ -10,6 +10,7 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use super::rate_journal::{JournalSlot, RateJournal};
 use super::workspace::{CachedKey, RefreshKey, WorkspaceActor, WorkspaceState};
+use crate::clock::RateClock;
 use crate::domain::api_key::Environment;
 use crate::domain::hashing::{KeyHash, KeyHashState};
 use crate::domain::key_record::ApiKeyRecord;
@@ -72,6 +73,8 @@ pub struct WorkspaceRegistry {
     carried_over: Mutex<CarriedOver>,
     /// Where each workspace's limiters keep their counts through a crash.
     rate_journal: Option<Arc<RateJournal>>,
+    /// The time of every workspace's limiters and idle timers: it never steps.
+    rate_clock: RateClock,
     /// The last answer to "does storage answer?", shared by every idle actor that asks.
     /// Held across the question, so that actors going idle together ask it once.
     storage_check: tokio::sync::Mutex<Option<StorageCheck>>,
@@ -123,6 +126,7 @@ impl WorkspaceRegistry {
             settings,
             carried_over: Mutex::default(),
             rate_journal,
+            rate_clock: RateClock::start(),
             storage_check: tokio::sync::Mutex::new(None),
             this: this.clone(),
         })
@@ -130,6 +134,12 @@ impl WorkspaceRegistry {
 
     pub fn store(&self) -> &SharedStore {
         &self.store
+    }
+
+    /// Now, in the limiters' time (`RateClock`): what `check_rate`, `rate_limits` and
+    /// `carry_over` are given.
+    pub fn rate_now_ms(&self) -> u64 {
+        self.rate_clock.now_ms()
     }
 
     /// Whether storage answers (as of at most `STORAGE_CHECK_EVERY_MS` ago). An idle actor
@@ -192,7 +202,7 @@ impl WorkspaceRegistry {
         match self.store.find_api_key_by_hash(hash).await? {
             Some(record) => {
                 self.unknown_keys.remove(hash);
-                let state = self.workspace(&record.workspace_id, now_ms).state;
+                let state = self.workspace(&record.workspace_id).state;
                 let key = state.put_key(&record, now_ms);
                 self.key_index.insert(*hash, Arc::clone(&state));
                 Ok(Some((state, key)))
@@ -205,7 +215,7 @@ impl WorkspaceRegistry {
     }
 
     /// The handle of a workspace, starting its actor if it has none.
-    pub fn workspace(&self, workspace_id: &str, now_ms: u64) -> WorkspaceHandle {
+    pub fn workspace(&self, workspace_id: &str) -> WorkspaceHandle {
         if let Some(handle) = self.workspaces.get(workspace_id) {
             if !handle.state.is_retired() {
                 return handle.clone();
@@ -215,16 +225,17 @@ impl WorkspaceRegistry {
         let mut entry = self
             .workspaces
             .entry(Arc::clone(&id))
-            .or_insert_with(|| self.start(&id, now_ms));
+            .or_insert_with(|| self.start(&id));
         // A retired actor that has not yet removed itself is replaced; its own removal
         // checks identity and so leaves the replacement alone.
         if entry.state.is_retired() {
-            *entry = self.start(&id, now_ms);
+            *entry = self.start(&id);
         }
         entry.clone()
     }
 
-    fn start(&self, id: &Arc<str>, now_ms: u64) -> WorkspaceHandle {
+    fn start(&self, id: &Arc<str>) -> WorkspaceHandle {
+        let now_ms = self.rate_now_ms();
         let state = Arc::new(WorkspaceState::new(
             Arc::clone(id),
             now_ms,
@@ -237,6 +248,7 @@ impl WorkspaceRegistry {
             Arc::clone(&state),
             self.this.clone(),
             self.settings.idle_timeout,
+            self.rate_clock,
         );
         WorkspaceHandle {
             addr: actor.start(),
@@ -333,7 +345,7 @@ impl WorkspaceRegistry {
     /// is what keeps that stale read from being cached over it (see `put_key`).
     pub fn key_changed(&self, record: &ApiKeyRecord) {
         let now_ms = crate::clock::now_ms();
-        let state = self.workspace(&record.workspace_id, now_ms).state;
+        let state = self.workspace(&record.workspace_id).state;
         state.put_key(record, now_ms);
         self.key_index.insert(record.key_hash, state);
     }

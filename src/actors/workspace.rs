@@ -19,6 +19,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::rate_journal::{JournalSlot, RateJournal};
 use super::registry::WorkspaceRegistry;
+use crate::clock::RateClock;
 use crate::domain::api_key::Environment;
 use crate::domain::hashing::{KeyHash, KeyHashState};
 use crate::domain::key_record::{key_status, ApiKeyRecord, KeyStatus};
@@ -269,6 +270,8 @@ pub struct WorkspaceActor {
     state: Arc<WorkspaceState>,
     registry: Weak<WorkspaceRegistry>,
     idle_timeout: Duration,
+    /// The registry's: the state's last use is in the limiters' time.
+    rate_clock: RateClock,
     /// Idle, and asking whether storage answers before stopping.
     checking_storage: bool,
 }
@@ -278,11 +281,13 @@ impl WorkspaceActor {
         state: Arc<WorkspaceState>,
         registry: Weak<WorkspaceRegistry>,
         idle_timeout: Duration,
+        rate_clock: RateClock,
     ) -> WorkspaceActor {
         WorkspaceActor {
             state,
             registry,
             idle_timeout,
+            rate_clock,
             checking_storage: false,
         }
     }
@@ -294,7 +299,7 @@ impl WorkspaceActor {
     /// Stops the actor once idle, unless storage does not answer: then its cached keys are
     /// all that serves its workspace until storage is back, and they stay.
     fn stop_if_idle(&mut self, ctx: &mut Context<Self>) {
-        let idle = self.state.idle_for_ms(crate::clock::now_ms()) >= self.idle_ms();
+        let idle = self.state.idle_for_ms(self.rate_clock.now_ms()) >= self.idle_ms();
         if !idle || self.checking_storage {
             return;
         }
@@ -314,7 +319,7 @@ impl WorkspaceActor {
 
     /// Stops the actor if it is still idle: a request may have arrived meanwhile.
     fn retire_if_idle(&mut self, ctx: &mut Context<Self>) {
-        let now_ms = crate::clock::now_ms();
+        let now_ms = self.rate_clock.now_ms();
         if !self.state.retire_if_idle(now_ms, self.idle_ms()) {
             return;
         }
