@@ -122,28 +122,33 @@ fn admin(server: &Server, method: &str, path: &str, body: Option<Value>) -> (u16
     call(server.admin, method, path, Some(ADMIN_TOKEN), body).expect("admin call")
 }
 
+/// A new workspace `name` with one `checks:read` key of `environment`: its id and the key.
+fn workspace_with_key(server: &Server, name: &str, environment: &str) -> (String, String) {
+    let (status, workspace) = admin(
+        server,
+        "POST",
+        "/admin/v1/workspaces",
+        Some(json!({ "name": name })),
+    );
+    assert_eq!(status, 201, "{workspace}");
+    let ws = workspace["id"].as_str().unwrap().to_owned();
+    let (status, key) = admin(
+        server,
+        "POST",
+        &format!("/admin/v1/workspaces/{ws}/api-keys"),
+        Some(json!({ "label": "ci", "environment": environment, "scopes": ["checks:read"] })),
+    );
+    assert_eq!(status, 201, "{key}");
+    (ws, key["key"].as_str().unwrap().to_owned())
+}
+
 #[test]
 fn sigkill_right_after_answering_loses_no_audit_event() {
     let data_dir = std::env::temp_dir().join(format!("statuspulse-crash-{}", uuid::Uuid::now_v7()));
     let (public, admin_addr) = (free_port(), free_port());
     let mut server = start(&data_dir, public, admin_addr);
 
-    let (status, workspace) = admin(
-        &server,
-        "POST",
-        "/admin/v1/workspaces",
-        Some(json!({ "name": "Crash" })),
-    );
-    assert_eq!(status, 201, "{workspace}");
-    let ws = workspace["id"].as_str().unwrap().to_owned();
-    let (status, key) = admin(
-        &server,
-        "POST",
-        &format!("/admin/v1/workspaces/{ws}/api-keys"),
-        Some(json!({ "label": "ci", "environment": "live", "scopes": ["checks:read"] })),
-    );
-    assert_eq!(status, 201, "{key}");
-    let key = key["key"].as_str().unwrap().to_owned();
+    let (ws, key) = workspace_with_key(&server, "Crash", "live");
 
     // Answered requests, then SIGKILL at once: the batcher (50 ms) has not run for the last
     // of them, so without the spool their events would be gone.
@@ -288,24 +293,7 @@ fn a_stepped_system_clock_neither_renews_nor_forgets_the_rate_limit() {
             ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
         ],
     );
-    let test_key = |name: &str| {
-        let (status, workspace) = admin(
-            &server,
-            "POST",
-            "/admin/v1/workspaces",
-            Some(json!({ "name": name })),
-        );
-        assert_eq!(status, 201, "{workspace}");
-        let ws = workspace["id"].as_str().unwrap().to_owned();
-        let (status, key) = admin(
-            &server,
-            "POST",
-            &format!("/admin/v1/workspaces/{ws}/api-keys"),
-            Some(json!({ "label": "ci", "environment": "test", "scopes": ["checks:read"] })),
-        );
-        assert_eq!(status, 201, "{key}");
-        key["key"].as_str().unwrap().to_owned()
-    };
+    let test_key = |name: &str| workspace_with_key(&server, name, "test").1;
     let me = |key: &str| call(public, "GET", "/v1/me", Some(key), None).unwrap();
     let (used_up, some_used) = (test_key("Forward"), test_key("Back"));
     for _ in 0..120 {

@@ -548,6 +548,37 @@ impl TestApp {
         client
     }
 
+    /// Stages a storage outage: the test's PostgreSQL database refuses new connections and
+    /// its open ones are killed. Only PostgreSQL can stage one: on SQLite the test fails.
+    pub async fn cut_off_database(&self) {
+        let database = self.outage_database();
+        postgres_admin(&format!(
+            "ALTER DATABASE {database} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}';"
+        ))
+        .await;
+    }
+
+    /// Ends an outage staged by `cut_off_database`.
+    pub async fn restore_database(&self) {
+        let database = self.outage_database();
+        postgres_admin(&format!(
+            "ALTER DATABASE {database} ALLOW_CONNECTIONS true;"
+        ))
+        .await;
+    }
+
+    fn outage_database(&self) -> &str {
+        assert_eq!(
+            self.backend,
+            Backend::Postgres,
+            "this test stages a PostgreSQL outage"
+        );
+        self.database_name
+            .as_deref()
+            .expect("a PostgreSQL test database")
+    }
+
     /// Stops the server gracefully and waits until it has flushed everything.
     pub async fn stop(&mut self) {
         self.handle.stop(true).await;

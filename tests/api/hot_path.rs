@@ -8,7 +8,7 @@ use statuspulse_auth::domain::api_key::{generate_key, Environment};
 
 use statuspulse_auth::actors::CacheSettings;
 
-use crate::helpers::{metric, postgres_admin, spawn_app, spawn_app_with, Backend, ADMIN_TOKEN};
+use crate::helpers::{metric, spawn_app, spawn_app_with, Backend, ADMIN_TOKEN};
 
 #[actix_web::test]
 async fn me_describes_the_key_with_rate_limit_headers() {
@@ -676,12 +676,6 @@ async fn idle_actors_stop_and_come_back_on_demand() {
 #[ignore = "needs PostgreSQL: set STATUSPULSE_TEST_DATABASE_URL and pass --include-ignored (.ci/run does)"]
 async fn storage_outage_keeps_cached_keys_working_and_answers_503_otherwise() {
     let app = spawn_app().await;
-    assert_eq!(
-        app.backend,
-        Backend::Postgres,
-        "this test stages a PostgreSQL outage"
-    );
-    let database = app.database_name.clone().unwrap();
     let ws = app.create_workspace("Acme").await;
     let (_, cached) = app
         .create_key(&ws, "cached", "live", &["checks:read"])
@@ -691,11 +685,7 @@ async fn storage_outage_keeps_cached_keys_working_and_answers_503_otherwise() {
         .await;
     assert_eq!(app.me(&cached).await.status.as_u16(), 200);
 
-    postgres_admin(&format!(
-        "ALTER DATABASE {database} ALLOW_CONNECTIONS false;
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}';"
-    ))
-    .await;
+    app.cut_off_database().await;
     assert_eq!(
         app.me(&cached).await.status.as_u16(),
         200,
@@ -707,10 +697,7 @@ async fn storage_outage_keeps_cached_keys_working_and_answers_503_otherwise() {
         .await;
     ready.assert_error(503, "unavailable");
 
-    postgres_admin(&format!(
-        "ALTER DATABASE {database} ALLOW_CONNECTIONS true;"
-    ))
-    .await;
+    app.restore_database().await;
     assert_eq!(
         app.me(&uncached).await.status.as_u16(),
         200,
@@ -811,22 +798,12 @@ async fn an_idle_workspace_keeps_its_cached_keys_through_an_outage() {
         ..Default::default()
     };
     let app = crate::helpers::spawn_app_with_cache(cache).await;
-    assert_eq!(
-        app.backend,
-        Backend::Postgres,
-        "this test stages a PostgreSQL outage"
-    );
-    let database = app.database_name.clone().unwrap();
     let ws = app.create_workspace("Acme").await;
     let (_, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
     assert_eq!(app.me(&key).await.status.as_u16(), 200);
     let actors = || async { metric(&app.metrics().await, "statuspulse_workspace_actors") };
 
-    postgres_admin(&format!(
-        "ALTER DATABASE {database} ALLOW_CONNECTIONS false;
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}';"
-    ))
-    .await;
+    app.cut_off_database().await;
     // Ten idle timeouts, each checked four times.
     actix_web::rt::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
@@ -840,10 +817,7 @@ async fn an_idle_workspace_keeps_its_cached_keys_through_an_outage() {
         "its key still verifies"
     );
 
-    postgres_admin(&format!(
-        "ALTER DATABASE {database} ALLOW_CONNECTIONS true;"
-    ))
-    .await;
+    app.restore_database().await;
     let mut stopped = false;
     for _ in 0..200 {
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
@@ -881,28 +855,15 @@ async fn refusals_before_the_rate_check_carry_the_rate_limit_headers() {
 #[ignore = "needs PostgreSQL: set STATUSPULSE_TEST_DATABASE_URL and pass --include-ignored (.ci/run does)"]
 async fn a_stop_during_an_outage_gives_no_workspace_a_fresh_minute() {
     let mut app = spawn_app().await;
-    assert_eq!(
-        app.backend,
-        Backend::Postgres,
-        "this test stages a PostgreSQL outage"
-    );
-    let database = app.database_name.clone().unwrap();
     let ws = app.create_workspace("Acme").await;
     let (_, key) = app.create_key(&ws, "ci", "test", &["checks:read"]).await;
     for _ in 0..50 {
         let reply = app.me(&key).await;
         assert_eq!(reply.status.as_u16(), 200, "{}", reply.body);
     }
-    postgres_admin(&format!(
-        "ALTER DATABASE {database} ALLOW_CONNECTIONS false;
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}';"
-    ))
-    .await;
+    app.cut_off_database().await;
     app.stop().await;
-    postgres_admin(&format!(
-        "ALTER DATABASE {database} ALLOW_CONNECTIONS true;"
-    ))
-    .await;
+    app.restore_database().await;
     app.restart().await;
     // The test limit is 120 a minute: 70 left after the 50, and this one.
     let reply = app.me(&key).await;
