@@ -77,7 +77,12 @@ fn main() {
                 hashes.push(generated.hash);
             }
         }
-        let registry = WorkspaceRegistry::new(Arc::clone(&store), CacheSettings::default(), None);
+        let registry = WorkspaceRegistry::new(
+            Arc::clone(&store),
+            CacheSettings::default(),
+            None,
+            statuspulse_auth::clock::RateClock::start(None),
+        );
         let before = resident_kib();
         let now_ms = statuspulse_auth::clock::now_ms();
         for hash in &hashes {

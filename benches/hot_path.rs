@@ -164,6 +164,7 @@ async fn setup(
             ..Default::default()
         },
         Some(Arc::new(rate_journal)),
+        statuspulse_auth::clock::RateClock::start(None),
     );
     let verifier = Verifier::new(hasher.clone(), registry, sink, metrics);
     let mut headers = Vec::new();

@@ -9,6 +9,7 @@ use secrecy::ExposeSecret;
 
 use crate::actors::rate_journal::{Leftovers, RateJournal};
 use crate::actors::{CacheSettings, WorkspaceRegistry};
+use crate::clock::RateClock;
 use crate::config::{ConfigError, Settings};
 use crate::data_dir_lock::{lock_data_dir, DataDirLock};
 use crate::domain::hashing::KeyHasher;
@@ -36,6 +37,8 @@ const AUDIT_SPOOL_DIR: &str = "audit-spool";
 /// Under the data dir: the rate limiters' counts, kept through a crash (see
 /// `actors::rate_journal`).
 const RATE_JOURNAL_DIR: &str = "rate-limits";
+/// In the rate journal's directory: the origin of the limiters' clock (`RateClock`).
+const RATE_CLOCK_ORIGIN_FILE: &str = "clock-origin";
 
 /// Under the data dir: jobs that failed for good (see `queue::dead_letters`).
 const DEAD_LETTERS_DIR: &str = "dead-letters";
@@ -182,8 +185,18 @@ impl Application {
                 )
             })?;
         let rate_journal = Arc::new(rate_journal);
-        let registry =
-            WorkspaceRegistry::new(Arc::clone(&store), cache, Some(Arc::clone(&rate_journal)));
+        let rate_clock = RateClock::start(Some(
+            &settings
+                .data_dir
+                .join(RATE_JOURNAL_DIR)
+                .join(RATE_CLOCK_ORIGIN_FILE),
+        ));
+        let registry = WorkspaceRegistry::new(
+            Arc::clone(&store),
+            cache,
+            Some(Arc::clone(&rate_journal)),
+            rate_clock,
+        );
         carry_over_rate_limits(&store, &registry, left_by_a_crash).await;
         let state = web::Data::new(AppState {
             verifier: Verifier::new(

@@ -282,17 +282,13 @@ fn a_stepped_system_clock_neither_renews_nor_forgets_the_rate_limit() {
     std::fs::write(&offset, "+0").unwrap();
     let offset_path = offset.to_str().unwrap().to_owned();
     let (public, admin_addr) = (free_port(), free_port());
-    let mut server = start_with(
-        &data_dir,
-        public,
-        admin_addr,
-        &[
-            ("LD_PRELOAD", FAKETIME),
-            ("FAKETIME_TIMESTAMP_FILE", &offset_path),
-            ("FAKETIME_NO_CACHE", "1"),
-            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-        ],
-    );
+    let faked = [
+        ("LD_PRELOAD", FAKETIME),
+        ("FAKETIME_TIMESTAMP_FILE", offset_path.as_str()),
+        ("FAKETIME_NO_CACHE", "1"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ];
+    let server = start_with(&data_dir, public, admin_addr, &faked);
     let test_key = |name: &str| workspace_with_key(&server, name, "test").1;
     let me = |key: &str| call(public, "GET", "/v1/me", Some(key), None).unwrap();
     let (used_up, some_used) = (test_key("Forward"), test_key("Back"));
@@ -333,8 +329,24 @@ fn a_stepped_system_clock_neither_renews_nor_forgets_the_rate_limit() {
         "a clock stepped back forgot what was counted"
     );
 
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    // Stopped, and started again after a step ahead (95 s past the last): the next run's
+    // limiters count from the same origin, the machine's boot, not from the wall clock.
+    let mut server = server;
+    let sent = Command::new("kill")
+        .args(["-s", "TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    assert!(server.child.wait().unwrap().success());
+    std::fs::write(&offset, "+65").unwrap();
+    let server = start_with(&data_dir, public, admin_addr, &faked);
+    let me = |key: &str| call(server.public, "GET", "/v1/me", Some(key), None).unwrap();
+    let (status, body) = me(&used_up);
+    assert_eq!(
+        status, 429,
+        "a restart after a step ahead renewed the limit: {body}"
+    );
+    drop(server);
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_file(&offset);
 }

@@ -112,11 +112,12 @@ struct CarriedLimit {
 
 impl WorkspaceRegistry {
     /// `rate_journal`: where limiters keep their counts through a crash (`None`: they do
-    /// not, as in benches).
+    /// not, as in benches); `rate_clock`: their time.
     pub fn new(
         store: SharedStore,
         settings: CacheSettings,
         rate_journal: Option<Arc<RateJournal>>,
+        rate_clock: RateClock,
     ) -> Arc<Self> {
         Arc::new_cyclic(|this| WorkspaceRegistry {
             workspaces: DashMap::default(),
@@ -126,7 +127,7 @@ impl WorkspaceRegistry {
             settings,
             carried_over: Mutex::default(),
             rate_journal,
-            rate_clock: RateClock::start(),
+            rate_clock,
             storage_check: tokio::sync::Mutex::new(None),
             this: this.clone(),
         })
@@ -413,7 +414,12 @@ mod tests {
     #[test]
     fn two_copies_of_one_limiters_counts_are_carried_over_once() {
         let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
-        let registry = WorkspaceRegistry::new(store, CacheSettings::default(), None);
+        let registry = WorkspaceRegistry::new(
+            store,
+            CacheSettings::default(),
+            None,
+            RateClock::start(None),
+        );
         let second = NOW_MS / 1000 - 10;
         registry.carry_over(
             vec![
@@ -449,7 +455,12 @@ mod tests {
     #[actix_web::test]
     async fn a_key_in_doubt_leaves_the_cache() {
         let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
-        let registry = WorkspaceRegistry::new(store, CacheSettings::default(), None);
+        let registry = WorkspaceRegistry::new(
+            store,
+            CacheSettings::default(),
+            None,
+            RateClock::start(None),
+        );
         let created_at = crate::clock::to_datetime(NOW_MS);
         let record = ApiKeyRecord {
             id: "key_1".into(),

@@ -221,8 +221,8 @@ pub(crate) fn refuse_secrets(
         return Err(ApiError::unprocessable(
             code,
             format!(
-                "{field} must not hold an API key or admin token: it is stored and shown as \
-                 written, and keys are kept only as hashes."
+                "{field} must not hold an API key or admin token: it is stored and shown in \
+                 plain text, and keys are kept only as hashes."
             ),
         ));
     }
