@@ -22,10 +22,10 @@ pub fn now_ms() -> u64 {
 /// which is why this clock is the limiters' alone.
 ///
 /// Counts carried over a restart must be in the same time as the next run's. So the origin
-/// is the machine's boot (Linux's `CLOCK_BOOTTIME`), kept in a file with the boot's id: the
-/// boot's first run writes the wall time of the boot as it then sees it, and every later run
-/// of that boot reads it back, whatever the wall clock did in between. Without the file (or
-/// off Linux) the origin is the start of the run.
+/// is the machine's boot (Linux's `/proc/uptime`, suspends included), kept in a file with
+/// the boot's id: the boot's first run writes the wall time of the boot as it then sees it,
+/// and every later run of that boot reads it back, whatever the wall clock did in between.
+/// Without the file (or off Linux) the origin is the start of the run.
 #[derive(Clone, Copy, Debug)]
 pub struct RateClock {
     wall_at_start_ms: u64,
@@ -52,15 +52,15 @@ impl RateClock {
 }
 
 /// Now, as the wall time of this boot's origin (read from `origin_file`, or written there by
-/// the boot's first run) plus the time since boot. `None` when the boot cannot be told.
-#[cfg(target_os = "linux")]
+/// the boot's first run) plus the time since boot. `None` when the boot cannot be told (off
+/// Linux). The time since boot is read from `/proc/uptime` (to 10 ms), once per run: not
+/// from the vDSO, whose parsing by hand (rustix) crashes under valgrind.
 fn boot_anchored_now_ms(origin_file: &Path) -> Option<u64> {
-    use rustix::time::{clock_gettime, ClockId};
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     let boot_id = boot_id.trim();
-    let since_boot = clock_gettime(ClockId::Boottime);
-    let since_boot_ms = u64::try_from(since_boot.tv_sec).ok()? * 1000
-        + u64::try_from(since_boot.tv_nsec).ok()? / 1_000_000;
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    let since_boot_secs: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    let since_boot_ms = (since_boot_secs * 1000.0) as u64;
     let recorded = std::fs::read_to_string(origin_file).ok().and_then(|text| {
         let (id, origin) = text.trim().split_once(' ')?;
         (id == boot_id)
@@ -80,23 +80,18 @@ fn boot_anchored_now_ms(origin_file: &Path) -> Option<u64> {
     Some(origin_ms + since_boot_ms)
 }
 
-#[cfg(not(target_os = "linux"))]
-fn boot_anchored_now_ms(_origin_file: &Path) -> Option<u64> {
-    None
-}
-
 /// Writes the origin whole or not at all (a crash mid-write must not leave half a number).
-#[cfg(target_os = "linux")]
 fn write_origin(origin_file: &Path, boot_id: &str, origin_ms: u64) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let temporary = origin_file.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&temporary)?;
     writeln!(file, "{boot_id} {origin_ms}")?;
     file.sync_all()?;
     std::fs::rename(&temporary, origin_file)
