@@ -84,14 +84,11 @@ fn boot_anchored_now_ms(origin_file: &Path) -> Option<u64> {
 fn write_origin(origin_file: &Path, boot_id: &str, origin_ms: u64) -> std::io::Result<()> {
     use std::io::Write;
     let temporary = origin_file.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&temporary)?;
+    let mut file = crate::private_dir::file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temporary)?;
     writeln!(file, "{boot_id} {origin_ms}")?;
     file.sync_all()?;
     std::fs::rename(&temporary, origin_file)

@@ -1,8 +1,20 @@
-//! Directories that hold what only this server may read: the data dir and the spools under
-//! it (audit events carry paths and client addresses; dead letters carry whole events).
+//! Directories and files that hold what only this server may read: the data dir and the
+//! spools under it (audit events carry paths and client addresses; dead letters carry whole
+//! events), secrets, the database.
 
+use std::fs::OpenOptions;
 use std::io;
 use std::path::Path;
+
+/// Options for a file that the server's user alone may read (`0600` when it is created;
+/// on other systems, as the platform creates files). The caller says how it is opened.
+pub fn file_options() -> OpenOptions {
+    #[allow(unused_mut)]
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
 
 /// Creates `dir` and any missing parents, readable by this user only (`0700`; on other
 /// systems, as the platform creates directories). An existing directory keeps its mode:

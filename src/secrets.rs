@@ -2,7 +2,7 @@
 //! Files are created with mode 0600 and never hold a credential in clear.
 
 use std::borrow::Cow;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::ops::Range;
 use std::path::Path;
@@ -197,14 +197,11 @@ fn write_private(path: &Path, contents: &str) -> Result<(), SecretFileError> {
         path: path.display().to_string(),
         problem: e.to_string(),
     };
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(fail)?;
+    let mut file = crate::private_dir::file_options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(fail)?;
     file.write_all(contents.as_bytes()).map_err(fail)?;
     file.sync_all().map_err(fail)
 }

@@ -24,7 +24,6 @@
 //! each word whole. A slot is taken by writing its id and then its tag, and freed by
 //! clearing its tag first.
 
-use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -225,14 +224,12 @@ impl Shared {
     }
 
     fn create_file(&self, file_number: usize) -> io::Result<Arc<MmapRaw>> {
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let file = options.open(self.file_path(file_number))?;
+        let file = crate::private_dir::file_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.file_path(file_number))?;
         file.set_len(file_bytes() as u64)?;
         Ok(Arc::new(MmapRaw::map_raw(&file)?))
     }

@@ -24,7 +24,6 @@
 //! skipped at replay, and its request was never answered.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -381,15 +380,12 @@ fn segment_path(dir: &Path, segment: Segment) -> PathBuf {
 /// Creates a segment file of `bytes` (sparse) and maps it, shared: what is written to the
 /// mapping is the file's page cache.
 fn create_segment(dir: &Path, segment: Segment, bytes: u64) -> io::Result<Arc<MmapRaw>> {
-    let mut options = OpenOptions::new();
-    options.read(true).write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Audit events name keys and clients: readable by the server's user only.
-        options.mode(0o600);
-    }
-    let file = options.open(segment_path(dir, segment))?;
+    // Audit events name keys and clients: readable by the server's user only.
+    let file = crate::private_dir::file_options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(segment_path(dir, segment))?;
     file.set_len(bytes)?;
     Ok(Arc::new(MmapRaw::map_raw(&file)?))
 }
