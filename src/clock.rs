@@ -28,7 +28,9 @@ pub fn now_ms() -> u64 {
 /// Without the file (or off Linux) the origin is the start of the run.
 #[derive(Clone, Copy, Debug)]
 pub struct RateClock {
-    wall_at_start_ms: u64,
+    /// The clock's reading when `started` was taken: the boot's origin plus the time since
+    /// boot, or the wall clock without an origin.
+    at_start_ms: u64,
     started: Instant,
 }
 
@@ -36,18 +38,18 @@ impl RateClock {
     /// This run's clock; `origin_file` keeps the boot's origin (in the data dir).
     pub fn start(origin_file: Option<&Path>) -> RateClock {
         let started = Instant::now();
-        let wall_at_start_ms = origin_file
+        let at_start_ms = origin_file
             .and_then(boot_anchored_now_ms)
             .unwrap_or_else(now_ms);
         RateClock {
-            wall_at_start_ms,
+            at_start_ms,
             started,
         }
     }
 
     pub fn now_ms(&self) -> u64 {
         let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.wall_at_start_ms.saturating_add(elapsed)
+        self.at_start_ms.saturating_add(elapsed)
     }
 }
 

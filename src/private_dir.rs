@@ -9,6 +9,7 @@ use std::path::Path;
 /// Options for a file that the server's user alone may read (`0600` when it is created;
 /// on other systems, as the platform creates files). The caller says how it is opened.
 pub fn file_options() -> OpenOptions {
+    // Changed only on Unix, where files have a mode.
     #[allow(unused_mut)]
     let mut options = OpenOptions::new();
     #[cfg(unix)]
