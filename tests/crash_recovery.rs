@@ -1,8 +1,8 @@
 //! The real binary as a child process: killed with SIGKILL right after answering, no
 //! answered request's audit event may be lost, nor any count of its rate limit; stopped with SIGINT or SIGTERM, it finishes
 //! the requests in flight; under a system clock that steps (libfaketime), its rate limits
-//! keep real time. (The API suite runs the server in-process, where neither a crash, nor a
-//! signal, nor another clock can be staged.)
+//! keep real time; on a disk that fills up, it keeps answering and loses no event. (The API suite runs the server in-process, where neither a crash, nor a
+//! signal, nor another clock, nor a disk of its own can be staged.)
 
 // A failed unwrap is a failed test here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -349,4 +349,121 @@ fn a_stepped_system_clock_neither_renews_nor_forgets_the_rate_limit() {
     drop(server);
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_file(&offset);
+}
+
+/// A tmpfs of its own, unmounted when dropped (a failed test included).
+struct SmallDisk {
+    mount_point: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> SmallDisk {
+        let mount_point =
+            std::env::temp_dir().join(format!("statuspulse-small-disk-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&mount_point).unwrap();
+        let mounted = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={megabytes}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&mount_point)
+            .status()
+            .unwrap();
+        assert!(
+            mounted.success(),
+            "cannot mount a tmpfs: run as root, with --include-ignored (.ci/run does)"
+        );
+        SmallDisk { mount_point }
+    }
+
+    /// Writes a file until the disk has no byte left.
+    fn fill(&self) {
+        let mut filler = std::fs::File::create(self.mount_point.join("filler")).unwrap();
+        for chunk in [1024 * 1024, 4096, 1] {
+            let bytes = vec![1u8; chunk];
+            while filler.write_all(&bytes).is_ok() {}
+        }
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.mount_point.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount_point).status();
+        let _ = std::fs::remove_dir(&self.mount_point);
+    }
+}
+
+/// How many audit events `ws` has, through every page of its audit log.
+fn audit_event_count(server: &Server, ws: &str) -> usize {
+    let mut count = 0;
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = admin(
+            server,
+            "GET",
+            &format!("/admin/v1/workspaces/{ws}/audit-log?limit=1000{cursor}"),
+            None,
+        );
+        assert_eq!(status, 200, "{page}");
+        count += page["data"].as_array().unwrap().len();
+        match page["next_cursor"].as_str() {
+            Some(next) if page["has_more"] == json!(true) => cursor = format!("&cursor={next}"),
+            _ => return count,
+        }
+    }
+}
+
+/// The audit spool and the rate journal are written through memory mappings, where a page
+/// that needs a disk block the full disk does not have is SIGBUS: the server died at the
+/// first request. With their files allocated ahead, it keeps answering, and the events of
+/// what it answered reach the audit log once there is space again.
+#[test]
+#[ignore = "mounts a tmpfs: needs root; pass --include-ignored (.ci/run does)"]
+fn a_full_disk_neither_kills_the_server_nor_loses_an_answered_request_event() {
+    let disk = SmallDisk::mount(64);
+    let data_dir = disk.mount_point.join("data");
+    let (public, admin_addr) = (free_port(), free_port());
+    let mut server = start(&data_dir, public, admin_addr);
+    let (ws, key) = workspace_with_key(&server, "Full disk", "live");
+
+    disk.fill();
+    // Past the live limit: refused requests are audited too.
+    const REQUESTS: usize = 3_000;
+    let mut answered = 0;
+    for request in 0..REQUESTS {
+        let Some((status, body)) = call(public, "GET", "/v1/me", Some(&key), None) else {
+            panic!(
+                "request {request} got no answer; the server {}",
+                match server.child.try_wait().unwrap() {
+                    Some(exit) => format!("died: {exit}"),
+                    None => "still runs".to_owned(),
+                }
+            );
+        };
+        assert!(status == 200 || status == 429, "{status}: {body}");
+        answered += 1;
+    }
+
+    disk.free();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stored = loop {
+        let stored = audit_event_count(&server, &ws);
+        if stored >= answered || Instant::now() > deadline {
+            break stored;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(
+        stored, answered,
+        "every answered request's event is in the audit log"
+    );
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
 }

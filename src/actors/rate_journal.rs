@@ -223,15 +223,17 @@ impl Shared {
         Ok((file_number, index))
     }
 
+    /// A journal file, allocated on disk: a full disk fails here, not in a limiter's
+    /// write into the mapping (`mapped_file`).
     fn create_file(&self, file_number: usize) -> io::Result<Arc<MmapRaw>> {
-        let file = crate::private_dir::file_options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(self.file_path(file_number))?;
-        file.set_len(file_bytes() as u64)?;
-        Ok(Arc::new(MmapRaw::map_raw(&file)?))
+        let mut options = crate::private_dir::file_options();
+        options.read(true).write(true).create(true).truncate(true);
+        let mapping = crate::mapped_file::create(
+            &options,
+            &self.file_path(file_number),
+            file_bytes() as u64,
+        )?;
+        Ok(Arc::new(mapping))
     }
 }
 

@@ -27,13 +27,16 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use memmap2::{Advice, MmapRaw};
 use parking_lot::Mutex;
 
 use crate::domain::audit_codec::{self, EncodedEvents, EventView};
+use crate::log_throttle::LogThrottle;
 
-/// Size of a segment file (sparse: only written pages take disk). When the next record does
+/// Size of a segment file, all of it allocated on disk when it is created (`mapped_file`):
+/// the current segment and the next take 32 MiB while ingestion keeps up. When the next record does
 /// not fit, the segment is closed and a new one started, so that released segments are
 /// deleted while the server keeps running.
 const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
@@ -62,7 +65,12 @@ pub struct AuditSpool {
     dir: PathBuf,
     state: Mutex<SpoolState>,
     segment_bytes: u64,
+    /// `maintain` runs every 50 ms: on a full disk, one line per try would flood the log.
+    creation_failures_log: LogThrottle,
 }
+
+/// How often a failure to create the next segment is logged while it lasts.
+const CREATION_FAILURES_LOG_EVERY: Duration = Duration::from_secs(10);
 
 struct SpoolState {
     current: Arc<MmapRaw>,
@@ -139,6 +147,7 @@ impl AuditSpool {
                 retired: BTreeMap::new(),
             }),
             segment_bytes,
+            creation_failures_log: LogThrottle::new(CREATION_FAILURES_LOG_EVERY),
         };
         Ok((spool, leftovers))
     }
@@ -307,7 +316,10 @@ impl AuditSpool {
                     self.state.lock().next = Some((segment, mapping));
                 }
                 Err(error) => {
-                    tracing::warn!(%error, segment, "could not create the next audit spool segment");
+                    if let Some(skipped) = self.creation_failures_log.admit(crate::clock::now_ms())
+                    {
+                        tracing::warn!(%error, segment, skipped, "could not create the next audit spool segment");
+                    }
                 }
             }
         }
@@ -377,17 +389,15 @@ fn segment_path(dir: &Path, segment: Segment) -> PathBuf {
     dir.join(format!("{segment:020}.{SUFFIX}"))
 }
 
-/// Creates a segment file of `bytes` (sparse) and maps it, shared: what is written to the
-/// mapping is the file's page cache.
+/// Creates a segment file of `bytes`, allocated on disk, and maps it, shared: what is
+/// written to the mapping is the file's page cache. A full disk fails here, not in a
+/// request's write into the mapping (`mapped_file`).
 fn create_segment(dir: &Path, segment: Segment, bytes: u64) -> io::Result<Arc<MmapRaw>> {
     // Audit events name keys and clients: readable by the server's user only.
-    let file = crate::private_dir::file_options()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(segment_path(dir, segment))?;
-    file.set_len(bytes)?;
-    Ok(Arc::new(MmapRaw::map_raw(&file)?))
+    let mut options = crate::private_dir::file_options();
+    options.read(true).write(true).create_new(true);
+    let mapping = crate::mapped_file::create(&options, &segment_path(dir, segment), bytes)?;
+    Ok(Arc::new(mapping))
 }
 
 /// Faults in, writable, the pages from `written` to `PREFAULT_AHEAD` past it (without
