@@ -103,9 +103,26 @@ pub fn is_plausible_email(email: &str) -> bool {
         && domain.split('.').all(|label| !label.is_empty())
 }
 
+/// `email` in Unicode's lower case, character by character, as Go's `strings.ToLower` (and
+/// so Ory Kratos) writes it: `str::to_lowercase` writes a word-final Σ as ς, which would
+/// make `ΣΑΣ@` and `σασ@` two addresses. Lower case is not full case folding (`ß` stays,
+/// and a final ς typed as such stays), again as Kratos.
+pub fn email_in_lower_case(email: &str) -> String {
+    email.chars().flat_map(char::to_lowercase).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn emails_are_lowered_character_by_character() {
+        assert_eq!(email_in_lower_case("Ada@Example.COM"), "ada@example.com");
+        assert_eq!(email_in_lower_case("Ärger@BÜRO.de"), "ärger@büro.de");
+        assert_eq!(email_in_lower_case("\u{212A}im@x.io"), "kim@x.io");
+        assert_eq!(email_in_lower_case("ΣΑΣ@x.gr"), "σασ@x.gr");
+        assert_eq!(email_in_lower_case("σας@x.gr"), "σας@x.gr");
+    }
 
     #[test]
     fn roles_hold_the_contract_scopes() {

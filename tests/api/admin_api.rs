@@ -463,6 +463,13 @@ async fn users_and_members_with_roles() {
     create_user("kim@example.com", "another password", "Kim")
         .await
         .assert_error(409, "email_taken");
+    // A word-final capital sigma is a σ like any other, as Go's (and Kratos's) lower case.
+    let sigma = create_user("ΣΑΣ@example.gr", "correct horse battery", "Σ").await;
+    assert_eq!(sigma.status.as_u16(), 201, "{}", sigma.body);
+    assert_eq!(sigma.body["email"], "σασ@example.gr");
+    create_user("σασ@example.gr", "another password", "Σ")
+        .await
+        .assert_error(409, "email_taken");
     let short = create_user("bob@example.com", "short", "Bob").await;
     short.assert_error(422, "invalid_password");
     for password in ["pass\u{0}word12", "          "] {

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::{existing_workspace, refuse_secrets, required_text};
 use crate::domain::ids;
-use crate::domain::workspace::{is_plausible_email, Membership, Role, User};
+use crate::domain::workspace::{email_in_lower_case, is_plausible_email, Membership, Role, User};
 use crate::http::error::{ApiError, ErrorKind};
 use crate::http::extractors::JsonBody;
 use crate::http::openapi::ErrorBody;
@@ -93,19 +93,26 @@ pub async fn create(
     body: JsonBody<CreateUser>,
 ) -> Result<HttpResponse, ApiError> {
     let JsonBody(body) = body;
-    let email = body.email.trim().to_owned();
-    if !is_plausible_email(&email) {
-        return Err(ApiError::unprocessable(
+    let not_an_address = || {
+        ApiError::unprocessable(
             "invalid_email",
             "email must be an address like name@example.com.",
-        ));
+        )
+    };
+    let email = body.email.trim().to_owned();
+    if !is_plausible_email(&email) {
+        return Err(not_an_address());
     }
     refuse_secrets(&email, "invalid_email", "email", &state.admin_token)?;
     // Stored in lower case (Unicode's, not only ASCII's), as Ory Kratos stores addresses:
     // one address is one user whatever its case, and the unique index on `lower(email)`
     // then means the same on both stores (SQLite's `lower` folds ASCII letters only).
     // After the checks above, which must see the key or token as it was sent.
-    let email = email.to_lowercase();
+    let email = email_in_lower_case(&email);
+    // Lower case can be longer (İ is i and a combining dot).
+    if !is_plausible_email(&email) {
+        return Err(not_an_address());
+    }
     let name = required_text(&body.name, "invalid_name", "name", 100, &state.admin_token)?;
     let password = body.password.expose_secret();
     if !(8..=256).contains(&password.chars().count()) {
