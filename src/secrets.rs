@@ -10,7 +10,9 @@ use std::path::Path;
 use rand::RngCore;
 
 use crate::config::decode_hex_32;
-use crate::domain::credential_text::{ADMIN_TOKEN_PREFIX, ADMIN_TOKEN_RANDOM_BYTES};
+use crate::domain::credential_text::{
+    ADMIN_TOKEN_DIGITS, ADMIN_TOKEN_PREFIX, ADMIN_TOKEN_RANDOM_BYTES,
+};
 use crate::domain::hashing::KeyHash;
 
 const HASHING_KEY_FILE: &str = "hashing.key";
@@ -41,7 +43,8 @@ pub struct AdminToken {
     hash: KeyHash,
     /// In bytes. `None` for a token generated on an earlier start, of which only the hash
     /// was kept: generated tokens have a shape of their own, which
-    /// `credential_text::holds_credential` finds.
+    /// `credential_text::holds_credential` finds, and their digits without the prefix are
+    /// found by the hash.
     len: Option<usize>,
 }
 
@@ -97,18 +100,37 @@ impl AdminToken {
         Cow::Owned(kept)
     }
 
-    /// The byte ranges of `text` that hash to the token.
+    /// The byte ranges of `text` that hash to the token, and those that are a generated
+    /// token's digits without its prefix (whoever reads them can put the prefix back).
     fn spans_in<'t>(&self, text: &'t str) -> impl Iterator<Item = Range<usize>> + 't {
         let hash = self.hash;
         let len = self.len.unwrap_or(0);
-        let windows = if len == 0 {
-            0
-        } else {
-            (text.len() + 1).saturating_sub(len)
+        let windows = |len: usize| {
+            let count = if len == 0 {
+                0
+            } else {
+                (text.len() + 1).saturating_sub(len)
+            };
+            (0..count).map(move |at| at..at + len)
         };
-        (0..windows)
-            .filter(move |&at| hash_bytes(&text.as_bytes()[at..at + len]).ct_eq(&hash))
-            .map(move |at| at..at + len)
+        let whole = windows(len)
+            .filter(move |span| hash_bytes(&text.as_bytes()[span.clone()]).ct_eq(&hash));
+        let digits = windows(ADMIN_TOKEN_DIGITS).filter(move |span| {
+            let digits = &text.as_bytes()[span.clone()];
+            // Only a run of hex digits is hashed: few windows of a label or message are.
+            digits.iter().all(u8::is_ascii_hexdigit) && {
+                let mut token = [0u8; ADMIN_TOKEN_PREFIX.len() + ADMIN_TOKEN_DIGITS];
+                token[..ADMIN_TOKEN_PREFIX.len()].copy_from_slice(ADMIN_TOKEN_PREFIX.as_bytes());
+                token[ADMIN_TOKEN_PREFIX.len()..].copy_from_slice(digits);
+                // Generated tokens are in lower case; the same digits in upper case are the
+                // same secret.
+                token.make_ascii_lowercase();
+                hash_bytes(&token).ct_eq(&hash)
+            }
+        });
+        let mut spans: Vec<Range<usize>> = whole.chain(digits).collect();
+        spans.sort_by_key(|span| span.start);
+        spans.into_iter()
     }
 }
 
@@ -239,6 +261,33 @@ mod tests {
             stored.cut_from("operator chosen token 42"),
             "operator chosen token 42"
         );
+    }
+
+    #[test]
+    fn a_generated_token_is_found_without_its_prefix_even_when_known_by_its_hash_alone() {
+        let token = new_admin_token();
+        let digits = token.strip_prefix(ADMIN_TOKEN_PREFIX).unwrap();
+        // Known by its hash alone, the whole token's prefix is left: the digits are cut.
+        for (known, second) in [
+            (AdminToken::from_token(&token), "…"),
+            (
+                AdminToken::from_hash(admin_token_hash(&token)),
+                "sp_admin_…",
+            ),
+        ] {
+            assert!(known.appears_in(digits));
+            assert!(known.appears_in(&format!("deploy {}", digits.to_uppercase())));
+            assert!(
+                known.appears_in(&format!("ab{digits}cd")),
+                "glued to other digits"
+            );
+            assert!(!known.appears_in(&digits[1..]));
+            assert!(!known.appears_in(&new_admin_token()[ADMIN_TOKEN_PREFIX.len()..]));
+            assert_eq!(
+                known.cut_from(&format!("«{digits}» and «{token}»")),
+                format!("«…» and «{second}»")
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub const CREDENTIAL_PREFIXES: [&str; 3] = [KEY_PREFIXES[0], KEY_PREFIXES[1], AD
 /// A generated admin token: this prefix and its random bytes in hex.
 pub const ADMIN_TOKEN_PREFIX: &str = "sp_admin_";
 pub const ADMIN_TOKEN_RANDOM_BYTES: usize = 30;
-const ADMIN_TOKEN_DIGITS: usize = 2 * ADMIN_TOKEN_RANDOM_BYTES;
+pub const ADMIN_TOKEN_DIGITS: usize = 2 * ADMIN_TOKEN_RANDOM_BYTES;
 
 /// Whether `text` holds something that starts like a credential, or a key's secret part
 /// without its prefix. Runs on every audited path: byte loops, which for short text cost
