@@ -13,6 +13,7 @@ pub mod error_chain;
 pub mod http;
 pub mod jobs;
 pub mod log_throttle;
+pub mod log_writer;
 pub mod mapped_file;
 pub mod metrics;
 pub mod private_dir;

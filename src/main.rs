@@ -1,12 +1,15 @@
 //! `statuspulse-auth`: parses the command line and configuration, then hands over to
 //! [`statuspulse_auth::startup`].
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use statuspulse_auth::config::Settings;
 use statuspulse_auth::error_chain::error_chain;
+use statuspulse_auth::log_writer;
 use statuspulse_auth::startup::{open_store, Application, ApplicationHandle};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -45,23 +48,30 @@ fn main() -> ExitCode {
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(error) => {
-            eprintln!("statuspulse-auth: {error}");
+            report(&error.to_string());
             return ExitCode::from(2);
         }
     };
     let filter = match statuspulse_auth::telemetry::filter_from_env() {
         Ok(filter) => filter,
         Err(error) => {
-            eprintln!("statuspulse-auth: {error}");
+            report(&error.to_string());
             return ExitCode::from(2);
         }
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    statuspulse_auth::telemetry::init(settings.log_format, ansi, filter, std::io::stdout);
+    let log = match log_writer::spawn(std::io::stdout()) {
+        Ok(log) => log,
+        Err(error) => {
+            report(&format!("cannot start the log's writer thread: {error}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    statuspulse_auth::telemetry::init(settings.log_format, ansi, filter, log.clone());
     let runtime = match statuspulse_auth::startup::main_runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("statuspulse-auth: cannot start the async runtime: {error}");
+            report(&format!("cannot start the async runtime: {error}"));
             return ExitCode::FAILURE;
         }
     };
@@ -71,13 +81,24 @@ fn main() -> ExitCode {
             Command::Migrate => migrate(settings).await,
         }
     });
+    log.flush_within(LOG_FLUSH_AT_EXIT);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("statuspulse-auth: {message}");
+            report(&message);
             ExitCode::FAILURE
         }
     }
+}
+
+/// How long the exit waits for the log's last lines to be written: a reader that stopped
+/// reading must not keep a stopped server from exiting.
+const LOG_FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
+
+/// A line on stderr for whoever started the program. Nothing is left to tell when stderr
+/// itself cannot be written (a full disk, a closed pipe): the exit status says it failed.
+fn report(message: &str) {
+    let _ = writeln!(std::io::stderr(), "statuspulse-auth: {message}");
 }
 
 async fn serve(settings: Settings) -> Result<(), String> {
@@ -93,11 +114,19 @@ async fn serve(settings: Settings) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     if let Some(token) = &app.generated_admin_token {
         // Printed once, never through the log, and on stderr: stdout carries the log, which
-        // in JSON form must hold only JSON lines. Only its hash is kept.
-        eprintln!(
+        // in JSON form must hold only JSON lines. Only its hash is kept, and not even that
+        // when no one could be shown the token: the next start makes another.
+        let shown = writeln!(
+            std::io::stderr(),
             "\nAdmin token (shown once; only its hash is stored in {}):\n\n    {token}\n",
             data_dir.display()
         );
+        if let Err(error) = shown {
+            let _ = statuspulse_auth::secrets::forget_admin_token_hash(&data_dir);
+            return Err(format!(
+                "cannot show the generated admin token on stderr ({error}); it was not kept"
+            ));
+        }
     }
     tracing::info!(
         public = %format!("http://{}:{}", settings.public_addr.ip(), app.public_port()),

@@ -171,6 +171,12 @@ pub fn store_admin_token_hash(data_dir: &Path, hash: &KeyHash) -> Result<(), Sec
     write_private(&data_dir.join(ADMIN_TOKEN_HASH_FILE), &hex(hash.as_bytes()))
 }
 
+/// Deletes a generated token's hash that was kept but never shown: with no hash, the next
+/// start generates a token again.
+pub fn forget_admin_token_hash(data_dir: &Path) -> std::io::Result<()> {
+    fs::remove_file(data_dir.join(ADMIN_TOKEN_HASH_FILE))
+}
+
 /// A fresh admin token: the prefix and 240 random bits in hex.
 pub fn new_admin_token() -> String {
     let mut random = [0u8; ADMIN_TOKEN_RANDOM_BYTES];

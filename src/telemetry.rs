@@ -82,7 +82,10 @@ where
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(writer);
+        .with_writer(writer)
+        // Otherwise a line that cannot be written is reported with `eprintln!`, which
+        // panics in the thread that logged when stderr cannot be written either.
+        .log_internal_errors(false);
     match format {
         LogFormat::Json => Dispatch::new(
             builder

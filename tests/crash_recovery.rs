@@ -48,7 +48,19 @@ fn start_with(
     admin: SocketAddr,
     extra_env: &[(&str, &str)],
 ) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_statuspulse-auth"))
+    let child = server_command(data_dir, public, admin)
+        .envs(extra_env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start statuspulse-auth");
+    wait_until_up(child, public, admin)
+}
+
+/// `serve` with the admin token set, 2 HTTP workers and `RUST_LOG=warn`.
+fn server_command(data_dir: &Path, public: SocketAddr, admin: SocketAddr) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_statuspulse-auth"));
+    command
         .arg("serve")
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -57,12 +69,11 @@ fn start_with(
         .env("STATUSPULSE_ADMIN_ADDR", admin.to_string())
         .env("STATUSPULSE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("STATUSPULSE_HTTP_WORKERS", "2")
-        .env("RUST_LOG", "warn")
-        .envs(extra_env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start statuspulse-auth");
+        .env("RUST_LOG", "warn");
+    command
+}
+
+fn wait_until_up(child: Child, public: SocketAddr, admin: SocketAddr) -> Server {
     let server = Server {
         child,
         public,
@@ -434,6 +445,15 @@ fn a_full_disk_neither_kills_the_server_nor_loses_an_answered_request_event() {
     let (ws, key) = workspace_with_key(&server, "Full disk", "live");
 
     disk.fill();
+    // Storage that cannot write is an outage to retry after, and nothing is half-done.
+    let (status, refused) = admin(
+        &server,
+        "POST",
+        "/admin/v1/workspaces",
+        Some(json!({ "name": "No room" })),
+    );
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["error"], "unavailable");
     // Past the live limit: refused requests are audited too.
     const REQUESTS: usize = 3_000;
     let mut answered = 0;
@@ -466,4 +486,107 @@ fn a_full_disk_neither_kills_the_server_nor_loses_an_answered_request_event() {
     );
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+}
+
+/// Sends `signal` and waits up to `within` for the server to exit; its exit status.
+fn stop(server: &mut Server, signal: &str, within: Duration) -> std::process::ExitStatus {
+    let sent = Command::new("kill")
+        .args(["-s", signal, &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIG{signal}: the server did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A log pipe that nobody reads filled up and blocked every thread that logged: the admin
+/// API stopped answering, and neither SIGTERM nor SIGINT could stop the server.
+#[test]
+fn a_log_pipe_that_nobody_reads_blocks_neither_requests_nor_the_stop() {
+    let data_dir = std::env::temp_dir().join(format!("statuspulse-pipe-{}", uuid::Uuid::now_v7()));
+    let (public, admin_addr) = (free_port(), free_port());
+    let child = server_command(&data_dir, public, admin_addr)
+        // Many lines per request, to fill the pipe (64 KiB) within a few requests.
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = wait_until_up(child, public, admin_addr);
+    // Held, never read.
+    let _unread = server.child.stdout.take();
+    let (ws, key) = workspace_with_key(&server, "Unread log", "live");
+    for _ in 0..200 {
+        let (status, body) = admin(&server, "GET", &format!("/admin/v1/workspaces/{ws}"), None);
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = call(public, "GET", "/v1/me", Some(&key), None).unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let exit = stop(&mut server, "TERM", Duration::from_secs(30));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    assert!(exit.success(), "{exit}");
+}
+
+/// A full disk under the log made the logging library panic (it reports a line it cannot
+/// write on stderr, and panics when that fails too): in the audit ingestion's runner, for
+/// good. And a first start that could not show its generated admin token kept its hash.
+#[test]
+fn logs_that_cannot_be_written_cost_nothing_but_the_lines() {
+    let data_dir =
+        std::env::temp_dir().join(format!("statuspulse-devfull-{}", uuid::Uuid::now_v7()));
+    let (public, admin_addr) = (free_port(), free_port());
+    let full = || {
+        std::fs::File::options()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+
+    // A generated token that cannot be shown is not kept: a clear failure, not a panic.
+    let mut first = server_command(&data_dir, public, admin_addr);
+    first
+        .env_remove("STATUSPULSE_ADMIN_TOKEN")
+        .stdout(full())
+        .stderr(full());
+    let exit = first.status().unwrap();
+    assert_eq!(exit.code(), Some(1), "{exit}");
+    assert!(
+        !data_dir.join("admin_token.blake3").exists(),
+        "the hash of a token no one saw was kept"
+    );
+
+    let child = server_command(&data_dir, public, admin_addr)
+        .env("RUST_LOG", "debug")
+        .stdout(full())
+        .stderr(full())
+        .spawn()
+        .unwrap();
+    let mut server = wait_until_up(child, public, admin_addr);
+    let (ws, key) = workspace_with_key(&server, "Full log", "test");
+    const REQUESTS: usize = 130;
+    for _ in 0..REQUESTS {
+        let (status, body) = call(public, "GET", "/v1/me", Some(&key), None).unwrap();
+        assert!(status == 200 || status == 429, "{status}: {body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stored = loop {
+        let stored = audit_event_count(&server, &ws);
+        if stored >= REQUESTS || Instant::now() > deadline {
+            break stored;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let exit = stop(&mut server, "TERM", Duration::from_secs(30));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    assert_eq!(stored, REQUESTS, "audit ingestion goes on");
+    assert!(exit.success(), "{exit}");
 }
