@@ -377,7 +377,9 @@ impl From<StoreError> for ApiError {
                 "This user is already a member of the workspace.",
             ),
             StoreError::Internal(cause) => {
-                tracing::error!(error = ?cause, "storage error");
+                // The causes on one line; `Debug` would add a backtrace wherever
+                // RUST_BACKTRACE is set, some eighty lines per failing request.
+                tracing::error!(error = %format!("{cause:#}"), "storage error");
                 ErrorKind::Internal.into()
             }
         }

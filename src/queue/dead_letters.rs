@@ -40,15 +40,21 @@ impl DeadLetters {
         let path = self.dir.join(format!("{name}{SUFFIX}"));
         let temporary = self.dir.join(format!("{name}.tmp"));
         let bytes = serde_json::to_vec(job).map_err(io::Error::other)?;
-        // Readable by this user only, like the spool the events came from.
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&temporary)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        fs::rename(&temporary, &path)?;
+        let written = (|| {
+            // Readable by this user only, like the spool the events came from.
+            let mut file = crate::private_dir::file_options()
+                .write(true)
+                .create_new(true)
+                .open(&temporary)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            fs::rename(&temporary, &path)
+        })();
+        if let Err(error) = written {
+            // A full disk: the job is retried, and each try must not leave a file behind.
+            let _ = fs::remove_file(&temporary);
+            return Err(error);
+        }
         File::open(&self.dir)?.sync_all()?;
         Ok(path)
     }

@@ -666,9 +666,15 @@ fn constraint_violation(error: &rusqlite::Error) -> bool {
 /// that does not convert: corrupt data), is a bug, not an outage.
 fn sqlite_error(error: rusqlite::Error) -> StoreError {
     match error.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen) => {
-            StoreError::Unavailable(error.into())
-        }
+        // The database's file system, not the request nor the engine: a full disk or a
+        // failing one is an outage to retry after, as PostgreSQL's class 53 (disk full) is.
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::CannotOpen
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure,
+        ) => StoreError::Unavailable(error.into()),
         _ => StoreError::Internal(error.into()),
     }
 }
