@@ -452,8 +452,17 @@ fn segments_in(dir: &Path) -> io::Result<Vec<Segment>> {
         let name = entry?.file_name();
         let Some(name) = name.to_str() else { continue };
         if let Some(number) = name.strip_suffix(&format!(".{SUFFIX}")) {
-            if let Ok(segment) = number.parse() {
-                segments.push(segment);
+            // Only names as `segment_path` writes them: `7.spool` is not segment 7's file.
+            let segment = number
+                .parse()
+                .ok()
+                .filter(|&segment| segment_path(dir, segment).ends_with(name));
+            match segment {
+                Some(segment) => segments.push(segment),
+                None => tracing::warn!(
+                    path = %dir.join(name).display(),
+                    "ignoring a file in the audit spool that is not one of its segments"
+                ),
             }
         }
     }
@@ -461,42 +470,66 @@ fn segments_in(dir: &Path) -> io::Result<Vec<Segment>> {
 }
 
 fn read_segment(path: &Path) -> io::Result<EncodedEvents> {
-    Ok(parse_records(&std::fs::read(path)?, path))
+    let bytes = std::fs::read(path)
+        .map_err(|error| io::Error::new(error.kind(), format!("{}: {error}", path.display())))?;
+    Ok(parse_records(&bytes, path))
 }
 
 /// The events of consecutive records, up to the first zero length (the unwritten rest of a
-/// segment) or torn record; `path` only names the file in warnings.
+/// segment) or torn record; `path` only names the file in warnings. A record whose checksum
+/// fails but which is followed by an intact one was damaged in place (a bit flipped on
+/// disk), not torn: it alone is skipped, and the records after it are read.
 fn parse_records(bytes: &[u8], path: &Path) -> EncodedEvents {
     let mut events = EncodedEvents::default();
     let mut at = 0;
-    while at + RECORD_HEADER <= bytes.len() {
-        let length = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-        if length == 0 {
-            break; // the zero-filled rest of the segment
-        }
-        let checksum =
-            u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
-        let payload = bytes.get(at + RECORD_HEADER..at + RECORD_HEADER + length as usize);
-        match payload {
-            Some(payload) if crc32fast::hash(payload) == checksum => {
-                match EventView::parse(payload) {
-                    Some(_) => events.push_encoded(payload),
-                    None => tracing::warn!(
-                        path = %path.display(), offset = at,
-                        "skipping an unreadable audit spool record"
-                    ),
-                }
+    while let Some(record) = record_at(bytes, at) {
+        let next = at + RECORD_HEADER + record.payload.len();
+        if record.intact {
+            match EventView::parse(record.payload) {
+                Some(_) => events.push_encoded(record.payload),
+                None => tracing::warn!(
+                    path = %path.display(), offset = at,
+                    "skipping an unreadable audit spool record"
+                ),
             }
+        } else if record_at(bytes, next).is_some_and(|after| after.intact) {
+            tracing::error!(
+                path = %path.display(), offset = at,
+                "skipping a damaged audit spool record: its event is lost; the next ones are read"
+            );
+        } else {
             // Records are written one after the other under a lock, so only the last one
-            // can be torn (a crash in the middle of its copy): its request was never answered.
-            _ => {
-                tracing::warn!(path = %path.display(), offset = at, "audit spool ends in a torn record");
-                break;
-            }
+            // can be torn (a crash in the middle of its copy): its request was never
+            // answered.
+            tracing::warn!(path = %path.display(), offset = at, "audit spool ends in a torn record");
+            break;
         }
-        at += RECORD_HEADER + length as usize;
+        at = next;
     }
     events
+}
+
+/// A record as its header frames it.
+struct Record<'a> {
+    payload: &'a [u8],
+    /// Its checksum holds.
+    intact: bool,
+}
+
+/// The record at `at`: `None` at the zero-filled rest of a segment, or where the header's
+/// length runs past the end (a torn or damaged header).
+fn record_at(bytes: &[u8], at: usize) -> Option<Record<'_>> {
+    let header = bytes.get(at..at + RECORD_HEADER)?;
+    let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if length == 0 {
+        return None;
+    }
+    let checksum = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let payload = bytes.get(at + RECORD_HEADER..at + RECORD_HEADER + length)?;
+    Some(Record {
+        payload,
+        intact: crc32fast::hash(payload) == checksum,
+    })
 }
 
 #[cfg(test)]
@@ -584,6 +617,47 @@ mod tests {
         let events = leftovers.events.decode();
         let requests: Vec<_> = events.iter().map(|e| e.request_id.as_str()).collect();
         assert_eq!(requests, ["whole"]);
+    }
+
+    #[test]
+    fn files_not_named_as_segments_are_left_alone_and_an_unreadable_segment_is_named() {
+        let dir = temp_dir();
+        for name in ["7.spool", "+7.spool", "notes.txt"] {
+            std::fs::write(dir.join(name), b"x").unwrap();
+        }
+        let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
+        assert!(leftovers.events.is_empty());
+        drop(spool);
+        assert!(dir.join("7.spool").exists());
+        let unreadable = segment_path(&dir, 99);
+        std::fs::create_dir(&unreadable).unwrap();
+        let error = AuditSpool::open(&dir).err().unwrap();
+        assert!(
+            error
+                .to_string()
+                .contains(&unreadable.display().to_string()),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_record_is_skipped_and_the_ones_after_it_are_read() {
+        let dir = temp_dir();
+        let (spool, _) = AuditSpool::open(&dir).unwrap();
+        let damaged = spool.append(&event("damaged").view()).unwrap();
+        for request in ["after 1", "after 2"] {
+            spool.append(&event(request).view()).unwrap();
+        }
+        drop(spool);
+        // One bit of the first record's payload flipped, as a failing disk would.
+        let path = segment_path(&dir, 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[damaged.start + RECORD_HEADER + 3] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, leftovers) = AuditSpool::open(&dir).unwrap();
+        let events = leftovers.events.decode();
+        let requests: Vec<_> = events.iter().map(|e| e.request_id.as_str()).collect();
+        assert_eq!(requests, ["after 1", "after 2"]);
     }
 
     #[test]
