@@ -164,7 +164,7 @@ fn raise_open_file_limit() {
     }
 }
 
-/// On the first SIGINT (Ctrl-C) or SIGTERM, stops gracefully: the listeners stop accepting,
+/// On the first SIGINT (Ctrl-C), SIGTERM or SIGHUP, stops gracefully: the listeners stop accepting,
 /// requests in flight finish (for up to 30 s), then `run_until_stopped` stores the pending
 /// audit events. A second signal exits at once; audit events not yet stored are still in the
 /// spool, and the next start stores them.
@@ -172,7 +172,7 @@ async fn stop_on_signal(handle: ApplicationHandle) {
     let mut signals = match ShutdownSignals::new() {
         Ok(signals) => signals,
         Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGINT and SIGTERM");
+            tracing::error!(%error, "cannot listen for SIGINT, SIGTERM and SIGHUP");
             return;
         }
     };
@@ -187,9 +187,12 @@ async fn stop_on_signal(handle: ApplicationHandle) {
     std::process::exit(130);
 }
 
+/// SIGINT, SIGTERM, and SIGHUP: the engine has nothing to reload, and a SIGHUP (the
+/// terminal it runs in closing) otherwise ends it at once, cutting off requests in flight.
 struct ShutdownSignals {
     interrupt: Signal,
     terminate: Signal,
+    hangup: Signal,
 }
 
 impl ShutdownSignals {
@@ -197,14 +200,16 @@ impl ShutdownSignals {
         Ok(ShutdownSignals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
         })
     }
 
-    /// The next SIGINT or SIGTERM, by name.
+    /// The next SIGINT, SIGTERM or SIGHUP, by name.
     async fn next(&mut self) -> &'static str {
         tokio::select! {
             _ = self.interrupt.recv() => "SIGINT",
             _ = self.terminate.recv() => "SIGTERM",
+            _ = self.hangup.recv() => "SIGHUP",
         }
     }
 }
