@@ -8,6 +8,7 @@ pub mod actors;
 pub mod clock;
 pub mod config;
 pub mod data_dir_lock;
+pub mod data_dir_store;
 pub mod domain;
 pub mod error_chain;
 pub mod http;

@@ -12,6 +12,7 @@ use crate::actors::{CacheSettings, WorkspaceRegistry};
 use crate::clock::RateClock;
 use crate::config::{ConfigError, Settings};
 use crate::data_dir_lock::{lock_data_dir, DataDirLock};
+use crate::data_dir_store::{self, StoreKind};
 use crate::domain::hashing::KeyHasher;
 use crate::error_chain::error_chain;
 use crate::http::server::{self, ServerSettings};
@@ -20,7 +21,7 @@ use crate::http::{admin, public};
 use crate::jobs::JobContext;
 use crate::metrics::{Listener, Metrics};
 use crate::queue::audit_sink::AuditBatcher;
-use crate::queue::audit_spool::AuditSpool;
+use crate::queue::audit_spool::{self, AuditSpool};
 use crate::queue::dead_letters::DeadLetters;
 use crate::queue::in_process::{resubmit_dead_letters, InProcessQueue};
 use crate::queue::JobQueue;
@@ -138,6 +139,19 @@ impl Application {
                 }
             }
         };
+        // Before the store is opened: a missing URL would create an embedded database.
+        let serving = if settings.database_url.is_some() {
+            StoreKind::Postgres
+        } else {
+            StoreKind::Sqlite
+        };
+        data_dir_store::check_and_record(&settings.data_dir, serving, || {
+            Ok(
+                audit_spool::holds_events(&settings.data_dir.join(AUDIT_SPOOL_DIR))?
+                    || DeadLetters::any_in(&settings.data_dir.join(DEAD_LETTERS_DIR))?,
+            )
+        })
+        .map_err(|problem| ConfigError::new(settings.place("data_dir"), problem))?;
         let store = open_store(&settings).await?;
         store.migrate().await.map_err(|e| {
             ConfigError::new(

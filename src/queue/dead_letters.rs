@@ -59,6 +59,19 @@ impl DeadLetters {
         Ok(path)
     }
 
+    /// Whether `dir` holds a kept job, without opening it (a missing directory holds none).
+    pub fn any_in(dir: &Path) -> io::Result<bool> {
+        if !dir.exists() {
+            return Ok(false);
+        }
+        for entry in fs::read_dir(dir)? {
+            if entry?.file_name().to_string_lossy().ends_with(SUFFIX) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Every kept job, oldest first, with its file. A file that does not parse is left where
     /// it is and reported, never deleted.
     pub fn all(&self) -> io::Result<Vec<(PathBuf, Job)>> {

@@ -446,6 +446,24 @@ fn read_from(mapping: &MmapRaw, start: usize, len: usize, read: impl FnOnce(&[u8
     read(record);
 }
 
+/// Whether the spool in `dir` holds events a run left behind (a crash, or a stop while
+/// storage was down), without opening it: a segment whose first record is written. A
+/// missing directory holds none.
+pub fn holds_events(dir: &Path) -> io::Result<bool> {
+    if !dir.exists() {
+        return Ok(false);
+    }
+    for segment in segments_in(dir)? {
+        let mut first_length = [0u8; 4];
+        let read = std::fs::File::open(segment_path(dir, segment))
+            .and_then(|mut file| io::Read::read_exact(&mut file, &mut first_length));
+        if read.is_ok() && first_length != [0; 4] {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 fn segments_in(dir: &Path) -> io::Result<Vec<Segment>> {
     let mut segments = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -638,6 +656,20 @@ mod tests {
                 .contains(&unreadable.display().to_string()),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_spool_holds_events_until_a_clean_close() {
+        let dir = temp_dir();
+        assert!(!holds_events(&dir.join("missing")).unwrap());
+        let (spool, _) = AuditSpool::open(&dir).unwrap();
+        spool.maintain();
+        assert!(!holds_events(&dir).unwrap(), "segments with no event");
+        let slot = spool.append(&event("kept").view()).unwrap();
+        assert!(holds_events(&dir).unwrap());
+        spool.release(&[(slot.segment, 1)]);
+        spool.close();
+        assert!(!holds_events(&dir).unwrap());
     }
 
     #[test]
