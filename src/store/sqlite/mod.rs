@@ -661,13 +661,14 @@ fn constraint_violation(error: &rusqlite::Error) -> bool {
     error.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
 }
 
-/// The one mapping of SQLite errors: a busy, locked or unopenable database means "try again
-/// later" (503, jobs retry); anything else, errors without an SQLite code included (a value
-/// that does not convert: corrupt data), is a bug, not an outage.
+/// The one mapping of SQLite errors: a busy, locked or unopenable database, or a full or
+/// failing disk, means "try again later" (503, jobs retry); anything else, errors without an
+/// SQLite code included (a value that does not convert: corrupt data), is a bug, not an
+/// outage.
 fn sqlite_error(error: rusqlite::Error) -> StoreError {
     match error.sqlite_error_code() {
-        // The database's file system, not the request nor the engine: a full disk or a
-        // failing one is an outage to retry after, as PostgreSQL's class 53 (disk full) is.
+        // A full or failing disk is the database's file system, not the request nor the
+        // engine: an outage to retry after, as PostgreSQL's class 53 (disk full) is.
         Some(
             ErrorCode::DatabaseBusy
             | ErrorCode::DatabaseLocked
