@@ -31,12 +31,17 @@ enum Queued {
     Flushed(SyncSender<()>),
 }
 
-/// Starts the thread that writes queued lines to `out`.
-pub fn spawn(out: impl Write + Send + 'static) -> io::Result<QueuedLog> {
-    spawn_with(out, QUEUED_LINES)
+/// Starts the thread that writes queued lines to `out`; lines dropped are counted in
+/// `dropped` (shown in `/metrics`).
+pub fn spawn(out: impl Write + Send + 'static, dropped: Arc<AtomicU64>) -> io::Result<QueuedLog> {
+    spawn_with(out, QUEUED_LINES, dropped)
 }
 
-fn spawn_with(mut out: impl Write + Send + 'static, capacity: usize) -> io::Result<QueuedLog> {
+fn spawn_with(
+    mut out: impl Write + Send + 'static,
+    capacity: usize,
+    dropped: Arc<AtomicU64>,
+) -> io::Result<QueuedLog> {
     let (queue, queued) = mpsc::sync_channel(capacity);
     std::thread::Builder::new()
         .name("log-writer".into())
@@ -55,10 +60,7 @@ fn spawn_with(mut out: impl Write + Send + 'static, capacity: usize) -> io::Resu
                 }
             }
         })?;
-    Ok(QueuedLog {
-        queue,
-        dropped: Arc::new(AtomicU64::new(0)),
-    })
+    Ok(QueuedLog { queue, dropped })
 }
 
 impl QueuedLog {
@@ -150,7 +152,7 @@ mod tests {
     #[test]
     fn lines_are_written_in_order_and_flushed() {
         let output = Output::default();
-        let mut log = spawn_with(output.clone(), 8).unwrap();
+        let mut log = spawn_with(output.clone(), 8, Arc::default()).unwrap();
         log.write_all(b"one\n").unwrap();
         log.write_all(b"two\n").unwrap();
         assert!(log.flush_within(Duration::from_secs(10)));
@@ -162,7 +164,7 @@ mod tests {
     fn a_reader_that_does_not_read_blocks_no_one_and_lines_past_the_queue_are_dropped() {
         let output = Output::default();
         let stuck = output.blocked.lock().unwrap();
-        let mut log = spawn_with(output.clone(), 4).unwrap();
+        let mut log = spawn_with(output.clone(), 4, Arc::default()).unwrap();
         // The writer thread takes one line and blocks on it; four wait; the rest are dropped.
         for n in 0..100 {
             log.write_all(format!("line {n}\n").as_bytes()).unwrap();
@@ -181,7 +183,7 @@ mod tests {
 
     #[test]
     fn an_output_that_fails_is_no_error_of_the_thread_that_logs() {
-        let mut log = spawn_with(Full, 4).unwrap();
+        let mut log = spawn_with(Full, 4, Arc::default()).unwrap();
         for _ in 0..10 {
             log.write_all(b"lost\n").unwrap();
             assert!(log.flush_within(Duration::from_secs(10)));

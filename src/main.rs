@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -60,7 +62,8 @@ fn main() -> ExitCode {
         }
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let log = match log_writer::spawn(std::io::stdout()) {
+    let log_lines_dropped = Arc::new(AtomicU64::new(0));
+    let log = match log_writer::spawn(std::io::stdout(), Arc::clone(&log_lines_dropped)) {
         Ok(log) => log,
         Err(error) => {
             report(&format!("cannot start the log's writer thread: {error}"));
@@ -77,7 +80,7 @@ fn main() -> ExitCode {
     };
     let result = actix_web::rt::System::with_tokio_rt(move || runtime).block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(settings).await,
+            Command::Serve => serve(settings, log_lines_dropped).await,
             Command::Migrate => migrate(settings).await,
         }
     });
@@ -101,7 +104,7 @@ fn report(message: &str) {
     let _ = writeln!(std::io::stderr(), "statuspulse-auth: {message}");
 }
 
-async fn serve(settings: Settings) -> Result<(), String> {
+async fn serve(settings: Settings, log_lines_dropped: Arc<AtomicU64>) -> Result<(), String> {
     let backend = if settings.database_url.is_some() {
         "PostgreSQL"
     } else {
@@ -109,7 +112,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     };
     let data_dir = settings.data_dir.clone();
     raise_open_file_limit();
-    let app = Application::build(settings.clone())
+    let app = Application::build(settings.clone(), log_lines_dropped)
         .await
         .map_err(|e| e.to_string())?;
     if let Some(token) = &app.generated_admin_token {

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A route of the public API, as a metric label.
@@ -65,9 +66,20 @@ pub struct Metrics {
     pub audit_spool_failures: AtomicU64,
     /// Events that left memory for the spool alone while ingestion was behind.
     pub audit_spilled: AtomicU64,
+    /// Log lines dropped because the log's reader was behind (`log_writer`): shared with
+    /// the writer, which `main` starts before anything else.
+    log_lines_dropped: Arc<AtomicU64>,
 }
 
 impl Metrics {
+    /// Metrics that show `log_lines_dropped`, the log writer's count.
+    pub fn with_log_lines_dropped(log_lines_dropped: Arc<AtomicU64>) -> Metrics {
+        Metrics {
+            log_lines_dropped,
+            ..Metrics::default()
+        }
+    }
+
     /// `count` pending audit events were written to the audit log.
     pub fn audit_events_ingested(&self, count: u64) {
         self.audit_ingested.fetch_add(count, Relaxed);
@@ -202,6 +214,11 @@ impl Metrics {
                 "statuspulse_audit_events_spilled_total",
                 "Audit events kept only in the spool while ingestion was behind, read back later.",
                 self.audit_spilled.load(Relaxed),
+            ),
+            (
+                "statuspulse_log_lines_dropped_total",
+                "Log lines dropped because stdout's reader was behind (should stay 0).",
+                self.log_lines_dropped.load(Relaxed),
             ),
         ];
         for (name, help, value) in counters {

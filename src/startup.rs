@@ -1,6 +1,7 @@
 //! Builds the engine from settings: storage, queue, actors, both listeners.
 
 use std::net::TcpListener;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
@@ -99,13 +100,27 @@ impl ApplicationHandle {
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> Result<Application, ConfigError> {
-        Application::build_with_cache(settings, CacheSettings::default()).await
+    /// The engine as `serve` runs it; `log_lines_dropped` is the log writer's count, shown
+    /// in `/metrics`.
+    pub async fn build(
+        settings: Settings,
+        log_lines_dropped: Arc<AtomicU64>,
+    ) -> Result<Application, ConfigError> {
+        Application::build_with(settings, CacheSettings::default(), log_lines_dropped).await
     }
 
+    /// For tests: the cache's settings chosen, and no log writer of the process's own.
     pub async fn build_with_cache(
         settings: Settings,
         cache: CacheSettings,
+    ) -> Result<Application, ConfigError> {
+        Application::build_with(settings, cache, Arc::default()).await
+    }
+
+    async fn build_with(
+        settings: Settings,
+        cache: CacheSettings,
+        log_lines_dropped: Arc<AtomicU64>,
     ) -> Result<Application, ConfigError> {
         // Before anything is created or migrated: this setting cannot work yet.
         if settings.amqp_url.is_some() {
@@ -163,7 +178,7 @@ impl Application {
         let hasher = KeyHasher::new(hashing_key);
         check_hashing_key(&store, &hasher, &settings).await?;
 
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::with_log_lines_dropped(log_lines_dropped));
         let jobs = JobContext::new(Arc::clone(&store), Arc::clone(&metrics));
         let dead_letters =
             DeadLetters::open(&settings.data_dir.join(DEAD_LETTERS_DIR)).map_err(|e| {

@@ -525,15 +525,36 @@ fn a_log_pipe_that_nobody_reads_blocks_neither_requests_nor_the_stop() {
     // Held, never read.
     let _unread = server.child.stdout.take();
     let (ws, key) = workspace_with_key(&server, "Unread log", "live");
-    for _ in 0..200 {
+    // Some 40 trace lines a request: far more than the pipe and the log's queue hold.
+    for _ in 0..600 {
         let (status, body) = admin(&server, "GET", &format!("/admin/v1/workspaces/{ws}"), None);
         assert_eq!(status, 200, "{body}");
         let (status, body) = call(public, "GET", "/v1/me", Some(&key), None).unwrap();
         assert_eq!(status, 200, "{body}");
     }
+    let dropped = metric(&server, "statuspulse_log_lines_dropped_total");
     let exit = stop(&mut server, "TERM", Duration::from_secs(30));
     let _ = std::fs::remove_dir_all(&data_dir);
+    assert!(dropped > 0, "the lines past the queue are counted");
     assert!(exit.success(), "{exit}");
+}
+
+/// The value of `name` in the admin listener's `/metrics`.
+fn metric(server: &Server, name: &str) -> u64 {
+    let mut stream = TcpStream::connect(server.admin).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Connection: close\r\n\r\n",
+        server.admin
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics: {text}"))
 }
 
 /// A full disk under the log made the logging library panic (it reports a line it cannot
