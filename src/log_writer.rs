@@ -69,9 +69,14 @@ impl QueuedLog {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Waits up to `within` for the lines queued so far to be written, for the end of the
-    /// process: a reader that stopped reading does not hold the exit up longer. Whether
-    /// they were.
+    /// The count of dropped lines, for `/metrics`.
+    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.dropped)
+    }
+
+    /// Waits up to `within` for the lines queued so far to be handed to the output, for the
+    /// end of the process: a reader that stopped reading does not hold the exit up longer.
+    /// Whether they were (an output that refused them, a full disk, counts as done).
     pub fn flush_within(&self, within: Duration) -> bool {
         let (written, wait) = mpsc::sync_channel(1);
         let deadline = Instant::now() + within;

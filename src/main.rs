@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,8 +61,7 @@ fn main() -> ExitCode {
         }
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let log_lines_dropped = Arc::new(AtomicU64::new(0));
-    let log = match log_writer::spawn(std::io::stdout(), Arc::clone(&log_lines_dropped)) {
+    let log = match log_writer::spawn(std::io::stdout(), Arc::default()) {
         Ok(log) => log,
         Err(error) => {
             report(&format!("cannot start the log's writer thread: {error}"));
@@ -78,9 +76,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let serving_log = log.clone();
     let result = actix_web::rt::System::with_tokio_rt(move || runtime).block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(settings, log_lines_dropped).await,
+            Command::Serve => serve(settings, serving_log).await,
             Command::Migrate => migrate(settings).await,
         }
     });
@@ -97,6 +96,8 @@ fn main() -> ExitCode {
 /// How long the exit waits for the log's last lines to be written: a reader that stopped
 /// reading must not keep a stopped server from exiting.
 const LOG_FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
+/// The same after a second signal, which asks to exit at once.
+const LOG_FLUSH_AT_FORCED_EXIT: Duration = Duration::from_millis(200);
 
 /// A line on stderr for whoever started the program. Nothing is left to tell when stderr
 /// itself cannot be written (a full disk, a closed pipe): the exit status says it failed.
@@ -104,7 +105,7 @@ fn report(message: &str) {
     let _ = writeln!(std::io::stderr(), "statuspulse-auth: {message}");
 }
 
-async fn serve(settings: Settings, log_lines_dropped: Arc<AtomicU64>) -> Result<(), String> {
+async fn serve(settings: Settings, log: log_writer::QueuedLog) -> Result<(), String> {
     let backend = if settings.database_url.is_some() {
         "PostgreSQL"
     } else {
@@ -112,7 +113,7 @@ async fn serve(settings: Settings, log_lines_dropped: Arc<AtomicU64>) -> Result<
     };
     let data_dir = settings.data_dir.clone();
     raise_open_file_limit();
-    let app = Application::build(settings.clone(), log_lines_dropped)
+    let app = Application::build(settings.clone(), log.dropped_counter())
         .await
         .map_err(|e| e.to_string())?;
     if let Some(token) = &app.generated_admin_token {
@@ -138,7 +139,7 @@ async fn serve(settings: Settings, log_lines_dropped: Arc<AtomicU64>) -> Result<
         queue = "in-process",
         "statuspulse-auth listening"
     );
-    actix_web::rt::spawn(stop_on_signal(app.handle()));
+    actix_web::rt::spawn(stop_on_signal(app.handle(), log));
     app.run_until_stopped()
         .await
         .map_err(|e| format!("server error: {e}"))
@@ -167,15 +168,15 @@ fn raise_open_file_limit() {
     }
 }
 
-/// On the first SIGINT (Ctrl-C), SIGTERM or SIGHUP, stops gracefully: the listeners stop accepting,
+/// On the first SIGINT (Ctrl-C) or SIGTERM, stops gracefully: the listeners stop accepting,
 /// requests in flight finish (for up to 30 s), then `run_until_stopped` stores the pending
 /// audit events. A second signal exits at once; audit events not yet stored are still in the
 /// spool, and the next start stores them.
-async fn stop_on_signal(handle: ApplicationHandle) {
+async fn stop_on_signal(handle: ApplicationHandle, log: log_writer::QueuedLog) {
     let mut signals = match ShutdownSignals::new() {
         Ok(signals) => signals,
         Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGINT, SIGTERM and SIGHUP");
+            tracing::error!(%error, "cannot listen for SIGINT and SIGTERM");
             return;
         }
     };
@@ -187,15 +188,15 @@ async fn stop_on_signal(handle: ApplicationHandle) {
     actix_web::rt::spawn(async move { handle.stop(true).await });
     let signal = signals.next().await;
     tracing::warn!(signal, "second signal: exiting now");
+    log.flush_within(LOG_FLUSH_AT_FORCED_EXIT);
     std::process::exit(130);
 }
 
-/// SIGINT, SIGTERM, and SIGHUP: the engine has nothing to reload, and a SIGHUP (the
-/// terminal it runs in closing) otherwise ends it at once, cutting off requests in flight.
+/// SIGINT and SIGTERM. SIGHUP keeps its default action: a handler would undo `nohup`,
+/// which starts the program with SIGHUP ignored.
 struct ShutdownSignals {
     interrupt: Signal,
     terminate: Signal,
-    hangup: Signal,
 }
 
 impl ShutdownSignals {
@@ -203,16 +204,14 @@ impl ShutdownSignals {
         Ok(ShutdownSignals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
-            hangup: signal(SignalKind::hangup())?,
         })
     }
 
-    /// The next SIGINT, SIGTERM or SIGHUP, by name.
+    /// The next SIGINT or SIGTERM, by name.
     async fn next(&mut self) -> &'static str {
         tokio::select! {
             _ = self.interrupt.recv() => "SIGINT",
             _ = self.terminate.recv() => "SIGTERM",
-            _ = self.hangup.recv() => "SIGHUP",
         }
     }
 }
