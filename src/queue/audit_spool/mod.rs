@@ -87,6 +87,10 @@ struct SpoolState {
     /// Mappings of segments closed since the last `maintain`, which unmaps them (rather
     /// than a request). Until then the batcher copies events out of them.
     retired: BTreeMap<Segment, Arc<MmapRaw>>,
+    /// The last try to create a segment failed (a full disk): until `maintain` succeeds,
+    /// `rotate` does not try again on the request path, where each try would create,
+    /// allocate and delete a file under the lock, for every request.
+    creation_failing: bool,
 }
 
 /// Events found in segments that a previous run left behind.
@@ -145,6 +149,7 @@ impl AuditSpool {
                 last_segment: current_segment,
                 next: None,
                 retired: BTreeMap::new(),
+                creation_failing: false,
             }),
             segment_bytes,
             creation_failures_log: LogThrottle::new(CREATION_FAILURES_LOG_EVERY),
@@ -313,9 +318,12 @@ impl AuditSpool {
             match create_segment(&self.dir, segment, self.segment_bytes) {
                 Ok(mapping) => {
                     prefault(&mapping, 0);
-                    self.state.lock().next = Some((segment, mapping));
+                    let mut state = self.state.lock();
+                    state.next = Some((segment, mapping));
+                    state.creation_failing = false;
                 }
                 Err(error) => {
+                    self.state.lock().creation_failing = true;
                     if let Some(skipped) = self.creation_failures_log.admit(crate::clock::now_ms())
                     {
                         tracing::warn!(%error, segment, skipped, "could not create the next audit spool segment");
@@ -348,13 +356,21 @@ impl AuditSpool {
     fn rotate(&self, state: &mut SpoolState) -> io::Result<()> {
         let (segment, mapping) = match state.next.take() {
             Some(prepared) => prepared,
+            None if state.creation_failing => {
+                return Err(io::Error::other(
+                    "no audit spool segment: creating one failed; maintain retries",
+                ))
+            }
             None => {
                 state.last_segment += 1;
                 let segment = state.last_segment;
-                (
-                    segment,
-                    create_segment(&self.dir, segment, self.segment_bytes)?,
-                )
+                match create_segment(&self.dir, segment, self.segment_bytes) {
+                    Ok(mapping) => (segment, mapping),
+                    Err(error) => {
+                        state.creation_failing = true;
+                        return Err(error);
+                    }
+                }
             }
         };
         let closed = std::mem::replace(&mut state.current, mapping);
@@ -500,7 +516,20 @@ fn read_segment(path: &Path) -> io::Result<EncodedEvents> {
 fn parse_records(bytes: &[u8], path: &Path) -> EncodedEvents {
     let mut events = EncodedEvents::default();
     let mut at = 0;
-    while let Some(record) = record_at(bytes, at) {
+    loop {
+        let record = match record_at(bytes, at) {
+            Framing::Record(record) => record,
+            Framing::End => break,
+            Framing::PastEnd => {
+                // A torn header, or a length damaged in place: nothing after it can be
+                // found.
+                tracing::error!(
+                    path = %path.display(), offset = at,
+                    "audit spool record runs past the end: the spool's events from here on are lost"
+                );
+                break;
+            }
+        };
         let next = at + RECORD_HEADER + record.payload.len();
         if record.intact {
             match EventView::parse(record.payload) {
@@ -510,7 +539,7 @@ fn parse_records(bytes: &[u8], path: &Path) -> EncodedEvents {
                     "skipping an unreadable audit spool record"
                 ),
             }
-        } else if record_at(bytes, next).is_some_and(|after| after.intact) {
+        } else if matches!(record_at(bytes, next), Framing::Record(after) if after.intact) {
             tracing::error!(
                 path = %path.display(), offset = at,
                 "skipping a damaged audit spool record: its event is lost; the next ones are read"
@@ -527,6 +556,15 @@ fn parse_records(bytes: &[u8], path: &Path) -> EncodedEvents {
     events
 }
 
+/// What the bytes at an offset are.
+enum Framing<'a> {
+    Record(Record<'a>),
+    /// The zero-filled rest of a segment, or the end of the bytes.
+    End,
+    /// A header whose length runs past the end of the bytes.
+    PastEnd,
+}
+
 /// A record as its header frames it.
 struct Record<'a> {
     payload: &'a [u8],
@@ -534,20 +572,22 @@ struct Record<'a> {
     intact: bool,
 }
 
-/// The record at `at`: `None` at the zero-filled rest of a segment, or where the header's
-/// length runs past the end (a torn or damaged header).
-fn record_at(bytes: &[u8], at: usize) -> Option<Record<'_>> {
-    let header = bytes.get(at..at + RECORD_HEADER)?;
+fn record_at(bytes: &[u8], at: usize) -> Framing<'_> {
+    let Some(header) = bytes.get(at..at + RECORD_HEADER) else {
+        return Framing::End;
+    };
     let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     if length == 0 {
-        return None;
+        return Framing::End;
     }
     let checksum = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    let payload = bytes.get(at + RECORD_HEADER..at + RECORD_HEADER + length)?;
-    Some(Record {
-        payload,
-        intact: crc32fast::hash(payload) == checksum,
-    })
+    match bytes.get(at + RECORD_HEADER..at + RECORD_HEADER + length) {
+        Some(payload) => Framing::Record(Record {
+            payload,
+            intact: crc32fast::hash(payload) == checksum,
+        }),
+        None => Framing::PastEnd,
+    }
 }
 
 #[cfg(test)]
@@ -690,6 +730,25 @@ mod tests {
         let events = leftovers.events.decode();
         let requests: Vec<_> = events.iter().map(|e| e.request_id.as_str()).collect();
         assert_eq!(requests, ["after 1", "after 2"]);
+    }
+
+    #[test]
+    fn after_a_failed_creation_requests_do_not_try_again_until_maintenance_succeeds() {
+        let dir = temp_dir();
+        let one_event = (RECORD_HEADER + audit_codec::encoded_len(&event("a").view())) as u64;
+        let (spool, _) = AuditSpool::open_with_segment_size(&dir, one_event * 3 / 2).unwrap();
+        spool.append(&event("a").view()).unwrap();
+        // Where segments go is gone: creating one fails, as on a full disk.
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(spool.append(&event("b").view()).is_err());
+        std::fs::create_dir_all(&dir).unwrap();
+        let refused = spool.append(&event("c").view()).unwrap_err();
+        assert!(
+            refused.to_string().contains("maintain retries"),
+            "{refused}"
+        );
+        spool.maintain();
+        spool.append(&event("d").view()).unwrap();
     }
 
     #[test]
