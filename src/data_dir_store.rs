@@ -65,13 +65,19 @@ pub fn check_and_record(
         if waiting {
             return Err(format!(
                 "it holds audit events of a run on {} so that they reach that store's audit \
-                 log (audit-spool/, dead-letters/)",
+                 log (audit-spool/, dead-letters/; to give them up, move those two out of \
+                 the data dir)",
                 recorded.how_to_start()
             ));
         }
     }
     if recorded != Some(serving) {
-        fs::write(&path, format!("{}\n", serving.as_str()))
+        // Written whole or not at all: a crash must not leave an empty record, which
+        // would let the next start on the other kind through unchecked.
+        let temporary = data_dir.join(format!("{STORE_FILE}.tmp"));
+        fs::write(&temporary, format!("{}\n", serving.as_str()))
+            .and_then(|()| fs::File::open(&temporary)?.sync_all())
+            .and_then(|()| fs::rename(&temporary, &path))
             .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     }
     Ok(())

@@ -2,8 +2,10 @@
 //! journal. A write into a mapping cannot report an error: when the page it lands on has no
 //! disk block yet and the disk is full, the kernel sends SIGBUS, which kills the whole
 //! server. So these files are created with every block allocated. A full disk is then an
-//! `io::Error` at creation, which the caller handles, and writes into the mapping never
-//! need space.
+//! `io::Error` at creation, which the caller handles, and on ext4, XFS and tmpfs writes into
+//! the mapping need no more space. (Copy-on-write file systems, ZFS and btrfs after a
+//! snapshot, allocate again on write, and ZFS's compression turns written zeros back into
+//! holes: there a full disk can still end the server.)
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -31,9 +33,9 @@ fn allocate(file: &File, bytes: u64) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, bytes) {
         Ok(()) => return Ok(()),
-        // A file system without `fallocate` (some network ones): written zeros take
-        // their blocks too.
-        Err(rustix::io::Errno::OPNOTSUPP) => {}
+        // A file system without `fallocate` (some network ones), or a sandbox without
+        // the system call (seccomp, gVisor): written zeros take their blocks too.
+        Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => {}
         Err(error) => return Err(error.into()),
     }
     write_zeros(file, bytes)

@@ -108,7 +108,15 @@ pub fn is_plausible_email(email: &str) -> bool {
 /// make `ΣΑΣ@` and `σασ@` two addresses. Lower case is not full case folding (`ß` stays,
 /// and a final ς typed as such stays), again as Kratos.
 pub fn email_in_lower_case(email: &str) -> String {
-    email.chars().flat_map(char::to_lowercase).collect()
+    email
+        .chars()
+        .flat_map(|c| match c {
+            // Go's one exception to Unicode's full lower case: `İ` is `i`, not `i` and a
+            // combining dot above.
+            '\u{130}' => 'i'.to_lowercase(),
+            c => c.to_lowercase(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -122,6 +130,7 @@ mod tests {
         assert_eq!(email_in_lower_case("\u{212A}im@x.io"), "kim@x.io");
         assert_eq!(email_in_lower_case("ΣΑΣ@x.gr"), "σασ@x.gr");
         assert_eq!(email_in_lower_case("σας@x.gr"), "σας@x.gr");
+        assert_eq!(email_in_lower_case("İZMİR@x.tr"), "izmir@x.tr");
     }
 
     #[test]

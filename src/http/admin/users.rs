@@ -109,7 +109,7 @@ pub async fn create(
     // then means the same on both stores (SQLite's `lower` folds ASCII letters only).
     // After the checks above, which must see the key or token as it was sent.
     let email = email_in_lower_case(&email);
-    // Lower case can be longer (İ is i and a combining dot).
+    // Lower case can take more bytes (Ⱥ is two, ⱥ three).
     if !is_plausible_email(&email) {
         return Err(not_an_address());
     }
