@@ -257,17 +257,7 @@ fn sigint_and_sigterm_finish_requests_in_flight_and_stop_accepting() {
             "SIG{signal}: the request in flight got {response:?}"
         );
 
-        let deadline = Instant::now() + Duration::from_secs(40);
-        let exit = loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "SIG{signal}: the server did not exit"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let exit = wait_for_exit(&mut server, signal, Duration::from_secs(40));
         let _ = std::fs::remove_dir_all(&data_dir);
         assert!(exit.success(), "SIG{signal}: exit {exit}");
     }
@@ -431,6 +421,18 @@ fn audit_event_count(server: &Server, ws: &str) -> usize {
     }
 }
 
+/// How many audit events `ws` has once it has `expected`, or when `within` has passed.
+fn audit_events_once_stored(server: &Server, ws: &str, expected: usize, within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let stored = audit_event_count(server, ws);
+        if stored >= expected || Instant::now() > deadline {
+            return stored;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The audit spool and the rate journal are written through memory mappings, where a page
 /// that needs a disk block the full disk does not have is SIGBUS: the server died at the
 /// first request. With their files allocated ahead, it keeps answering, and the events of
@@ -472,14 +474,7 @@ fn a_full_disk_neither_kills_the_server_nor_loses_an_answered_request_event() {
     }
 
     disk.free();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let stored = loop {
-        let stored = audit_event_count(&server, &ws);
-        if stored >= answered || Instant::now() > deadline {
-            break stored;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let stored = audit_events_once_stored(&server, &ws, answered, Duration::from_secs(60));
     assert_eq!(
         stored, answered,
         "every answered request's event is in the audit log"
@@ -495,6 +490,11 @@ fn stop(server: &mut Server, signal: &str, within: Duration) -> std::process::Ex
         .status()
         .unwrap();
     assert!(sent.success());
+    wait_for_exit(server, signal, within)
+}
+
+/// Waits up to `within` for the server, sent SIG`signal`, to exit; its exit status.
+fn wait_for_exit(server: &mut Server, signal: &str, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
     loop {
         if let Some(status) = server.child.try_wait().unwrap() {
@@ -598,14 +598,7 @@ fn logs_that_cannot_be_written_cost_nothing_but_the_lines() {
         let (status, body) = call(public, "GET", "/v1/me", Some(&key), None).unwrap();
         assert!(status == 200 || status == 429, "{status}: {body}");
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let stored = loop {
-        let stored = audit_event_count(&server, &ws);
-        if stored >= REQUESTS || Instant::now() > deadline {
-            break stored;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let stored = audit_events_once_stored(&server, &ws, REQUESTS, Duration::from_secs(30));
     let exit = stop(&mut server, "TERM", Duration::from_secs(30));
     let _ = std::fs::remove_dir_all(&data_dir);
     assert_eq!(stored, REQUESTS, "audit ingestion goes on");
