@@ -284,6 +284,7 @@ impl AuditSpool {
     /// pool): creates the next segment ahead of need, unmaps closed ones, and deletes closed
     /// segments whose events are all released. The lock is held only to swap state.
     pub fn maintain(&self) {
+        self.make_again_if_deleted();
         let (retired, deletable, to_create, current, written) = {
             let mut state = self.state.lock();
             let current = state.current_segment;
@@ -330,6 +331,34 @@ impl AuditSpool {
                     }
                 }
             }
+        }
+    }
+
+    /// The spool's directory deleted while the server runs (by hand, a cleanup job) takes
+    /// the segments' names with it: their mappings still work, but a crash would lose every
+    /// event in them. So the directory is made again and writing moves to a new segment
+    /// there. The events of the deleted segments that are still mapped are stored from
+    /// their mappings; those spilled while ingestion was behind are read back from the
+    /// files, and are lost with them.
+    fn make_again_if_deleted(&self) {
+        if self.dir.exists() {
+            return;
+        }
+        tracing::error!(
+            dir = %self.dir.display(),
+            "the audit spool's directory was deleted: making it again, with a new segment; \
+             the events in the deleted segments would not have survived a crash"
+        );
+        if let Err(error) = crate::private_dir::create(&self.dir) {
+            tracing::error!(%error, dir = %self.dir.display(), "cannot make the audit spool's directory again");
+            return;
+        }
+        let mut state = self.state.lock();
+        // Made ahead in the deleted directory: gone too.
+        state.next = None;
+        state.creation_failing = false;
+        if let Err(error) = self.rotate(&mut state) {
+            tracing::error!(%error, "cannot start a new audit spool segment");
         }
     }
 
@@ -730,6 +759,27 @@ mod tests {
         let events = leftovers.events.decode();
         let requests: Vec<_> = events.iter().map(|e| e.request_id.as_str()).collect();
         assert_eq!(requests, ["after 1", "after 2"]);
+    }
+
+    #[test]
+    fn a_deleted_directory_is_made_again_and_new_events_go_to_a_segment_there() {
+        let dir = temp_dir();
+        let (spool, _) = AuditSpool::open(&dir).unwrap();
+        spool.append(&event("before").view()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        spool.maintain();
+        assert!(dir.is_dir());
+        let after = spool.append(&event("after").view()).unwrap();
+        assert!(segment_path(&dir, after.segment).exists());
+        drop(spool); // a crash
+        let (_, leftovers) = AuditSpool::open(&dir).unwrap();
+        let events = leftovers.events.decode();
+        let requests: Vec<_> = events.iter().map(|e| e.request_id.as_str()).collect();
+        assert_eq!(
+            requests,
+            ["after"],
+            "what was written after the deletion survives"
+        );
     }
 
     #[test]
