@@ -64,8 +64,10 @@ fn spawn_with(
 }
 
 impl QueuedLog {
-    /// Lines dropped so far because the queue was full.
-    pub fn dropped(&self) -> u64 {
+    /// Lines dropped so far because the queue was full (`/metrics` reads
+    /// `dropped_counter`).
+    #[cfg(test)]
+    fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
