@@ -119,7 +119,32 @@ const KEYS: [&str; 11] = [
     "database_max_connections",
 ];
 
+/// Which store the settings select: PostgreSQL when `database_url` is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+impl StoreKind {
+    /// For people: logs and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Sqlite => "embedded SQLite",
+            StoreKind::Postgres => "PostgreSQL",
+        }
+    }
+}
+
 impl Settings {
+    pub fn store_kind(&self) -> StoreKind {
+        if self.database_url.is_some() {
+            StoreKind::Postgres
+        } else {
+            StoreKind::Sqlite
+        }
+    }
+
     /// Loads settings from `config_file` (if any) and the process environment.
     pub fn load(config_file: Option<&Path>) -> Result<Settings, ConfigError> {
         let env = statuspulse_variables(std::env::vars_os())?;

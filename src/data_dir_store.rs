@@ -9,39 +9,32 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
+pub use crate::config::StoreKind;
+
 const STORE_FILE: &str = "store";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreKind {
-    Sqlite,
-    Postgres,
+/// The kind as the record writes it.
+fn record_text(kind: StoreKind) -> &'static str {
+    match kind {
+        StoreKind::Sqlite => "sqlite",
+        StoreKind::Postgres => "postgres",
+    }
 }
 
-impl StoreKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            StoreKind::Sqlite => "sqlite",
-            StoreKind::Postgres => "postgres",
-        }
+fn parse_record(text: &str) -> Option<StoreKind> {
+    match text.trim() {
+        "sqlite" => Some(StoreKind::Sqlite),
+        "postgres" => Some(StoreKind::Postgres),
+        _ => None,
     }
+}
 
-    fn parse(text: &str) -> Option<StoreKind> {
-        match text.trim() {
-            "sqlite" => Some(StoreKind::Sqlite),
-            "postgres" => Some(StoreKind::Postgres),
-            _ => None,
-        }
-    }
-
-    /// How to start on this kind again, for the refusal.
-    fn how_to_start(self) -> &'static str {
-        match self {
-            StoreKind::Sqlite => {
-                "the embedded SQLite store; start without STATUSPULSE_DATABASE_URL"
-            }
-            StoreKind::Postgres => {
-                "PostgreSQL; start with STATUSPULSE_DATABASE_URL set to that database"
-            }
+/// How to start on `kind` again, for the refusal.
+fn how_to_start(kind: StoreKind) -> &'static str {
+    match kind {
+        StoreKind::Sqlite => "the embedded SQLite store; start without STATUSPULSE_DATABASE_URL",
+        StoreKind::Postgres => {
+            "PostgreSQL; start with STATUSPULSE_DATABASE_URL set to that database"
         }
     }
 }
@@ -55,7 +48,7 @@ pub fn check_and_record(
 ) -> Result<(), String> {
     let path = data_dir.join(STORE_FILE);
     let recorded = match fs::read_to_string(&path) {
-        Ok(text) => StoreKind::parse(&text),
+        Ok(text) => parse_record(&text),
         Err(error) if error.kind() == io::ErrorKind::NotFound => None,
         Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
     };
@@ -67,18 +60,18 @@ pub fn check_and_record(
                 "it holds audit events of a run on {} so that they reach that store's audit \
                  log (audit-spool/, dead-letters/; to give them up, move those two out of \
                  the data dir)",
-                recorded.how_to_start()
+                how_to_start(recorded)
             ));
         }
     }
     if recorded != Some(serving) {
         // Written whole or not at all: a crash must not leave an empty record, which
         // would let the next start on the other kind through unchecked.
-        let temporary = data_dir.join(format!("{STORE_FILE}.tmp"));
-        fs::write(&temporary, format!("{}\n", serving.as_str()))
-            .and_then(|()| fs::File::open(&temporary)?.sync_all())
-            .and_then(|()| fs::rename(&temporary, &path))
-            .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+        crate::private_dir::write_atomically(
+            &path,
+            format!("{}\n", record_text(serving)).as_bytes(),
+        )
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     }
     Ok(())
 }

@@ -106,11 +106,7 @@ fn report(message: &str) {
 }
 
 async fn serve(settings: Settings, log: log_writer::QueuedLog) -> Result<(), String> {
-    let backend = if settings.database_url.is_some() {
-        "PostgreSQL"
-    } else {
-        "embedded SQLite"
-    };
+    let backend = settings.store_kind().name();
     let data_dir = settings.data_dir.clone();
     raise_open_file_limit();
     let app = Application::build(settings.clone(), log.dropped_counter())

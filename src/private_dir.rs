@@ -3,7 +3,7 @@
 //! events), secrets, the database.
 
 use std::fs::OpenOptions;
-use std::io;
+use std::io::{self, Write};
 use std::path::Path;
 
 /// Options for a file that the server's user alone may read (`0600` when it is created;
@@ -15,6 +15,32 @@ pub fn file_options() -> OpenOptions {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options
+}
+
+/// Writes `bytes` to `path` whole or not at all, readable by this user only: to a
+/// temporary file beside it, synced, renamed into place, and the directory synced, so that
+/// a crash leaves the old file or the new one, never a part. A failed write leaves no
+/// temporary file behind (a full disk: the caller may retry).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = std::path::PathBuf::from(temporary);
+    let written = (|| {
+        let mut file = file_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(error);
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Creates `dir` and any missing parents, readable by this user only (`0700`; on other
@@ -47,5 +73,24 @@ mod tests {
         let mode = std::fs::metadata(&nested).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o750);
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_file_written_atomically_replaces_the_old_one_whole_and_is_private() {
+        let dir = std::env::temp_dir().join(format!("statuspulse-atomic-{}", std::process::id()));
+        super::create(&dir).unwrap();
+        let path = dir.join("record");
+        super::write_atomically(&path, b"old").unwrap();
+        super::write_atomically(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+        assert!(super::write_atomically(&dir.join("missing").join("record"), b"x").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

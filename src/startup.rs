@@ -13,7 +13,7 @@ use crate::actors::{CacheSettings, WorkspaceRegistry};
 use crate::clock::RateClock;
 use crate::config::{ConfigError, Settings};
 use crate::data_dir_lock::{lock_data_dir, DataDirLock};
-use crate::data_dir_store::{self, StoreKind};
+use crate::data_dir_store;
 use crate::domain::hashing::KeyHasher;
 use crate::error_chain::error_chain;
 use crate::http::server::{self, ServerSettings};
@@ -155,12 +155,7 @@ impl Application {
             }
         };
         // Before the store is opened: a missing URL would create an embedded database.
-        let serving = if settings.database_url.is_some() {
-            StoreKind::Postgres
-        } else {
-            StoreKind::Sqlite
-        };
-        data_dir_store::check_and_record(&settings.data_dir, serving, || {
+        data_dir_store::check_and_record(&settings.data_dir, settings.store_kind(), || {
             Ok(
                 audit_spool::holds_events(&settings.data_dir.join(AUDIT_SPOOL_DIR))?
                     || DeadLetters::any_in(&settings.data_dir.join(DEAD_LETTERS_DIR))?,

@@ -9,8 +9,8 @@
 //! database) brings their events into the audit log; a job that fails for good again is
 //! written back. A broker's dead-letter exchange will play this part for RabbitMQ.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::Job;
@@ -38,24 +38,9 @@ impl DeadLetters {
     pub fn keep(&self, job: &Job) -> io::Result<PathBuf> {
         let name = uuid::Uuid::now_v7().simple().to_string();
         let path = self.dir.join(format!("{name}{SUFFIX}"));
-        let temporary = self.dir.join(format!("{name}.tmp"));
         let bytes = serde_json::to_vec(job).map_err(io::Error::other)?;
-        let written = (|| {
-            // Readable by this user only, like the spool the events came from.
-            let mut file = crate::private_dir::file_options()
-                .write(true)
-                .create_new(true)
-                .open(&temporary)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            fs::rename(&temporary, &path)
-        })();
-        if let Err(error) = written {
-            // A full disk: the job is retried, and each try must not leave a file behind.
-            let _ = fs::remove_file(&temporary);
-            return Err(error);
-        }
-        File::open(&self.dir)?.sync_all()?;
+        // Readable by this user only, like the spool the events came from.
+        crate::private_dir::write_atomically(&path, &bytes)?;
         Ok(path)
     }
 

@@ -344,15 +344,18 @@ impl AuditSpool {
         if self.dir.exists() {
             return;
         }
-        tracing::error!(
-            dir = %self.dir.display(),
-            "the audit spool's directory was deleted: making it again, with a new segment; \
-             the events in the deleted segments would not have survived a crash"
-        );
         if let Err(error) = crate::private_dir::create(&self.dir) {
-            tracing::error!(%error, dir = %self.dir.display(), "cannot make the audit spool's directory again");
+            // Tried again every tick: logged as the segment creations that fail with it.
+            if let Some(skipped) = self.creation_failures_log.admit(crate::clock::now_ms()) {
+                tracing::error!(%error, skipped, dir = %self.dir.display(), "the audit spool's directory was deleted and cannot be made again");
+            }
             return;
         }
+        tracing::error!(
+            dir = %self.dir.display(),
+            "the audit spool's directory was deleted: made again, with a new segment; \
+             the events in the deleted segments would not have survived a crash"
+        );
         let mut state = self.state.lock();
         // Made ahead in the deleted directory: gone too.
         state.next = None;
