@@ -17,15 +17,61 @@ use memmap2::MmapRaw;
 /// and create it empty), allocates its `bytes` on disk, and maps it, shared. A file that
 /// could not be allocated is removed, so that a later attempt starts afresh.
 pub fn create(options: &OpenOptions, path: &Path, bytes: u64) -> io::Result<MmapRaw> {
+    let file = create_allocated(options, path, bytes)?;
+    MmapRaw::map_raw(&file).inspect_err(|_| {
+        let _ = std::fs::remove_file(path);
+    })
+}
+
+/// `create`, without the mapping: the file, open.
+pub fn create_allocated(options: &OpenOptions, path: &Path, bytes: u64) -> io::Result<File> {
     let file = options.open(path)?;
-    match allocate(&file, bytes).and_then(|()| MmapRaw::map_raw(&file)) {
-        Ok(mapping) => Ok(mapping),
+    match allocate(&file, bytes) {
+        Ok(()) => Ok(file),
         Err(error) => {
             drop(file);
             let _ = std::fs::remove_file(path);
             Err(error)
         }
     }
+}
+
+/// Maps `file` over `mapping`'s addresses, shared, for reading and writing, in one step
+/// (`MAP_FIXED`): from then on every access through `mapping` reads and writes `file`, and
+/// what `mapping` mapped before is let go. For a mapping whose file was deleted: its
+/// contents copied into a new file, the new file takes its place under the pointers that
+/// the rest of the program holds.
+///
+/// # Safety
+///
+/// `mapping` must be accessed only through atomics while this runs (a plain reference into
+/// it could see its bytes change under it), and `file` must be at least as long as it.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub unsafe fn map_over(mapping: &MmapRaw, file: &File) -> io::Result<()> {
+    use rustix::mm::{MapFlags, ProtFlags};
+    if file.metadata()?.len() < mapping.len() as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the file is shorter than the mapping",
+        ));
+    }
+    // SAFETY: the range is exactly `mapping`'s own (memmap2 maps a file from offset 0 at a
+    // page boundary), so nothing else of the process is replaced; the kernel swaps the
+    // pages under its memory-map lock, so a thread touching the range meanwhile sees either
+    // the old page or the new one, never an unmapped hole. `MmapRaw`'s drop unmaps the same
+    // range later, which is then the new mapping.
+    unsafe {
+        rustix::mm::mmap(
+            mapping.as_mut_ptr().cast(),
+            mapping.len(),
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::SHARED | MapFlags::FIXED,
+            file,
+            0,
+        )?;
+    }
+    Ok(())
 }
 
 /// Gives the (empty) file `bytes` of zeros that hold disk blocks, not a sparse hole.
@@ -91,6 +137,37 @@ mod tests {
                 metadata.blocks()
             );
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_mapped_over_a_mapping_takes_its_place_under_the_same_pointer() {
+        let dir = scratch("map-over");
+        let (old_path, new_path) = (dir.join("old"), dir.join("new"));
+        let mapping = create(&read_write_new(), &old_path, 8192).unwrap();
+        let pointer = mapping.as_mut_ptr();
+        std::fs::remove_file(&old_path).unwrap();
+        let new_file = create_allocated(&read_write_new(), &new_path, 8192).unwrap();
+        std::fs::write(&new_path, [7u8; 8192]).unwrap();
+        #[allow(unsafe_code)]
+        // SAFETY: nothing else touches the mapping; the file is as long as it.
+        unsafe {
+            map_over(&mapping, &new_file).unwrap();
+            assert_eq!(mapping.as_mut_ptr(), pointer);
+            assert_eq!(*pointer.add(100), 7, "reads come from the new file");
+            *pointer.add(200) = 9;
+        }
+        mapping.flush().unwrap();
+        assert_eq!(std::fs::read(&new_path).unwrap()[200], 9, "writes reach it");
+        let short = create_allocated(&read_write_new(), &dir.join("short"), 4096).unwrap();
+        #[allow(unsafe_code)]
+        // SAFETY: refused before anything is mapped.
+        let refused = unsafe { map_over(&mapping, &short) };
+        assert!(
+            refused.is_err(),
+            "a file shorter than the mapping is refused"
+        );
+        drop(mapping);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

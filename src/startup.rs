@@ -39,6 +39,8 @@ const AUDIT_SPOOL_DIR: &str = "audit-spool";
 /// Under the data dir: the rate limiters' counts, kept through a crash (see
 /// `actors::rate_journal`).
 const RATE_JOURNAL_DIR: &str = "rate-limits";
+/// How often the rate journal's files are checked for having been deleted.
+const RATE_JOURNAL_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// In the rate journal's directory: the origin of the limiters' clock (`RateClock`).
 const RATE_CLOCK_ORIGIN_FILE: &str = "clock-origin";
 
@@ -209,6 +211,7 @@ impl Application {
                 )
             })?;
         let rate_journal = Arc::new(rate_journal);
+        tokio::spawn(keep_rate_journal_files(Arc::downgrade(&rate_journal)));
         let rate_clock = RateClock::start(Some(
             &settings
                 .data_dir
@@ -373,6 +376,25 @@ async fn carry_over_rate_limits(
                 error = %error_chain(&error),
                 "cannot delete the saved rate-limit counts; the next start reads them again and merges them"
             );
+        }
+    }
+}
+
+/// Every second, makes the rate journal's files again if they were deleted while the
+/// server runs (`RateJournal::make_again_if_deleted`), on the blocking pool. Ends with the
+/// journal.
+async fn keep_rate_journal_files(journal: std::sync::Weak<RateJournal>) {
+    let mut ticker = tokio::time::interval(RATE_JOURNAL_CHECK_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(journal) = journal.upgrade() else {
+            return;
+        };
+        if let Err(error) =
+            tokio::task::spawn_blocking(move || journal.make_again_if_deleted()).await
+        {
+            tracing::error!(%error, "the rate journal's check for deleted files failed");
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The real binary as a child process: killed with SIGKILL right after answering, no
-//! answered request's audit event may be lost, nor any count of its rate limit; stopped with SIGINT or SIGTERM, it finishes
-//! the requests in flight; under a system clock that steps (libfaketime), its rate limits
-//! keep real time; on a disk that fills up, it keeps answering and loses no event. (The API suite runs the server in-process, where neither a crash, nor a
-//! signal, nor another clock, nor a disk of its own can be staged.)
+//! answered request's audit event may be lost, nor any count of its rate limit; with its
+//! rate journal's directory deleted while it runs, a crash still loses no count; stopped
+//! with SIGINT or SIGTERM, it finishes the requests in flight; under a system clock that
+//! steps (libfaketime), its rate limits keep real time; on a disk that fills up, it keeps
+//! answering and loses no event. (The API suite runs the server in-process, where neither a
+//! crash, nor a signal, nor another clock, nor a disk of its own can be staged.)
 
 // A failed unwrap is a failed test here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -207,6 +209,48 @@ fn sigkill_right_after_answering_loses_no_audit_event() {
         me["rate_limit"]["remaining"],
         json!(1_200 - REQUESTS - 1),
         "the rate-limit counts survive the crash"
+    );
+}
+
+#[test]
+fn rate_limit_counts_survive_a_crash_after_their_directory_was_deleted() {
+    let data_dir =
+        std::env::temp_dir().join(format!("statuspulse-rates-gone-{}", uuid::Uuid::now_v7()));
+    let (public, admin_addr) = (free_port(), free_port());
+    let mut server = start(&data_dir, public, admin_addr);
+    let (_, key) = workspace_with_key(&server, "Deleted", "test");
+    let me = |server: &Server| call(server.public, "GET", "/v1/me", Some(&key), None).unwrap();
+    for _ in 0..10 {
+        assert_eq!(me(&server).0, 200);
+    }
+    let journal_dir = data_dir.join("rate-limits");
+    std::fs::remove_dir_all(&journal_dir).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_dir(&journal_dir).is_ok_and(|mut files| {
+        files.any(|f| f.is_ok_and(|f| f.path().extension().is_some_and(|e| e == "rates")))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the rate-limit journal was not made again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..5 {
+        assert_eq!(me(&server).0, 200);
+    }
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+
+    let mut server = start(&data_dir, public, admin_addr);
+    let (status, body) = me(&server);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["rate_limit"]["remaining"],
+        json!(120 - 16),
+        "the counts from before and after the deletion survive the crash"
     );
 }
 

@@ -23,6 +23,13 @@
 //! Every word is read and written as an `AtomicU64`, so a crash between two stores leaves
 //! each word whole. A slot is taken by writing its id and then its tag, and freed by
 //! clearing its tag first.
+//!
+//! A file deleted while the server runs (the directory removed by hand, a clean-up job)
+//! would take the counts with it at the next crash, since the mapping then writes to a file
+//! nobody can open. `make_again_if_deleted`, run every second, notices it by the file's
+//! identity and makes the file again with the counts it held, mapped over the old file's
+//! addresses so that every slot writes there from then on (`mapped_file::map_over`), with
+//! what limiters wrote during the move copied too.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -34,6 +41,7 @@ use parking_lot::Mutex;
 
 use crate::domain::api_key::Environment;
 use crate::domain::rate_limit::{RateCounts, SLOTS};
+use crate::log_throttle::LogThrottle;
 use crate::store::SavedRateLimit;
 
 const SLOTS_PER_FILE: usize = 4096;
@@ -44,6 +52,8 @@ const MAX_ID_BYTES: usize = ID_WORDS * 8;
 const FIRST_BUCKET: usize = 1 + ID_WORDS;
 const TAG_MAGIC: u64 = 0x5350_524c; // "SPRL"
 const SUFFIX: &str = ".rates";
+/// A file being made again (`move_to_new_file`), until it takes its name.
+const MOVING_SUFFIX: &str = "moving";
 
 const _: () = assert!(FIRST_BUCKET + SLOTS <= SLOT_WORDS);
 
@@ -58,6 +68,9 @@ struct Shared {
     state: Mutex<Slots>,
     /// Set by `keep_for_next_start`: slots keep their counts when their limiters go.
     kept: AtomicBool,
+    /// `make_again_if_deleted` runs every second: on a full disk, one line per try would
+    /// flood the log.
+    failure_log: LogThrottle,
 }
 
 /// What an earlier run left in the journal: its counts, and its files, which stay until
@@ -79,11 +92,23 @@ impl Leftovers {
 
 #[derive(Default)]
 struct Slots {
-    files: Vec<Arc<MmapRaw>>,
+    files: Vec<JournalFile>,
     /// Slots given back, to hand out again before growing.
     free: Vec<(usize, usize)>,
     /// The next never-used slot: file and index.
     next: (usize, usize),
+    /// Set by `discard`: the files are gone on purpose, not to be made again.
+    discarded: bool,
+}
+
+/// One of this run's files: its mapping, and which file it is on disk.
+struct JournalFile {
+    mapping: Arc<MmapRaw>,
+    /// The file, open: once deleted, its words can be read only through it.
+    file: std::fs::File,
+    /// Device and inode of the file made at its path: none there, or another, means it was
+    /// deleted.
+    identity: (u64, u64),
 }
 
 /// One limiter's slot; freed when dropped.
@@ -106,10 +131,15 @@ impl RateJournal {
         let mut first_file_number = 0;
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
-            let Some(file_number) = path
-                .file_name()
-                .and_then(|name| name.to_str()?.strip_suffix(SUFFIX)?.parse::<usize>().ok())
-            else {
+            // A file being made again when the last run ended (`move_to_new_file`) holds
+            // its counts as far as they were copied: read like the others.
+            let Some(file_number) = path.file_name().and_then(|name| {
+                let name = name.to_str()?;
+                let number = name
+                    .strip_suffix(SUFFIX)
+                    .or_else(|| name.strip_suffix(&format!(".{MOVING_SUFFIX}")))?;
+                number.parse::<usize>().ok()
+            }) else {
                 continue;
             };
             first_file_number = first_file_number.max(file_number + 1);
@@ -118,7 +148,11 @@ impl RateJournal {
                 .write(true)
                 .open(&path)?;
             if file.metadata()?.len() == file_bytes() as u64 {
-                left.counts.extend(read_slots(&MmapRaw::map_raw(&file)?));
+                let (counts, damaged) = read_slots(&MmapRaw::map_raw(&file)?);
+                if damaged > 0 {
+                    tracing::warn!(path = %path.display(), damaged, "rate-limit journal slots that are not slots ignored; the file was damaged or is not a journal");
+                }
+                left.counts.extend(counts);
             } else {
                 tracing::warn!(path = %path.display(), "rate-limit journal file of the wrong size ignored");
             }
@@ -130,6 +164,7 @@ impl RateJournal {
                 first_file_number,
                 state: Mutex::new(Slots::default()),
                 kept: AtomicBool::new(false),
+                failure_log: LogThrottle::new(std::time::Duration::from_secs(60)),
             }),
         };
         // The first file now, so that no request waits on its creation.
@@ -155,7 +190,7 @@ impl RateJournal {
                 return None;
             }
         };
-        let file = Arc::clone(&self.shared.state.lock().files[file_number]);
+        let file = Arc::clone(&self.shared.state.lock().files[file_number].mapping);
         let slot = JournalSlot {
             file,
             index,
@@ -190,11 +225,45 @@ impl RateJournal {
     /// Empties the journal, after a graceful stop has saved the counts to storage (the
     /// next start must not count them twice).
     pub fn discard(&self) -> io::Result<()> {
-        let state = self.shared.state.lock();
+        let mut state = self.shared.state.lock();
+        state.discarded = true;
         for (file_number, _) in state.files.iter().enumerate() {
             std::fs::remove_file(self.shared.file_path(file_number))?;
         }
         Ok(())
+    }
+
+    /// Makes again, with the counts they held, this run's files that were deleted while it
+    /// runs (their directory included), and logs each. Meant to run every second, off the
+    /// request path: it takes the lock that a new limiter's slot waits on, and a file made
+    /// again is 2.3 MB written.
+    pub fn make_again_if_deleted(&self) {
+        let mut state = self.shared.state.lock();
+        if state.discarded {
+            return;
+        }
+        for (file_number, file) in state.files.iter_mut().enumerate() {
+            let path = self.shared.file_path(file_number);
+            if identity_at(&path) == Some(file.identity) {
+                continue;
+            }
+            match self.shared.move_to_new_file(file, &path) {
+                Ok(()) => tracing::warn!(
+                    path = %path.display(),
+                    "rate-limit journal file deleted while the server ran; made again with the counts it held"
+                ),
+                Err(error) => {
+                    if let Some(skipped) = self.shared.failure_log.admit(crate::clock::now_ms()) {
+                        tracing::error!(
+                            path = %path.display(),
+                            %error,
+                            skipped,
+                            "rate-limit journal file deleted while the server ran and cannot be made again; its counts will not survive a crash"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -225,16 +294,81 @@ impl Shared {
 
     /// A journal file, allocated on disk: a full disk fails here, not in a limiter's
     /// write into the mapping (`mapped_file`).
-    fn create_file(&self, file_number: usize) -> io::Result<Arc<MmapRaw>> {
-        let mut options = crate::private_dir::file_options();
-        options.read(true).write(true).create(true).truncate(true);
-        let mapping = crate::mapped_file::create(
-            &options,
-            &self.file_path(file_number),
-            file_bytes() as u64,
-        )?;
-        Ok(Arc::new(mapping))
+    fn create_file(&self, file_number: usize) -> io::Result<JournalFile> {
+        let file = create_allocated(&self.file_path(file_number))?;
+        Ok(JournalFile {
+            mapping: Arc::new(MmapRaw::map_raw(&file)?),
+            identity: identity(&file.metadata()?),
+            file,
+        })
     }
+
+    /// Makes `file` again at `path` (and the directory, if it went too): a new file with
+    /// its words, mapped over its addresses, and only then given its name. Limiters keep
+    /// writing meanwhile, so the words are copied twice: once before the new file takes the
+    /// old one's place under their pointers, and once after, for each word written into the
+    /// old file since its first copy and not yet again into the new one. No count is lost.
+    fn move_to_new_file(&self, file: &mut JournalFile, path: &Path) -> io::Result<()> {
+        crate::private_dir::create(&self.dir)?;
+        let temporary = path.with_extension(MOVING_SUFFIX);
+        let moved = create_allocated(&temporary).and_then(|new_file| {
+            let old_view = MmapRaw::map_raw(&file.file)?;
+            let new_view = MmapRaw::map_raw(&new_file)?;
+            let copied: Vec<u64> = (0..file_bytes() / 8)
+                .map(|word| {
+                    let value = word_at(&old_view, word).load(Ordering::Acquire);
+                    word_at(&new_view, word).store(value, Ordering::Release);
+                    value
+                })
+                .collect();
+            #[allow(unsafe_code)]
+            // SAFETY: the journal's mappings are only ever accessed through atomics
+            // (`word_at`), and the new file has the mapping's length (`create_allocated`).
+            unsafe {
+                crate::mapped_file::map_over(&file.mapping, &new_file)?;
+            }
+            for (word, &first_copy) in copied.iter().enumerate() {
+                let latest = word_at(&old_view, word).load(Ordering::Acquire);
+                if latest != first_copy {
+                    // Written into the new file since: that write is the newer one.
+                    let _ = word_at(&new_view, word).compare_exchange(
+                        first_copy,
+                        latest,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+            file.identity = identity(&new_file.metadata()?);
+            file.file = new_file;
+            std::fs::rename(&temporary, path)
+        });
+        if moved.is_err() {
+            // Unnamed, the file is deleted again (still mapped if it got that far): the
+            // next check moves it once more, to a file made afresh.
+            let _ = std::fs::remove_file(&temporary);
+        }
+        moved
+    }
+}
+
+/// A journal file at `path`, made empty and allocated on disk.
+fn create_allocated(path: &Path) -> io::Result<std::fs::File> {
+    let mut options = crate::private_dir::file_options();
+    options.read(true).write(true).create(true).truncate(true);
+    crate::mapped_file::create_allocated(&options, path, file_bytes() as u64)
+}
+
+fn identity(metadata: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.dev(), metadata.ino())
+}
+
+/// The identity of the file at `path`; `None` if there is none.
+fn identity_at(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|metadata| identity(&metadata))
 }
 
 impl JournalSlot {
@@ -291,26 +425,32 @@ fn environment_code(environment: Environment) -> u8 {
     }
 }
 
-/// The counts in a file's taken slots.
-fn read_slots(mapping: &MmapRaw) -> Vec<SavedRateLimit> {
+/// The counts in a file's taken slots, and how many slots are neither free nor taken: a
+/// tag that no slot is given (the file damaged, or not a journal at all).
+fn read_slots(mapping: &MmapRaw) -> (Vec<SavedRateLimit>, usize) {
     let mut saved = Vec::new();
+    let mut damaged = 0;
     for index in 0..SLOTS_PER_FILE {
         let word = |w: usize| word_at(mapping, index * SLOT_WORDS + w).load(Ordering::Acquire);
         let tag = word(0);
-        if tag & 0xffff_ffff != TAG_MAGIC {
+        if tag == 0 {
             continue;
         }
         let environment = match (tag >> 32) & 0xff {
-            1 => Environment::Live,
-            2 => Environment::Test,
-            _ => continue,
+            _ if tag & 0xffff_ffff != TAG_MAGIC || tag >> 48 != 0 => None,
+            1 => Some(Environment::Live),
+            2 => Some(Environment::Test),
+            _ => None,
         };
         let id_len = ((tag >> 40) & 0xff) as usize;
         let id: Vec<u8> = (1..=ID_WORDS)
             .flat_map(|w| word(w).to_le_bytes())
-            .take(id_len.min(MAX_ID_BYTES))
+            .take(id_len)
             .collect();
-        let Ok(workspace_id) = String::from_utf8(id) else {
+        let (Some(environment), true, Ok(workspace_id)) =
+            (environment, id_len <= MAX_ID_BYTES, String::from_utf8(id))
+        else {
+            damaged += 1;
             continue;
         };
         let mut counts: RateCounts = (0..SLOTS)
@@ -328,7 +468,7 @@ fn read_slots(mapping: &MmapRaw) -> Vec<SavedRateLimit> {
             counts,
         });
     }
-    saved
+    (saved, damaged)
 }
 
 #[cfg(test)]
@@ -454,6 +594,137 @@ mod tests {
         assert_eq!(left.counts.len(), 1);
         assert_eq!(left.counts[0].workspace_id, "ws_a");
         assert_eq!(left.counts[0].counts, vec![(500, 3)]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn files_deleted_while_running_are_made_again_with_their_counts_and_written_on() {
+        let dir = temp_dir();
+        let (journal, _) = RateJournal::open(&dir).unwrap();
+        let slot = journal.slot("ws_a", Environment::Live).unwrap();
+        slot.record(1_000, 5);
+        // Nothing deleted: nothing made again.
+        let path = journal.shared.file_path(0);
+        let before = identity_at(&path);
+        journal.make_again_if_deleted();
+        assert_eq!(identity_at(&path), before);
+
+        std::fs::remove_dir_all(&dir).unwrap();
+        journal.make_again_if_deleted();
+        assert!(path.exists(), "the file is made again");
+        // The slot writes to the new file from now on.
+        slot.record(1_001, 2);
+        let other = journal.slot("ws_b", Environment::Test).unwrap();
+        other.record(1_001, 1);
+        crash(journal, vec![slot, other]);
+
+        let (_journal, left) = RateJournal::open(&dir).unwrap();
+        let mut counts: Vec<_> = left
+            .counts
+            .iter()
+            .map(|l| (l.workspace_id.clone(), l.counts.clone()))
+            .collect();
+        counts.sort();
+        assert_eq!(
+            counts,
+            vec![
+                ("ws_a".to_owned(), vec![(1_000, 5), (1_001, 2)]),
+                ("ws_b".to_owned(), vec![(1_001, 1)]),
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn no_count_recorded_while_a_file_is_made_again_is_lost() {
+        let dir = temp_dir();
+        let (journal, _) = RateJournal::open(&dir).unwrap();
+        let slots: Vec<JournalSlot> = (0..SLOTS_PER_FILE)
+            .map(|i| journal.slot(&format!("ws_{i}"), Environment::Live).unwrap())
+            .collect();
+        const FIRST_SECOND: u64 = 1_000_000;
+        let first_round_done = Arc::new(AtomicBool::new(false));
+        let moved = Arc::new(AtomicBool::new(false));
+        // Round after round, a new count in every bucket of every slot, until the move is
+        // over; the last count written to each bucket must be the one that comes back.
+        let writer = std::thread::spawn({
+            let (first_round_done, moved) = (Arc::clone(&first_round_done), Arc::clone(&moved));
+            move || {
+                let mut last = vec![0u16; SLOTS_PER_FILE * SLOTS];
+                for round in 1..=u16::MAX {
+                    for (i, slot) in slots.iter().enumerate() {
+                        for bucket in 0..SLOTS {
+                            slot.record(FIRST_SECOND + bucket as u64, round);
+                            last[i * SLOTS + bucket] = round;
+                        }
+                    }
+                    first_round_done.store(true, Ordering::Release);
+                    if moved.load(Ordering::Acquire) {
+                        break;
+                    }
+                }
+                (slots, last)
+            }
+        });
+        while !first_round_done.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        journal.make_again_if_deleted();
+        moved.store(true, Ordering::Release);
+        let (slots, last) = writer.join().unwrap();
+        crash(journal, slots);
+
+        let (_journal, left) = RateJournal::open(&dir).unwrap();
+        assert_eq!(left.counts.len(), SLOTS_PER_FILE);
+        let mut lost = 0;
+        for limiter in &left.counts {
+            let i: usize = limiter.workspace_id["ws_".len()..].parse().unwrap();
+            for (bucket, &count) in last[i * SLOTS..(i + 1) * SLOTS].iter().enumerate() {
+                if !limiter
+                    .counts
+                    .contains(&(FIRST_SECOND + bucket as u64, count))
+                {
+                    lost += 1;
+                }
+            }
+        }
+        assert_eq!(lost, 0, "counts recorded during the move were lost");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_discarded_journal_is_not_made_again() {
+        let dir = temp_dir();
+        let (journal, _) = RateJournal::open(&dir).unwrap();
+        journal.discard().unwrap();
+        journal.make_again_if_deleted();
+        assert!(!journal.shared.file_path(0).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn map_for_reading(path: &Path) -> MmapRaw {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        MmapRaw::map_raw(&file).unwrap()
+    }
+
+    #[test]
+    fn a_file_of_garbage_gives_no_counts_and_is_told_apart_from_an_empty_one() {
+        let dir = temp_dir();
+        crate::private_dir::create(&dir).unwrap();
+        let path = dir.join(format!("000000{SUFFIX}"));
+        std::fs::write(&path, vec![0xab; file_bytes()]).unwrap();
+        let garbage = map_for_reading(&path);
+        let (counts, damaged) = read_slots(&garbage);
+        assert!(counts.is_empty());
+        assert_eq!(damaged, SLOTS_PER_FILE);
+        std::fs::write(&path, vec![0; file_bytes()]).unwrap();
+        let empty = map_for_reading(&path);
+        assert_eq!(read_slots(&empty).1, 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
