@@ -114,20 +114,14 @@ impl<S: Store> Store for WithDeadlines<S> {
         workspace_id: &str,
         old_id: &str,
         replacement: &NewApiKey,
-        old_revoked_at: DateTime<Utc>,
+        grace: chrono::Duration,
         max_active: u32,
         now: DateTime<Utc>,
     ) -> Result<ApiKeyRecord, StoreError> {
         within(
             self.deadlines.request,
-            self.inner.rotate_api_key(
-                workspace_id,
-                old_id,
-                replacement,
-                old_revoked_at,
-                max_active,
-                now,
-            ),
+            self.inner
+                .rotate_api_key(workspace_id, old_id, replacement, grace, max_active, now),
         )
         .await
     }
@@ -161,11 +155,11 @@ impl<S: Store> Store for WithDeadlines<S> {
         &self,
         workspace_id: &str,
         id: &str,
-        at: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<ApiKeyRecord, StoreError> {
         within(
             self.deadlines.request,
-            self.inner.revoke_api_key(workspace_id, id, at),
+            self.inner.revoke_api_key(workspace_id, id, now),
         )
         .await
     }

@@ -140,6 +140,17 @@ pub struct NewUser {
     pub created_at: DateTime<Utc>,
 }
 
+/// When a change to a key takes effect: `now` (the request's time) or, if later, the clock
+/// as read by a store once it holds the lock that orders changes to the workspace's keys.
+/// The request's time is read before that lock is taken, so of two concurrent changes the
+/// one applied second could otherwise be dated before the first: a second rotation would
+/// find the key still active at its earlier time, and make a second replacement of a key
+/// the first had already ended (found by a black-box pass on PostgreSQL, 2 December).
+pub fn change_time(now: DateTime<Utc>) -> DateTime<Utc> {
+    // To the millisecond, as the request's time and SQLite's columns are.
+    now.max(crate::clock::to_datetime(crate::clock::now_ms()))
+}
+
 /// The engine's storage. Implementations must make `insert_api_key` and `rotate_api_key`
 /// atomic with their active-key count, so that concurrent creations cannot exceed it.
 #[async_trait]
@@ -161,15 +172,16 @@ pub trait Store: Send + Sync + 'static {
         max_active: u32,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
-    /// Stores `replacement` and schedules the old key's revocation at `old_revoked_at`, in
-    /// one transaction. The old key counts toward `max_active` unless it ends now; a key
-    /// already in a grace period keeps the earlier end.
+    /// Stores `replacement` and schedules the old key's revocation `grace` after the
+    /// rotation, in one transaction. The old key counts toward `max_active` unless it ends
+    /// now; a key already in a grace period keeps the earlier end. The rotation is dated by
+    /// `change_time(now)` under the lock that orders it (see there).
     async fn rotate_api_key(
         &self,
         workspace_id: &str,
         old_id: &str,
         replacement: &NewApiKey,
-        old_revoked_at: DateTime<Utc>,
+        grace: chrono::Duration,
         max_active: u32,
         now: DateTime<Utc>,
     ) -> Result<ApiKeyRecord, StoreError>;
@@ -186,12 +198,14 @@ pub trait Store: Send + Sync + 'static {
         workspace_id: &str,
         id: &str,
     ) -> Result<Option<ApiKeyRecord>, StoreError>;
-    /// Revokes a key at `at` (keeping an earlier revocation time) and returns it.
+    /// Revokes a key (keeping an earlier revocation time) and returns it, in one
+    /// transaction. The revocation is dated by `change_time(now)` under the lock that orders
+    /// it (see there).
     async fn revoke_api_key(
         &self,
         workspace_id: &str,
         id: &str,
-        at: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<ApiKeyRecord, StoreError>;
     /// The hot path's only storage read, on a cache miss.
     async fn find_api_key_by_hash(

@@ -20,8 +20,8 @@ use super::deadline::Deadlines;
 use super::migrations::POSTGRES as MIGRATIONS;
 use super::postgres_tls::{take_tls_settings, TlsSetupError};
 use super::{
-    grants_the_same, saved_rate_limit, Conflict, Entity, NewApiKey, NewUser, SavedRateLimit, Store,
-    StoreError, KEY_COLUMNS,
+    change_time, grants_the_same, saved_rate_limit, Conflict, Entity, NewApiKey, NewUser,
+    SavedRateLimit, Store, StoreError, KEY_COLUMNS,
 };
 use crate::domain::api_key::Environment;
 use crate::domain::audit::{AuditEvent, AuditQuery, CredentialType};
@@ -222,13 +222,15 @@ impl Store for PostgresStore {
         workspace_id: &str,
         old_id: &str,
         replacement: &NewApiKey,
-        old_revoked_at: DateTime<Utc>,
+        grace: chrono::Duration,
         max_active: u32,
         now: DateTime<Utc>,
     ) -> Result<ApiKeyRecord, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         lock_workspace(&tx, workspace_id).await?;
+        let now = change_time(now);
+        let old_revoked_at = now + grace;
         let old = select_key(&tx, workspace_id, old_id)
             .await?
             .ok_or(StoreError::NotFound(Entity::ApiKey))?;
@@ -291,20 +293,26 @@ impl Store for PostgresStore {
         &self,
         workspace_id: &str,
         id: &str,
-        at: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<ApiKeyRecord, StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE api_keys SET revoked_at = $3
-                 WHERE workspace_id = $1 AND id = $2 AND (revoked_at IS NULL OR revoked_at > $3)",
-                &[&workspace_id, &id, &at],
-            )
-            .await
-            .map_err(pg)?;
-        select_key(&client, workspace_id, id)
+        // One transaction: a connection lost between the change and the read of its result
+        // must leave no change behind an answer of 503.
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        lock_workspace(&tx, workspace_id).await?;
+        let at = change_time(now);
+        tx.execute(
+            "UPDATE api_keys SET revoked_at = $3
+             WHERE workspace_id = $1 AND id = $2 AND (revoked_at IS NULL OR revoked_at > $3)",
+            &[&workspace_id, &id, &at],
+        )
+        .await
+        .map_err(pg)?;
+        let key = select_key(&tx, workspace_id, id)
             .await?
-            .ok_or(StoreError::NotFound(Entity::ApiKey))
+            .ok_or(StoreError::NotFound(Entity::ApiKey))?;
+        tx.commit().await.map_err(pg)?;
+        Ok(key)
     }
 
     async fn find_api_key_by_hash(

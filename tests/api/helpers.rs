@@ -388,13 +388,28 @@ impl TestApp {
         label: &str,
         created_at: chrono::DateTime<chrono::Utc>,
     ) -> (String, String) {
+        let (key, secret) = self.unstored_key(workspace, label, created_at);
+        self.store
+            .insert_api_key(&key, 2, chrono::Utc::now())
+            .await
+            .unwrap();
+        (key.id, secret)
+    }
+
+    /// A live `checks:read` key created at `created_at`, for storage's own calls, and the
+    /// full key.
+    pub fn unstored_key(
+        &self,
+        workspace: &str,
+        label: &str,
+        created_at: chrono::DateTime<chrono::Utc>,
+    ) -> (statuspulse_auth::store::NewApiKey, String) {
         use statuspulse_auth::domain::api_key::{generate_key, Environment};
         let generated = generate_key(Environment::Live, &mut rand::thread_rng(), |k| {
             self.hasher.hash(k)
         });
-        let id = statuspulse_auth::domain::ids::new_id("key");
         let key = statuspulse_auth::store::NewApiKey {
-            id: id.clone(),
+            id: statuspulse_auth::domain::ids::new_id("key"),
             workspace_id: workspace.to_owned(),
             key_hash: generated.hash,
             key_hint: generated.hint.clone(),
@@ -404,12 +419,8 @@ impl TestApp {
             created_at,
             expires_at: statuspulse_auth::domain::key_record::expiry_for(created_at),
         };
-        self.store
-            .insert_api_key(&key, 2, chrono::Utc::now())
-            .await
-            .unwrap();
         let secret = secrecy::ExposeSecret::expose_secret(&generated.secret).to_owned();
-        (id, secret)
+        (key, secret)
     }
 
     /// Creates a key and returns (key id, full key).

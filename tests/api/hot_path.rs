@@ -542,6 +542,67 @@ async fn rotation_replaces_a_key_with_an_optional_grace_period() {
     assert_eq!(whole.status.as_u16(), 201, "{}", whole.body);
 }
 
+/// Of two changes to one key, the one that storage applies second is dated no earlier
+/// than the first, whatever time its request read before it reached storage's lock. Two
+/// requests at once: the one that read the earlier time can take the lock second.
+#[actix_web::test]
+async fn a_change_applied_after_another_is_never_dated_before_it() {
+    use statuspulse_auth::store::{Conflict, StoreError};
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let read_before_the_lock = Utc::now();
+    let (rotated_id, _) = app
+        .create_key(&ws, "deploy", "live", &["checks:read"])
+        .await;
+    let (revoked_id, _) = app.create_key(&ws, "ci", "live", &["teams:read"]).await;
+    // Past the millisecond that the stale time reads.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let first = app.rotate_key(&ws, &rotated_id, None).await;
+    assert_eq!(first.status.as_u16(), 201, "{}", first.body);
+    assert_eq!(first.body["replaces"]["status"], "revoked", "{}", first.body);
+    let (replacement, _) = app.unstored_key(&ws, "deploy", read_before_the_lock);
+    let second = app
+        .store
+        .rotate_api_key(
+            &ws,
+            &rotated_id,
+            &replacement,
+            chrono::Duration::zero(),
+            2,
+            read_before_the_lock,
+        )
+        .await;
+    assert!(
+        matches!(second, Err(StoreError::Conflict(Conflict::KeyNotActive))),
+        "a second replacement of a key the first rotation ended: {second:?}"
+    );
+
+    let revoked = app.revoke_key(&ws, &revoked_id).await;
+    assert_eq!(revoked.status.as_u16(), 200, "{}", revoked.body);
+    assert_eq!(revoked.body["status"], "revoked", "{}", revoked.body);
+    let again = app
+        .store
+        .revoke_api_key(&ws, &revoked_id, read_before_the_lock)
+        .await
+        .unwrap();
+    let stored = app
+        .admin_call(
+            "GET",
+            &format!("/admin/v1/workspaces/{ws}/api-keys/{revoked_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(stored.body["revoked_at"], revoked.body["revoked_at"]);
+    assert_eq!(
+        again.revoked_at.map(|at| at.timestamp_millis()),
+        chrono::DateTime::parse_from_rfc3339(revoked.body["revoked_at"].as_str().unwrap())
+            .ok()
+            .map(|at| at.timestamp_millis()),
+        "a revocation applied second moved the first one's time"
+    );
+}
+
 /// A grace period keeps the old key active, so it counts toward the two active keys; and
 /// rotating a key again never moves its end later.
 #[actix_web::test]

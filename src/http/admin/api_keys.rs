@@ -244,15 +244,16 @@ pub async fn revoke(
 ) -> Result<HttpResponse, ApiError> {
     let (workspace_id, key_id) = path.into_inner();
     let key = existing_key(&state, &workspace_id, &key_id).await?;
-    let now = now();
     let revoked = state
         .store
-        .revoke_api_key(&workspace_id, &key_id, now)
+        .revoke_api_key(&workspace_id, &key_id, now())
         .await;
     let record = unless_in_doubt(&state, &key, revoked)?;
     state.registry.key_changed(&record);
     tracing::info!(workspace_id = %workspace_id, key_id = %key_id, "api key revoked");
-    Ok(HttpResponse::Ok().json(ApiKeyView::new(&record, now)))
+    // Read after the store dated the revocation (`store::change_time`), so the key shows
+    // as revoked.
+    Ok(HttpResponse::Ok().json(ApiKeyView::new(&record, now())))
 }
 
 /// Replaces a key with a new one of the same label, environment and scopes. The old key
@@ -292,7 +293,7 @@ pub async fn rotate(
             &workspace_id,
             &key_id,
             &replacement,
-            now + Duration::seconds(grace_seconds),
+            Duration::seconds(grace_seconds),
             MAX_ACTIVE_KEYS_PER_SCOPE_SET,
             now,
         )
@@ -302,10 +303,13 @@ pub async fn rotate(
     state.registry.key_changed(&old);
     let record = replacement.into_record();
     tracing::info!(workspace_id = %workspace_id, old_key_id = %old.id, key_id = %record.id, grace_seconds, "api key rotated");
+    // Read after the store dated the rotation (`store::change_time`): with no grace
+    // period the old key shows as revoked.
+    let viewed_at = self::now();
     Ok(HttpResponse::Created().json(CreatedApiKey {
-        api_key: ApiKeyView::new(&record, now),
+        api_key: ApiKeyView::new(&record, viewed_at),
         key: secret,
-        replaces: Some(ApiKeyView::new(&old, now)),
+        replaces: Some(ApiKeyView::new(&old, viewed_at)),
     }))
 }
 

@@ -20,8 +20,8 @@ use self::audit_log::AuditLog;
 use self::background::BackgroundThread;
 use super::migrations::SQLITE as MIGRATIONS;
 use super::{
-    grants_the_same, saved_rate_limit, Conflict, Entity, NewApiKey, NewUser, SavedRateLimit, Store,
-    StoreError, KEY_COLUMNS,
+    change_time, grants_the_same, saved_rate_limit, Conflict, Entity, NewApiKey, NewUser,
+    SavedRateLimit, Store, StoreError, KEY_COLUMNS,
 };
 use crate::domain::api_key::Environment;
 use crate::domain::audit::{AuditEvent, AuditQuery};
@@ -241,7 +241,7 @@ impl Store for SqliteStore {
         workspace_id: &str,
         old_id: &str,
         replacement: &NewApiKey,
-        old_revoked_at: DateTime<Utc>,
+        grace: chrono::Duration,
         max_active: u32,
         now: DateTime<Utc>,
     ) -> Result<ApiKeyRecord, StoreError> {
@@ -254,6 +254,8 @@ impl Store for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sqlite_error)?;
+            let now = change_time(now);
+            let old_revoked_at = now + grace;
             let old = select_key(&tx, &ws, &old_id)?.ok_or(StoreError::NotFound(Entity::ApiKey))?;
             if old.status_at(now) != crate::domain::key_record::KeyStatus::Active {
                 return Err(StoreError::Conflict(Conflict::KeyNotActive));
@@ -319,17 +321,23 @@ impl Store for SqliteStore {
         &self,
         workspace_id: &str,
         id: &str,
-        at: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<ApiKeyRecord, StoreError> {
         let (ws, id) = (workspace_id.to_owned(), id.to_owned());
         self.with_conn(move |conn| {
-            conn.execute(
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            let at = change_time(now);
+            tx.execute(
                 "UPDATE api_keys SET revoked_at = ?3
                  WHERE workspace_id = ?1 AND id = ?2 AND (revoked_at IS NULL OR revoked_at > ?3)",
                 params![ws, id, at.timestamp_millis()],
             )
             .map_err(sqlite_error)?;
-            select_key(conn, &ws, &id)?.ok_or(StoreError::NotFound(Entity::ApiKey))
+            let key = select_key(&tx, &ws, &id)?.ok_or(StoreError::NotFound(Entity::ApiKey))?;
+            tx.commit().map_err(sqlite_error)?;
+            Ok(key)
         })
         .await
     }
