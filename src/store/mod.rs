@@ -4,6 +4,7 @@
 pub mod deadline;
 mod migrations;
 pub mod postgres;
+mod postgres_connect;
 pub mod postgres_tls;
 pub mod sqlite;
 

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::deadline::Deadlines;
 use super::migrations::POSTGRES as MIGRATIONS;
+use super::postgres_connect::HomeRuntimeConnect;
 use super::postgres_tls::{take_tls_settings, TlsSetupError};
 use super::{
     change_time, grants_the_same, saved_rate_limit, Conflict, Entity, NewApiKey, NewUser,
@@ -81,13 +82,13 @@ impl PostgresStore {
                     statement_timeout(deadlines.request).as_millis()
                 )
             });
-        let manager = Manager::from_config(
-            config,
-            tls.connector()?,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match HomeRuntimeConnect::new(tls.connector()?) {
+            Some(connect) => Manager::from_connect(config, connect, manager_config),
+            None => Manager::from_config(config, tls.connector()?, manager_config),
+        };
         let mut pool = Pool::builder(manager).max_size(max_connections);
         if let Some(sql) = set_statement_timeout {
             pool = pool.post_create(Hook::async_fn(move |client, _| {

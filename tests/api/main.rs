@@ -12,5 +12,6 @@ mod audit_log;
 mod helpers;
 mod hot_path;
 mod operations;
+mod postgres_pool;
 mod postgres_tls;
 mod secrets_at_rest;

@@ -10,7 +10,7 @@ use statuspulse_auth::store::Store;
 use crate::helpers::postgres_admin_query;
 
 /// The test server's user, password, port and database, at another host and with a query.
-fn server_url(host: &str, query: &str) -> String {
+pub fn server_url(host: &str, query: &str) -> String {
     let url =
         std::env::var("STATUSPULSE_TEST_DATABASE_URL").expect("STATUSPULSE_TEST_DATABASE_URL");
     let config: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
