@@ -350,7 +350,9 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
         match error {
             StoreError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "storage unavailable");
+                // With its causes ("…: db error: FATAL: the database system is starting up"):
+                // alone, deadpool's outer error says only that a connection was not made.
+                tracing::warn!(error = %format!("{cause:#}"), "storage unavailable");
                 ErrorKind::Unavailable.into()
             }
             StoreError::NotFound(entity) => {

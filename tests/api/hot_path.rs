@@ -560,7 +560,11 @@ async fn a_change_applied_after_another_is_never_dated_before_it() {
 
     let first = app.rotate_key(&ws, &rotated_id, None).await;
     assert_eq!(first.status.as_u16(), 201, "{}", first.body);
-    assert_eq!(first.body["replaces"]["status"], "revoked", "{}", first.body);
+    assert_eq!(
+        first.body["replaces"]["status"], "revoked",
+        "{}",
+        first.body
+    );
     let (replacement, _) = app.unstored_key(&ws, "deploy", read_before_the_lock);
     let second = app
         .store
@@ -888,6 +892,32 @@ async fn an_idle_workspace_keeps_its_cached_keys_through_an_outage() {
         }
     }
     assert!(stopped, "the idle actor stops once storage answers");
+}
+
+/// An admin call refused during an outage logs why storage is unavailable, not only that
+/// a connection could not be made.
+#[actix_web::test]
+#[ignore = "needs PostgreSQL: set STATUSPULSE_TEST_DATABASE_URL and pass --include-ignored (.ci/run does)"]
+async fn an_outage_is_logged_with_its_cause() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    app.cut_off_database().await;
+    let reply = app
+        .admin_call("GET", &format!("/admin/v1/workspaces/{ws}"), None)
+        .await;
+    reply.assert_error(503, "unavailable");
+    app.restore_database().await;
+    // PostgreSQL's own words, which name the test's database.
+    let cause = format!(
+        "database \"{}\" is not currently accepting connections",
+        app.database_name.as_deref().unwrap()
+    );
+    let logs = crate::helpers::captured_logs();
+    assert!(
+        logs.lines()
+            .any(|line| line.contains("storage unavailable") && line.contains(&cause)),
+        "no line says {cause:?}"
+    );
 }
 
 /// Refusals that come before the limit is checked still report it, without counting.
