@@ -330,7 +330,8 @@ impl Shared {
             for (word, &first_copy) in copied.iter().enumerate() {
                 let latest = word_at(&old_view, word).load(Ordering::Acquire);
                 if latest != first_copy {
-                    // Written into the new file since: that write is the newer one.
+                    // Written into the old file after its first copy. Unless a limiter has
+                    // written the word into the new file since (the newer write: keep it).
                     let _ = word_at(&new_view, word).compare_exchange(
                         first_copy,
                         latest,
