@@ -48,7 +48,7 @@ const MAX_URI_LEN: usize = 8 * 1024;
 /// `\`, `;`, `%` or NUL) are refused outright rather than normalised: a path we read as
 /// `/v1/checks/../billing` must never be authorised as `checks`.
 pub fn required_scope(method: &str, uri: &str) -> Result<RouteRequirement, RouteError> {
-    if method.is_empty() || method.len() > 32 || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+    if method.is_empty() || method.len() > 32 || !method.bytes().all(is_token_byte) {
         return Err(RouteError::BadMethod);
     }
     if uri.len() > MAX_URI_LEN {
@@ -95,6 +95,14 @@ pub fn required_scope(method: &str, uri: &str) -> Result<RouteRequirement, Route
         Access::Write
     };
     Ok(RouteRequirement::Scope(Scope::new(resource, access)))
+}
+
+/// A byte of an HTTP token (RFC 9110, 5.6.2), which a method is: letters, digits and
+/// `!#$%&'*+-.^_`|~`. Registered methods have hyphens (`VERSION-CONTROL`), and so do some
+/// in use (`M-SEARCH` of UPnP). Every method but `GET` and `HEAD` needs the write scope,
+/// whatever its bytes.
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 /// A request target's path: without its query. (A `#` is refused, not cut: see
@@ -292,5 +300,33 @@ mod tests {
             Err(RouteError::BadMethod)
         );
         assert_eq!(required_scope("", "/v1/checks"), Err(RouteError::BadMethod));
+    }
+
+    #[test]
+    fn any_method_token_is_judged_and_nothing_else() {
+        for method in [
+            "VERSION-CONTROL",
+            "BASELINE-CONTROL",
+            "M-SEARCH",
+            "X1",
+            "A.B",
+            "get",
+        ] {
+            assert_eq!(scope_for(method, "/v1/checks"), "checks:write", "{method}");
+        }
+        assert_eq!(scope_for("GET", "/v1/checks"), "checks:read");
+        for method in [
+            "G ET", "GET\t", "GÉT", "GET/1", "(GET)", "GET,POST", "GET\0", "\"GET\"",
+        ] {
+            assert_eq!(
+                required_scope(method, "/v1/checks"),
+                Err(RouteError::BadMethod),
+                "{method:?}"
+            );
+        }
+        assert_eq!(
+            required_scope(&"A".repeat(33), "/v1/checks"),
+            Err(RouteError::BadMethod)
+        );
     }
 }
