@@ -18,6 +18,13 @@ pub struct ErrorBody {
     request_id: String,
 }
 
+/// The answer of `/healthz` and `/readyz` when they answer 200.
+#[derive(Serialize, ToSchema)]
+pub struct HealthBody {
+    /// `ok` (`/healthz`) or `ready` (`/readyz`).
+    status: String,
+}
+
 /// One of the eleven scope names, listed from the code's own table (a schema only: bodies
 /// carry scopes as strings, and an unknown one is answered 422 naming it).
 pub struct ScopeName;
@@ -56,8 +63,8 @@ impl ToSchema for ScopeName {}
         admin::users::add_member,
         admin::audit_log::list,
     ),
-    components(schemas(ErrorBody, crate::domain::audit::AuditEvent)),
-    modifiers(&BearerSchemes, &CommonAdminErrors)
+    components(schemas(ErrorBody, HealthBody, crate::domain::audit::AuditEvent)),
+    modifiers(&BearerSchemes, &CommonErrors)
 )]
 struct ApiDoc;
 
@@ -77,11 +84,13 @@ impl Modify for BearerSchemes {
     }
 }
 
-/// The errors every admin operation can answer, which the handlers' annotations leave out:
-/// 401 for the admin token, and for a body 400, 408, 413 and 415.
-struct CommonAdminErrors;
+/// The errors that the handlers' annotations leave out. Every operation: 400, 414 and 431
+/// for a request the HTTP layer refuses, and 408 for a head not whole in time. Every admin
+/// operation also: 401 for the admin token and 503 when storage cannot be reached; and for
+/// a body 400, 408, 413 and 415.
+struct CommonErrors;
 
-impl Modify for CommonAdminErrors {
+impl Modify for CommonErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
         let error = |description: &str| {
@@ -95,12 +104,8 @@ impl Modify for CommonAdminErrors {
                 )
                 .build()
         };
-        let admin_paths = openapi
-            .paths
-            .paths
-            .iter_mut()
-            .filter(|(path, _)| path.starts_with("/admin/"));
-        for (_, item) in admin_paths {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let on_admin = path.starts_with("/admin/");
             let operations = [&mut item.get, &mut item.post, &mut item.delete];
             for operation in operations.into_iter().flatten() {
                 let has_body = operation.request_body.is_some();
@@ -110,9 +115,28 @@ impl Modify for CommonAdminErrors {
                         .entry(status.to_owned())
                         .or_insert_with(|| error(description).into());
                 };
+                add(
+                    "400",
+                    "not HTTP/1.1: a bad request line, header syntax or framing (`malformed_request`)",
+                );
+                add(
+                    "408",
+                    "a request head not whole within 5 seconds (`request_timeout`)",
+                );
+                add("414", "a request target over 8 KiB (`uri_too_long`)");
+                add(
+                    "431",
+                    "header fields over 16 KiB in all, or more than 96 of them (`headers_too_large`)",
+                );
+                if !on_admin {
+                    continue;
+                }
                 add("401", "no, or a wrong, admin token (`invalid_credentials`)");
+                add(
+                    "503",
+                    "storage cannot be reached, or cannot write; nothing is changed (`unavailable`)",
+                );
                 if has_body {
-                    add("400", "a body that is not one JSON object of the documented fields (`invalid_body`)");
                     add(
                         "408",
                         "a body not whole 10 seconds after the head (`request_timeout`)",
@@ -159,7 +183,24 @@ mod tests {
             );
         }
         let get = &doc["paths"]["/admin/v1/workspaces/{ws}"]["get"];
-        assert!(get["responses"].get("401").is_some());
+        for status in ["401", "414", "431", "503"] {
+            assert!(get["responses"].get(status).is_some(), "get: {status}");
+        }
         assert!(get["responses"].get("415").is_none(), "no body, no 415");
+        let me = &doc["paths"]["/v1/me"]["get"];
+        for status in ["400", "414", "431"] {
+            assert!(me["responses"].get(status).is_some(), "me: {status}");
+        }
+        // Absent, `required` is false.
+        assert_ne!(
+            rotate["requestBody"]["required"],
+            serde_json::json!(true),
+            "rotate's body is optional"
+        );
+        assert!(
+            doc["paths"]["/healthz"]["get"]["responses"]["200"]["content"]
+                .get("application/json")
+                .is_some()
+        );
     }
 }

@@ -271,14 +271,14 @@ fn ip_text(ip: IpAddr) -> String {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "public", responses((status = 200)))]
+#[utoipa::path(get, path = "/healthz", tag = "public", responses((status = 200, body = super::openapi::HealthBody)))]
 pub async fn healthz(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     record_credential(&request, &state, None).await;
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
 /// Readiness: storage and the job queue are reachable.
-#[utoipa::path(get, path = "/readyz", tag = "public", responses((status = 200), (status = 503, body = super::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/readyz", tag = "public", responses((status = 200, body = super::openapi::HealthBody), (status = 503, body = super::openapi::ErrorBody)))]
 pub async fn readyz(
     request: HttpRequest,
     state: web::Data<AppState>,

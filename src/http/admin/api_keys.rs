@@ -25,7 +25,8 @@ const MAX_PAGE: u32 = 100;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
-    /// 1 to 100 characters, e.g. `deploy-pipeline-prod`.
+    /// 1 to 100 characters once leading and trailing white space is trimmed (as stored),
+    /// none of them a control character, e.g. `deploy-pipeline-prod`.
     #[schema(min_length = 1, max_length = 100)]
     label: String,
     /// `live` (default) or `test`.
@@ -258,7 +259,7 @@ pub async fn revoke(
 
 /// Replaces a key with a new one of the same label, environment and scopes. The old key
 /// keeps working for `grace_seconds` (default 0: it stops at once).
-#[utoipa::path(post, path = "/admin/v1/workspaces/{ws}/api-keys/{id}/rotate", tag = "admin", operation_id = "rotate_api_key", request_body = RotateApiKey,
+#[utoipa::path(post, path = "/admin/v1/workspaces/{ws}/api-keys/{id}/rotate", tag = "admin", operation_id = "rotate_api_key", request_body = Option<RotateApiKey>,
     params(("ws" = String, Path, description = "workspace id"), ("id" = String, Path, description = "key id")),
     responses((status = 201, body = CreatedApiKey), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody)),

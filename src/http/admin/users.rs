@@ -21,12 +21,17 @@ use crate::store::NewUser;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    /// An address as `local@domain`, checked for plausibility only (the `email` format is
+    /// a hint): after trimming, at most 254 bytes, one `@`, a local part of 1 to 64 bytes,
+    /// a domain with a dot and no empty label, no white space or control characters.
+    /// Stored in lower case.
     #[schema(format = Email)]
     email: String,
-    /// 8 to 256 characters.
+    /// 8 to 256 characters, no control characters, not only spaces.
     #[schema(value_type = String, format = Password, min_length = 8, max_length = 256)]
     password: SecretString,
-    /// 1 to 100 characters.
+    /// 1 to 100 characters once leading and trailing white space is trimmed (as stored),
+    /// none of them a control character.
     #[schema(min_length = 1, max_length = 100)]
     name: String,
 }

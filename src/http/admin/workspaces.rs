@@ -17,7 +17,8 @@ use crate::http::state::AppState;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkspace {
-    /// 1 to 100 characters.
+    /// 1 to 100 characters once leading and trailing white space is trimmed (as stored),
+    /// none of them a control character.
     #[schema(min_length = 1, max_length = 100)]
     name: String,
 }
