@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::deadline::Deadlines;
 use super::migrations::POSTGRES as MIGRATIONS;
-use super::postgres_connect::HomeRuntimeConnect;
+use super::postgres_connect::ConnectionRuntime;
 use super::postgres_tls::{take_tls_settings, TlsSetupError};
 use super::{
     change_time, grants_the_same, saved_rate_limit, Conflict, Entity, NewApiKey, NewUser,
@@ -38,6 +38,9 @@ pub struct PostgresStore {
     pool: Pool,
     /// How long an audit-log query may run on the server (the session's limit is shorter).
     bulk_statement_timeout: Duration,
+    /// Where the pool's connections do their I/O (`postgres_connect`); after `pool`, so
+    /// that the pool's connections go first.
+    _connections: ConnectionRuntime,
 }
 
 /// PostgreSQL's own limit on a statement: four fifths of the caller's deadline, so that a
@@ -55,6 +58,8 @@ pub enum BadDatabaseUrl {
     Unparsable(String),
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
+    #[error("cannot start the thread of its connections: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 impl PostgresStore {
@@ -85,7 +90,8 @@ impl PostgresStore {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = match HomeRuntimeConnect::new(tls.connector()?) {
+        let connections = ConnectionRuntime::start().map_err(BadDatabaseUrl::Thread)?;
+        let manager = match connections.connector(tls.connector()?) {
             Some(connect) => Manager::from_connect(config, connect, manager_config),
             None => Manager::from_config(config, tls.connector()?, manager_config),
         };
@@ -109,6 +115,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             bulk_statement_timeout: statement_timeout(deadlines.bulk),
+            _connections: connections,
         })
     }
 
@@ -211,6 +218,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         lock_workspace(&tx, &key.workspace_id).await?;
+        let now = change_time(now);
         if count_active(&tx, key, None, now).await? >= i64::from(max_active) {
             return Err(StoreError::Conflict(Conflict::TooManyActiveKeys));
         }

@@ -5,33 +5,53 @@
 //! and takes its connections with it: the pool then hands the graceful stop's last writes
 //! (the rate-limit counts, the audit events still pending) connections that close under
 //! them (found by a black-box pass on 2 December: "cannot save the rate-limit counts ...
-//! connection closed" in half the stops). So every connection is made, and driven, on one
-//! runtime that lasts until the end: the one the store was built on.
+//! connection closed" in half the stops). So every connection is made, and driven, on a
+//! runtime of the store's own, which lasts as long as the store: one thread that does
+//! nothing but the connections' I/O, so that no other work on a shared thread can hold it
+//! up.
 
 use deadpool_postgres::{ConfigConnectImpl, Connect};
-use tokio::runtime::Handle;
+use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Config, Socket};
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
+/// The store's runtime for its connections. Shut down in the background when dropped,
+/// which a runtime dropped from async code (a test's, a server's at its end) must be.
+pub struct ConnectionRuntime(Option<Runtime>);
+
+impl ConnectionRuntime {
+    pub fn start() -> std::io::Result<ConnectionRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("postgres-io")
+            .enable_all()
+            .build()?;
+        Ok(ConnectionRuntime(Some(runtime)))
+    }
+
+    /// A connector whose connections live on this runtime.
+    pub fn connector<T>(&self, tls: T) -> Option<HomeRuntimeConnect<T>> {
+        let home = self.0.as_ref()?.handle().clone();
+        Some(HomeRuntimeConnect { tls, home })
+    }
+}
+
+impl Drop for ConnectionRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// Makes connections on `home`, whatever runtime asks.
 pub struct HomeRuntimeConnect<T> {
     tls: T,
     home: Handle,
-}
-
-impl<T> HomeRuntimeConnect<T> {
-    /// Connections at home on the current runtime; `None` outside one (the asker's runtime
-    /// then drives each connection, as deadpool's own `ConfigConnectImpl` does).
-    pub fn new(tls: T) -> Option<HomeRuntimeConnect<T>> {
-        Some(HomeRuntimeConnect {
-            tls,
-            home: Handle::try_current().ok()?,
-        })
-    }
 }
 
 impl<T> Connect for HomeRuntimeConnect<T>
@@ -68,8 +88,15 @@ where
                     }
                 }
             });
+            // deadpool gives up on a connection attempt by dropping this future (its
+            // create timeout, the caller's deadline): the attempt must end with it, not
+            // go on on the home runtime, where attempts would pile up through an outage.
+            let attempt = AbortOnDrop(Some(driver.abort_handle()));
             match connected.await {
-                Ok(Ok(client)) => Ok((client, driver)),
+                Ok(Ok(client)) => {
+                    attempt.disarm();
+                    Ok((client, driver))
+                }
                 Ok(Err(error)) => Err(error),
                 // The home runtime is shutting down: the asker's own, as deadpool would.
                 Err(_) => {
@@ -78,5 +105,22 @@ where
                 }
             }
         })
+    }
+}
+
+/// Aborts a task when dropped, unless disarmed.
+struct AbortOnDrop(Option<AbortHandle>);
+
+impl AbortOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
     }
 }
