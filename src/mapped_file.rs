@@ -36,31 +36,51 @@ pub fn create_allocated(options: &OpenOptions, path: &Path, bytes: u64) -> io::R
     }
 }
 
-/// Maps `file` over `mapping`'s addresses, shared, for reading and writing, in one step
-/// (`MAP_FIXED`): from then on every access through `mapping` reads and writes `file`, and
-/// what `mapping` mapped before is let go. For a mapping whose file was deleted: its
-/// contents copied into a new file, the new file takes its place under the pointers that
-/// the rest of the program holds.
+/// Maps `file` over `mapping`'s addresses, shared, for reading and writing (`MAP_FIXED`):
+/// from then on every access through `mapping` reads and writes `file`, and what `mapping`
+/// mapped before is let go. For a mapping whose file was deleted: its contents copied into
+/// a new file, the new file takes its place under the pointers that the rest of the program
+/// holds. If that fails, `mapping`'s own file (`old_file`) is mapped back, since Linux
+/// before 6.12 can leave the range unmapped when `MAP_FIXED` fails, where the next access
+/// would crash; and if even that fails, the process aborts rather than run on with a hole.
 ///
 /// # Safety
 ///
 /// `mapping` must be accessed only through atomics while this runs (a plain reference into
-/// it could see its bytes change under it), and `file` must be at least as long as it.
+/// it could see its bytes change under it), and both files must be at least as long as it.
 #[cfg(unix)]
 #[allow(unsafe_code)]
-pub unsafe fn map_over(mapping: &MmapRaw, file: &File) -> io::Result<()> {
-    use rustix::mm::{MapFlags, ProtFlags};
-    if file.metadata()?.len() < mapping.len() as u64 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the file is shorter than the mapping",
-        ));
+pub unsafe fn map_over(mapping: &MmapRaw, file: &File, old_file: &File) -> io::Result<()> {
+    for candidate in [file, old_file] {
+        if candidate.metadata()?.len() < mapping.len() as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a file is shorter than the mapping",
+            ));
+        }
     }
+    // SAFETY: as the caller promises, with the lengths checked above.
+    let Err(error) = (unsafe { map_fixed(mapping, file) }) else {
+        return Ok(());
+    };
+    // SAFETY: the same range and conditions, with the file it mapped before.
+    if let Err(again) = unsafe { map_fixed(mapping, old_file) } {
+        tracing::error!(%error, %again, "a memory mapping could be neither moved nor restored; aborting");
+        std::process::abort();
+    }
+    Err(error)
+}
+
+/// One `mmap` with `MAP_FIXED` of `file` over `mapping`'s range.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+unsafe fn map_fixed(mapping: &MmapRaw, file: &File) -> io::Result<()> {
+    use rustix::mm::{MapFlags, ProtFlags};
     // SAFETY: the range is exactly `mapping`'s own (memmap2 maps a file from offset 0 at a
-    // page boundary), so nothing else of the process is replaced; the kernel swaps the
-    // pages under its memory-map lock, so a thread touching the range meanwhile sees either
-    // the old page or the new one, never an unmapped hole. `MmapRaw`'s drop unmaps the same
-    // range later, which is then the new mapping.
+    // page boundary), so nothing else of the process is replaced; when the call succeeds,
+    // the kernel has swapped the pages under its memory-map lock, so a thread touching the
+    // range meanwhile sees either the old page or the new one. `MmapRaw`'s drop unmaps the
+    // same range later, whatever is mapped there then.
     unsafe {
         rustix::mm::mmap(
             mapping.as_mut_ptr().cast(),
@@ -144,15 +164,16 @@ mod tests {
     fn a_file_mapped_over_a_mapping_takes_its_place_under_the_same_pointer() {
         let dir = scratch("map-over");
         let (old_path, new_path) = (dir.join("old"), dir.join("new"));
-        let mapping = create(&read_write_new(), &old_path, 8192).unwrap();
+        let old_file = create_allocated(&read_write_new(), &old_path, 8192).unwrap();
+        let mapping = MmapRaw::map_raw(&old_file).unwrap();
         let pointer = mapping.as_mut_ptr();
         std::fs::remove_file(&old_path).unwrap();
         let new_file = create_allocated(&read_write_new(), &new_path, 8192).unwrap();
         std::fs::write(&new_path, [7u8; 8192]).unwrap();
         #[allow(unsafe_code)]
-        // SAFETY: nothing else touches the mapping; the file is as long as it.
+        // SAFETY: nothing else touches the mapping; the files are as long as it.
         unsafe {
-            map_over(&mapping, &new_file).unwrap();
+            map_over(&mapping, &new_file, &old_file).unwrap();
             assert_eq!(mapping.as_mut_ptr(), pointer);
             assert_eq!(*pointer.add(100), 7, "reads come from the new file");
             *pointer.add(200) = 9;
@@ -162,7 +183,7 @@ mod tests {
         let short = create_allocated(&read_write_new(), &dir.join("short"), 4096).unwrap();
         #[allow(unsafe_code)]
         // SAFETY: refused before anything is mapped.
-        let refused = unsafe { map_over(&mapping, &short) };
+        let refused = unsafe { map_over(&mapping, &short, &new_file) };
         assert!(
             refused.is_err(),
             "a file shorter than the mapping is refused"

@@ -304,53 +304,66 @@ impl Shared {
     }
 
     /// Makes `file` again at `path` (and the directory, if it went too): a new file with
-    /// its words, mapped over its addresses, and only then given its name. Limiters keep
-    /// writing meanwhile, so the words are copied twice: once before the new file takes the
-    /// old one's place under their pointers, and once after, for each word written into the
-    /// old file since its first copy and not yet again into the new one. No count is lost.
+    /// its words, mapped over its addresses, and only then given its name. Until it has
+    /// its name, the new file is `<n>.moving`, which the next start reads too.
     fn move_to_new_file(&self, file: &mut JournalFile, path: &Path) -> io::Result<()> {
         crate::private_dir::create(&self.dir)?;
         let temporary = path.with_extension(MOVING_SUFFIX);
-        let moved = create_allocated(&temporary).and_then(|new_file| {
-            let old_view = MmapRaw::map_raw(&file.file)?;
-            let new_view = MmapRaw::map_raw(&new_file)?;
-            let copied: Vec<u64> = (0..file_bytes() / 8)
-                .map(|word| {
-                    let value = word_at(&old_view, word).load(Ordering::Acquire);
-                    word_at(&new_view, word).store(value, Ordering::Release);
-                    value
-                })
-                .collect();
-            #[allow(unsafe_code)]
-            // SAFETY: the journal's mappings are only ever accessed through atomics
-            // (`word_at`), and the new file has the mapping's length (`create_allocated`).
-            unsafe {
-                crate::mapped_file::map_over(&file.mapping, &new_file)?;
-            }
-            for (word, &first_copy) in copied.iter().enumerate() {
-                let latest = word_at(&old_view, word).load(Ordering::Acquire);
-                if latest != first_copy {
-                    // Written into the old file after its first copy. Unless a limiter has
-                    // written the word into the new file since (the newer write: keep it).
-                    let _ = word_at(&new_view, word).compare_exchange(
-                        first_copy,
-                        latest,
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    );
-                }
-            }
-            file.identity = identity(&new_file.metadata()?);
-            file.file = new_file;
-            std::fs::rename(&temporary, path)
-        });
-        if moved.is_err() {
-            // Unnamed, the file is deleted again (still mapped if it got that far): the
-            // next check moves it once more, to a file made afresh.
+        if identity_at(&temporary) == Some(file.identity) {
+            // Moved by an earlier check whose renaming failed: only the name is missing.
+            return std::fs::rename(&temporary, path);
+        }
+        // Not the mapped file (checked above), so it may be emptied.
+        let new_file = create_allocated(&temporary)?;
+        let moved = move_words(file, new_file).and_then(|()| std::fs::rename(&temporary, path));
+        if moved.is_err() && identity_at(&temporary) != Some(file.identity) {
+            // Not mapped: a file left half made.
             let _ = std::fs::remove_file(&temporary);
         }
         moved
     }
+}
+
+/// Copies `file`'s words into `new_file` and maps `new_file` over `file`'s addresses, then
+/// takes it as `file`. Limiters keep writing meanwhile, so the words are copied twice: once
+/// before the new file takes the old one's place under their pointers, and once after, for
+/// each word written into the old file since its first copy and not yet again into the new
+/// one. No count is lost. (A slot taken and freed during the move can keep its tag, and its
+/// counts come back after a crash, merged with its workspace's own by each second's larger
+/// count: a few seconds of counts that were real.)
+fn move_words(file: &mut JournalFile, new_file: std::fs::File) -> io::Result<()> {
+    let old_view = MmapRaw::map_raw(&file.file)?;
+    let new_view = MmapRaw::map_raw(&new_file)?;
+    let new_identity = identity(&new_file.metadata()?);
+    let copied: Vec<u64> = (0..file_bytes() / 8)
+        .map(|word| {
+            let value = word_at(&old_view, word).load(Ordering::Acquire);
+            word_at(&new_view, word).store(value, Ordering::Release);
+            value
+        })
+        .collect();
+    #[allow(unsafe_code)]
+    // SAFETY: the journal's mappings are only ever accessed through atomics (`word_at`),
+    // and both files have the mapping's length (`create_allocated`).
+    unsafe {
+        crate::mapped_file::map_over(&file.mapping, &new_file, &file.file)?;
+    }
+    file.file = new_file;
+    file.identity = new_identity;
+    for (word, &first_copy) in copied.iter().enumerate() {
+        let latest = word_at(&old_view, word).load(Ordering::Acquire);
+        if latest != first_copy {
+            // Written into the old file after its first copy. Unless a limiter has written
+            // the word into the new file since (the newer write: keep it).
+            let _ = word_at(&new_view, word).compare_exchange(
+                first_copy,
+                latest,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A journal file at `path`, made empty and allocated on disk.
