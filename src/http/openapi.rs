@@ -84,15 +84,17 @@ impl Modify for BearerSchemes {
     }
 }
 
-/// The errors that the handlers' annotations leave out. Every operation: 400, 414 and 431
-/// for a request the HTTP layer refuses, and 408 for a head not whole in time. Every admin
-/// operation also: 401 for the admin token and 503 when storage cannot be reached; and for
-/// a body 400, 408, 413 and 415.
+/// The errors that the handlers' annotations leave out, and the words for those they list
+/// without any (an operation's own words win). Every operation: 400, 414 and 431 for a request the HTTP layer refuses,
+/// and 408 for a head not whole in time; with a body also 400 for the body, 408 for a slow
+/// one, 413 and 415. Every admin operation also: 401 for the admin token, and 503 when
+/// storage cannot be reached.
 struct CommonErrors;
 
 impl Modify for CommonErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        use std::collections::btree_map::Entry;
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
         let error = |description: &str| {
             ResponseBuilder::new()
                 .description(description)
@@ -110,11 +112,38 @@ impl Modify for CommonErrors {
             for operation in operations.into_iter().flatten() {
                 let has_body = operation.request_body.is_some();
                 let responses = &mut operation.responses.responses;
-                let mut add = |status: &str, description: &str| {
-                    responses
-                        .entry(status.to_owned())
-                        .or_insert_with(|| error(description).into());
-                };
+                // A status the operation lists keeps its own words, if it has any.
+                let mut add =
+                    |status: &str, description: &str| match responses.entry(status.to_owned()) {
+                        Entry::Vacant(entry) => {
+                            entry.insert(error(description).into());
+                        }
+                        Entry::Occupied(mut entry) => {
+                            if let RefOr::T(response) = entry.get_mut() {
+                                if response.description.is_empty() {
+                                    response.description = description.to_owned();
+                                }
+                            }
+                        }
+                    };
+                if has_body {
+                    add(
+                        "400",
+                        "a body that is not one JSON object of the documented fields \
+                         (`invalid_body`), or a request that is not HTTP/1.1 \
+                         (`malformed_request`)",
+                    );
+                    add(
+                        "408",
+                        "a request head not whole within 5 seconds, or a body not whole 10 \
+                         seconds after the head (`request_timeout`)",
+                    );
+                    add("413", "a body over 64 KiB (`body_too_large`)");
+                    add(
+                        "415",
+                        "a body not declared as JSON (`unsupported_media_type`)",
+                    );
+                }
                 add(
                     "400",
                     "not HTTP/1.1: a bad request line, header syntax or framing (`malformed_request`)",
@@ -128,23 +157,11 @@ impl Modify for CommonErrors {
                     "431",
                     "header fields over 16 KiB in all, or more than 96 of them (`headers_too_large`)",
                 );
-                if !on_admin {
-                    continue;
-                }
-                add("401", "no, or a wrong, admin token (`invalid_credentials`)");
-                add(
-                    "503",
-                    "storage cannot be reached, or cannot write; nothing is changed (`unavailable`)",
-                );
-                if has_body {
+                if on_admin {
+                    add("401", "no, or a wrong, admin token (`invalid_credentials`)");
                     add(
-                        "408",
-                        "a body not whole 10 seconds after the head (`request_timeout`)",
-                    );
-                    add("413", "a body over 64 KiB (`body_too_large`)");
-                    add(
-                        "415",
-                        "a body not declared as JSON (`unsupported_media_type`)",
+                        "503",
+                        "storage cannot be reached, or cannot write; nothing is changed (`unavailable`)",
                     );
                 }
             }
@@ -187,6 +204,11 @@ mod tests {
             assert!(get["responses"].get(status).is_some(), "get: {status}");
         }
         assert!(get["responses"].get("415").is_none(), "no body, no 415");
+        let create = &doc["paths"]["/admin/v1/workspaces"]["post"]["responses"];
+        for (status, says) in [("400", "invalid_body"), ("408", "body not whole")] {
+            let description = create[status]["description"].as_str().unwrap_or_default();
+            assert!(description.contains(says), "create {status}: {description}");
+        }
         let me = &doc["paths"]["/v1/me"]["get"];
         for status in ["400", "414", "431"] {
             assert!(me["responses"].get(status).is_some(), "me: {status}");

@@ -165,8 +165,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_workspace(&self, id: &str) -> Result<Option<Workspace>, StoreError>;
 
     /// Stores a key unless `max_active` active keys already share its workspace,
-    /// environment and scope set (compared by what the scopes grant) at `now`
-    /// (`Conflict::TooManyActiveKeys`).
+    /// environment and scope set (compared by what the scopes grant) at `change_time(now)`
+    /// (`Conflict::TooManyActiveKeys`): a key that a rotation applied just before ended
+    /// no longer counts.
     async fn insert_api_key(
         &self,
         key: &NewApiKey,

@@ -227,6 +227,7 @@ impl Store for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sqlite_error)?;
             ensure_workspace(&tx, &key.workspace_id)?;
+            let now = change_time(now);
             if count_active(&tx, &key, None, now)? >= max_active {
                 return Err(StoreError::Conflict(Conflict::TooManyActiveKeys));
             }
