@@ -91,10 +91,11 @@ impl PostgresStore {
             recycling_method: RecyclingMethod::Fast,
         };
         let connections = ConnectionRuntime::start().map_err(BadDatabaseUrl::Thread)?;
-        let manager = match connections.connector(tls.connector()?) {
-            Some(connect) => Manager::from_connect(config, connect, manager_config),
-            None => Manager::from_config(config, tls.connector()?, manager_config),
-        };
+        let manager = Manager::from_connect(
+            config,
+            connections.connector(tls.connector()?),
+            manager_config,
+        );
         let mut pool = Pool::builder(manager).max_size(max_connections);
         if let Some(sql) = set_statement_timeout {
             pool = pool.post_create(Hook::async_fn(move |client, _| {

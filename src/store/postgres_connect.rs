@@ -21,7 +21,11 @@ type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 
 
 /// The store's runtime for its connections. Shut down in the background when dropped,
 /// which a runtime dropped from async code (a test's, a server's at its end) must be.
-pub struct ConnectionRuntime(Option<Runtime>);
+pub struct ConnectionRuntime {
+    /// `None` only once dropped.
+    runtime: Option<Runtime>,
+    handle: Handle,
+}
 
 impl ConnectionRuntime {
     pub fn start() -> std::io::Result<ConnectionRuntime> {
@@ -30,19 +34,24 @@ impl ConnectionRuntime {
             .thread_name("postgres-io")
             .enable_all()
             .build()?;
-        Ok(ConnectionRuntime(Some(runtime)))
+        Ok(ConnectionRuntime {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
     }
 
     /// A connector whose connections live on this runtime.
-    pub fn connector<T>(&self, tls: T) -> Option<HomeRuntimeConnect<T>> {
-        let home = self.0.as_ref()?.handle().clone();
-        Some(HomeRuntimeConnect { tls, home })
+    pub fn connector<T>(&self, tls: T) -> HomeRuntimeConnect<T> {
+        HomeRuntimeConnect {
+            tls,
+            home: self.handle.clone(),
+        }
     }
 }
 
 impl Drop for ConnectionRuntime {
     fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
+        if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
     }
