@@ -22,6 +22,7 @@ pub mod queue;
 pub mod request_scope;
 pub mod secrets;
 pub mod startup;
+pub mod stop_signals;
 pub mod store;
 pub mod telemetry;
 pub mod verify;

@@ -12,7 +12,7 @@ use statuspulse_auth::config::Settings;
 use statuspulse_auth::error_chain::error_chain;
 use statuspulse_auth::log_writer;
 use statuspulse_auth::startup::{open_store, Application, ApplicationHandle};
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use statuspulse_auth::stop_signals::StopSignals;
 
 /// mimalloc instead of glibc's malloc: requests allocate on HTTP worker threads and their
 /// audit events are freed on the batcher's, a pattern glibc handles with arena locks and
@@ -164,18 +164,25 @@ fn raise_open_file_limit() {
     }
 }
 
-/// On the first SIGINT (Ctrl-C) or SIGTERM, stops gracefully: the listeners stop accepting,
-/// requests in flight finish (for up to 30 s), then `run_until_stopped` stores the pending
-/// audit events. A second signal exits at once; audit events not yet stored are still in the
-/// spool, and the next start stores them.
+/// On the first stop signal (SIGINT from Ctrl-C, SIGTERM, and any other whose default
+/// would end the process at once: see [`StopSignals`]), stops gracefully: the listeners stop
+/// accepting, requests in flight finish (for up to 30 s), then `run_until_stopped` stores
+/// the pending audit events. A second signal exits at once; audit events not yet stored are
+/// still in the spool, and the next start stores them.
 async fn stop_on_signal(handle: ApplicationHandle, log: log_writer::QueuedLog) {
-    let mut signals = match ShutdownSignals::new() {
+    let mut signals = match StopSignals::listen() {
         Ok(signals) => signals,
         Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGINT and SIGTERM");
+            tracing::error!(%error, "cannot listen for stop signals");
             return;
         }
     };
+    if !signals.left_ignored.is_empty() {
+        tracing::info!(
+            signals = %signals.left_ignored.join(" "),
+            "ignored when the program started (as under nohup): left ignored"
+        );
+    }
     let signal = signals.next().await;
     tracing::info!(
         signal,
@@ -186,30 +193,6 @@ async fn stop_on_signal(handle: ApplicationHandle, log: log_writer::QueuedLog) {
     tracing::warn!(signal, "second signal: exiting now");
     log.flush_within(LOG_FLUSH_AT_FORCED_EXIT);
     std::process::exit(130);
-}
-
-/// SIGINT and SIGTERM. SIGHUP keeps its default action: a handler would undo `nohup`,
-/// which starts the program with SIGHUP ignored.
-struct ShutdownSignals {
-    interrupt: Signal,
-    terminate: Signal,
-}
-
-impl ShutdownSignals {
-    fn new() -> std::io::Result<ShutdownSignals> {
-        Ok(ShutdownSignals {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-        })
-    }
-
-    /// The next SIGINT or SIGTERM, by name.
-    async fn next(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.terminate.recv() => "SIGTERM",
-        }
-    }
 }
 
 async fn migrate(settings: Settings) -> Result<(), String> {

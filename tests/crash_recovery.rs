@@ -1,7 +1,8 @@
 //! The real binary as a child process: killed with SIGKILL right after answering, no
 //! answered request's audit event may be lost, nor any count of its rate limit; with its
 //! rate journal's directory deleted while it runs, a crash still loses no count; stopped
-//! with SIGINT or SIGTERM, it finishes the requests in flight; under a system clock that
+//! with SIGINT, SIGTERM or any other signal that would end it (SIGHUP unless started under
+//! `nohup`), it finishes the requests in flight; under a system clock that
 //! steps (libfaketime), its rate limits keep real time; on a disk that fills up, it keeps
 //! answering and loses no event. (The API suite runs the server in-process, where neither a
 //! crash, nor a signal, nor another clock, nor a disk of its own can be staged.)
@@ -258,13 +259,48 @@ fn rate_limit_counts_survive_a_crash_after_their_directory_was_deleted() {
     );
 }
 
+/// The signals whose default action would end the process at once: each one stops it
+/// gracefully, as SIGINT and SIGTERM do.
+const STOP_SIGNALS: [&str; 7] = ["INT", "TERM", "HUP", "QUIT", "USR1", "USR2", "ALRM"];
+
+/// `serve` started through `env` with the given signal dispositions (`--default-signal=…`,
+/// `--ignore-signal=…`), so that what the test runner inherited does not decide them.
+fn start_with_signal_dispositions(
+    data_dir: &Path,
+    public: SocketAddr,
+    admin: SocketAddr,
+    dispositions: &str,
+) -> Server {
+    let server = server_command(data_dir, public, admin);
+    let mut command = Command::new("env");
+    command
+        .arg(dispositions)
+        .arg(server.get_program())
+        .args(server.get_args())
+        .env_clear()
+        .envs(
+            server
+                .get_envs()
+                .filter_map(|(name, value)| value.map(|value| (name, value))),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let child = command.spawn().expect("start statuspulse-auth through env");
+    wait_until_up(child, public, admin)
+}
+
 #[test]
-fn sigint_and_sigterm_finish_requests_in_flight_and_stop_accepting() {
-    for signal in ["INT", "TERM"] {
+fn every_stop_signal_finishes_requests_in_flight_and_stops_accepting() {
+    for signal in STOP_SIGNALS {
         let data_dir =
             std::env::temp_dir().join(format!("statuspulse-signal-{}", uuid::Uuid::now_v7()));
         let (public, admin_addr) = (free_port(), free_port());
-        let mut server = start(&data_dir, public, admin_addr);
+        let mut server = start_with_signal_dispositions(
+            &data_dir,
+            public,
+            admin_addr,
+            &format!("--default-signal={}", STOP_SIGNALS.join(",")),
+        );
 
         // A request in flight: its head and half its body sent, the rest after the signal.
         let body = json!({ "name": "Signalled" }).to_string();
@@ -309,6 +345,38 @@ fn sigint_and_sigterm_finish_requests_in_flight_and_stop_accepting() {
         let _ = std::fs::remove_dir_all(&data_dir);
         assert!(exit.success(), "SIG{signal}: exit {exit}");
     }
+}
+
+/// A program started with SIGHUP ignored (by `nohup`) keeps ignoring it: the server goes on
+/// answering after a SIGHUP, and SIGTERM still stops it.
+#[test]
+fn a_signal_ignored_at_start_stays_ignored() {
+    let data_dir = std::env::temp_dir().join(format!("statuspulse-nohup-{}", uuid::Uuid::now_v7()));
+    let (public, admin_addr) = (free_port(), free_port());
+    let mut server =
+        start_with_signal_dispositions(&data_dir, public, admin_addr, "--ignore-signal=HUP");
+    let sent = Command::new("kill")
+        .args(["-s", "HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(
+        server.child.try_wait().unwrap(),
+        None,
+        "the server ended on a SIGHUP it was started ignoring"
+    );
+    assert_eq!(
+        call(public, "GET", "/healthz", None, None).map(|(status, _)| status),
+        Some(200),
+        "the public listener stopped after a SIGHUP it was started ignoring"
+    );
+    let exit = stop(&mut server, "TERM", Duration::from_secs(40));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    assert!(
+        exit.success(),
+        "SIGTERM after an ignored SIGHUP: exit {exit}"
+    );
 }
 
 /// libfaketime's library (Debian's `faketime` package): it moves the wall clock of the
