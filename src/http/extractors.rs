@@ -203,6 +203,28 @@ pub fn query_config() -> web::QueryConfig {
     })
 }
 
+/// For an operation that takes no query parameters: a query string is refused (400
+/// `invalid_query`), as the list operations refuse parameters they do not know, rather
+/// than ignored, so that a mistyped request is not mistaken for the one meant. The message
+/// does not quote the query: it could hold anything, a key included.
+pub struct NoQuery;
+
+impl FromRequest for NoQuery {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<NoQuery, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        std::future::ready(if request.query_string().is_empty() {
+            Ok(NoQuery)
+        } else {
+            Err(ApiError::bad_request(
+                "invalid_query",
+                "This operation takes no query parameters.",
+            ))
+        })
+    }
+}
+
 pub fn path_config() -> web::PathConfig {
     web::PathConfig::default().error_handler(|_error, _request| {
         ApiError::not_found("not_found", "No such resource.").into()

@@ -635,3 +635,69 @@ async fn a_method_an_admin_path_does_not_answer_gets_405_with_allow() {
         .await
         .assert_error(401, "invalid_credentials");
 }
+
+/// An operation that takes no query parameters refuses them rather than ignoring them (a
+/// `?dry_run=1` must not create, a `?force=1` must not revoke), and does nothing.
+#[actix_web::test]
+async fn operations_without_query_parameters_refuse_them_and_change_nothing() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let (key_id, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
+    let keys = format!("/admin/v1/workspaces/{ws}/api-keys");
+    let one_key = format!("{keys}/{key_id}");
+    let calls = [
+        (
+            "POST",
+            "/admin/v1/workspaces".to_owned(),
+            Some(json!({ "name": "Dry" })),
+        ),
+        ("GET", format!("/admin/v1/workspaces/{ws}"), None),
+        (
+            "POST",
+            keys.clone(),
+            Some(json!({ "label": "dry", "scopes": ["checks:read"] })),
+        ),
+        ("GET", one_key.clone(), None),
+        ("DELETE", one_key.clone(), None),
+        ("POST", format!("{one_key}/rotate"), None),
+        (
+            "POST",
+            "/admin/v1/users".to_owned(),
+            Some(
+                json!({ "email": "dry@example.com", "password": "correct horse battery", "name": "Dry" }),
+            ),
+        ),
+    ];
+    for (method, path, body) in calls {
+        let reply = app
+            .admin_call(method, &format!("{path}?dry_run=1"), body)
+            .await;
+        reply.assert_error(400, "invalid_query");
+        let message = reply.body["message"].as_str().unwrap();
+        assert!(!message.contains("dry_run"), "{method} {path}: {message}");
+    }
+    // Nothing was made or changed: one workspace's one key, still active and answering.
+    let listed = app.admin_call("GET", &keys, None).await;
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(listed.body["data"][0]["status"], "active");
+    assert_eq!(app.me(&key).await.status.as_u16(), 200);
+    let user = app
+        .admin_call(
+            "POST",
+            "/admin/v1/users",
+            Some(json!({ "email": "dry@example.com", "password": "correct horse battery", "name": "Dry" })),
+        )
+        .await;
+    assert_eq!(user.status.as_u16(), 201, "the refused call made the user");
+    let member = app
+        .admin_call(
+            "POST",
+            &format!("/admin/v1/workspaces/{ws}/members?role=owner"),
+            Some(json!({ "user_id": user.body["id"], "role": "admin" })),
+        )
+        .await;
+    member.assert_error(400, "invalid_query");
+    // An empty query string is no parameter at all.
+    let plain = app.admin_call("GET", &format!("{one_key}?"), None).await;
+    assert_eq!(plain.status.as_u16(), 200, "{}", plain.body);
+}

@@ -12,7 +12,7 @@ use crate::domain::ids;
 use crate::domain::key_record::{expiry_for, ApiKeyRecord, MAX_ACTIVE_KEYS_PER_SCOPE_SET};
 use crate::domain::scope::ScopeSet;
 use crate::http::error::ApiError;
-use crate::http::extractors::{JsonBody, OptionalJsonBody};
+use crate::http::extractors::{JsonBody, NoQuery, OptionalJsonBody};
 use crate::http::openapi::{ErrorBody, ScopeName};
 use crate::http::state::AppState;
 use crate::store::{NewApiKey, StoreError};
@@ -146,6 +146,7 @@ impl ApiKeyView {
         (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("admin_token" = [])))]
 pub async fn create(
+    _no_query: NoQuery,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: JsonBody<CreateApiKey>,
@@ -226,6 +227,7 @@ pub async fn list(
     responses((status = 200, body = ApiKeyView), (status = 404, body = ErrorBody)),
     security(("admin_token" = [])))]
 pub async fn get(
+    _no_query: NoQuery,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -240,6 +242,7 @@ pub async fn get(
     responses((status = 200, body = ApiKeyView), (status = 404, body = ErrorBody)),
     security(("admin_token" = [])))]
 pub async fn revoke(
+    _no_query: NoQuery,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -265,6 +268,7 @@ pub async fn revoke(
         (status = 422, body = ErrorBody)),
     security(("admin_token" = [])))]
 pub async fn rotate(
+    _no_query: NoQuery,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     // Optional: no body means the defaults.

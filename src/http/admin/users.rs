@@ -13,7 +13,7 @@ use super::{existing_workspace, refuse_secrets, required_text};
 use crate::domain::ids;
 use crate::domain::workspace::{email_in_lower_case, is_plausible_email, Membership, Role, User};
 use crate::http::error::{ApiError, ErrorKind};
-use crate::http::extractors::JsonBody;
+use crate::http::extractors::{JsonBody, NoQuery};
 use crate::http::openapi::ErrorBody;
 use crate::http::state::AppState;
 use crate::store::NewUser;
@@ -94,6 +94,7 @@ impl From<Membership> for MemberView {
         (status = 422, body = ErrorBody)),
     security(("admin_token" = [])))]
 pub async fn create(
+    _no_query: NoQuery,
     state: web::Data<AppState>,
     body: JsonBody<CreateUser>,
 ) -> Result<HttpResponse, ApiError> {
@@ -155,6 +156,7 @@ pub async fn create(
         (status = 422, body = ErrorBody)),
     security(("admin_token" = [])))]
 pub async fn add_member(
+    _no_query: NoQuery,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: JsonBody<AddMember>,

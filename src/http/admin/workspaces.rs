@@ -10,7 +10,7 @@ use crate::domain::api_key::Environment;
 use crate::domain::ids;
 use crate::domain::workspace::Workspace;
 use crate::http::error::ApiError;
-use crate::http::extractors::JsonBody;
+use crate::http::extractors::{JsonBody, NoQuery};
 use crate::http::openapi::ErrorBody;
 use crate::http::state::AppState;
 
@@ -58,6 +58,7 @@ impl From<Workspace> for WorkspaceView {
     responses((status = 201, body = WorkspaceView), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("admin_token" = [])))]
 pub async fn create(
+    _no_query: NoQuery,
     state: web::Data<AppState>,
     JsonBody(body): JsonBody<CreateWorkspace>,
 ) -> Result<HttpResponse, ApiError> {
@@ -78,6 +79,7 @@ pub async fn create(
     responses((status = 200, body = WorkspaceView), (status = 404, body = ErrorBody)),
     security(("admin_token" = [])))]
 pub async fn get(
+    _no_query: NoQuery,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
