@@ -18,13 +18,21 @@
 //! stored-twice event once), so an event written both before the crash and again now appears
 //! once.
 //!
+//! Every segment's file is kept open while the segment is in the spool. A segment whose name
+//! is deleted under the running server (by hand, a cleanup job, the whole directory) would
+//! take its events with it at the next crash, and those spilled out of memory at once; so
+//! `maintain` notices, moves writing to a new segment, and copies each such file back under
+//! its name from the open file.
+//!
 //! Format: records `[length: u32 LE][CRC-32 of the payload: u32 LE][payload: the event, see
 //! `domain::audit_codec`]`, one after the other, written under a lock; the zero-filled rest of a segment ends
 //! it. A crash in the middle of a copy can leave a torn last record: its checksum fails, it is
 //! skipped at replay, and its request was never answered.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +57,8 @@ const RECORD_HEADER: usize = 8;
 /// events; `maintain` runs every 50 ms.
 const PREFAULT_AHEAD: usize = 4 * 1024 * 1024;
 const SUFFIX: &str = "spool";
+/// A segment's copy while it is being made, renamed to the segment's name once whole.
+const RESTORING_SUFFIX: &str = "restoring";
 
 /// Which segment an event went to; handed back to [`AuditSpool::release`].
 pub type Segment = u64;
@@ -67,6 +77,8 @@ pub struct AuditSpool {
     segment_bytes: u64,
     /// `maintain` runs every 50 ms: on a full disk, one line per try would flood the log.
     creation_failures_log: LogThrottle,
+    /// The same for failures to copy a deleted segment back under its name.
+    restore_failures_log: LogThrottle,
 }
 
 /// How often a failure to create the next segment is logged while it lasts.
@@ -91,6 +103,32 @@ struct SpoolState {
     /// `rotate` does not try again on the request path, where each try would create,
     /// allocate and delete a file under the lock, for every request.
     creation_failing: bool,
+    /// The open file of every segment on disk: those in `outstanding` and the `next` one.
+    files: BTreeMap<Segment, KeptFile>,
+}
+
+/// A segment's file, open for as long as the segment is in the spool: its events can be
+/// read, and copied back under its name, after the name was deleted.
+#[derive(Clone)]
+struct KeptFile {
+    file: Arc<File>,
+    /// Device and inode: whether the segment's path still names this file.
+    identity: (u64, u64),
+}
+
+impl KeptFile {
+    fn new(file: File) -> io::Result<KeptFile> {
+        let metadata = file.metadata()?;
+        Ok(KeptFile {
+            file: Arc::new(file),
+            identity: (metadata.dev(), metadata.ino()),
+        })
+    }
+
+    fn is_named(&self, path: &Path) -> bool {
+        std::fs::metadata(path)
+            .is_ok_and(|metadata| (metadata.dev(), metadata.ino()) == self.identity)
+    }
 }
 
 /// Events found in segments that a previous run left behind.
@@ -112,6 +150,7 @@ impl AuditSpool {
         segment_bytes: u64,
     ) -> io::Result<(AuditSpool, Leftovers)> {
         crate::private_dir::create(dir)?;
+        remove_unfinished_copies(dir)?;
         let mut existing = segments_in(dir)?;
         existing.sort_unstable();
         let mut leftovers = Leftovers {
@@ -119,26 +158,30 @@ impl AuditSpool {
             segments: Vec::new(),
         };
         let mut outstanding = BTreeMap::new();
+        let mut files = BTreeMap::new();
         for &segment in &existing {
-            let events = read_segment(&segment_path(dir, segment))?;
+            let path = segment_path(dir, segment);
+            let (file, events) = read_segment(&path)?;
             if events.is_empty() {
-                std::fs::remove_file(segment_path(dir, segment))?;
+                std::fs::remove_file(path)?;
                 continue;
             }
             outstanding.insert(segment, events.len() as u64);
+            files.insert(segment, file);
             leftovers.segments.push((segment, events.len() as u64));
             leftovers.events.extend(&events);
         }
         // Past every existing segment. A file appearing under our feet means another spool
         // is still running in this directory (a test's abandoned one): step past it.
         let mut current_segment = existing.last().map_or(1, |last| last + 1);
-        let current = loop {
+        let (current, current_file) = loop {
             match create_segment(dir, current_segment, segment_bytes) {
                 Err(error) if error.kind() == io::ErrorKind::AlreadyExists => current_segment += 1,
                 result => break result?,
             }
         };
         outstanding.insert(current_segment, 0);
+        files.insert(current_segment, current_file);
         let spool = AuditSpool {
             dir: dir.to_owned(),
             state: Mutex::new(SpoolState {
@@ -150,9 +193,11 @@ impl AuditSpool {
                 next: None,
                 retired: BTreeMap::new(),
                 creation_failing: false,
+                files,
             }),
             segment_bytes,
             creation_failures_log: LogThrottle::new(CREATION_FAILURES_LOG_EVERY),
+            restore_failures_log: LogThrottle::new(CREATION_FAILURES_LOG_EVERY),
         };
         Ok((spool, leftovers))
     }
@@ -259,13 +304,15 @@ impl AuditSpool {
         Ok(parse_records(&bytes, &segment_path(&self.dir, segment)))
     }
 
-    /// The bytes `start..end` of `segment`'s file.
+    /// The bytes `start..end` of `segment`'s file, read from the open file: whether or not
+    /// its name is still there.
     fn read_range(&self, segment: Segment, start: usize, end: usize) -> io::Result<Vec<u8>> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut file = std::fs::File::open(segment_path(&self.dir, segment))?;
-        file.seek(SeekFrom::Start(start as u64))?;
+        let kept = self.state.lock().files.get(&segment).cloned();
+        let kept = kept.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "no longer in the audit spool")
+        })?;
         let mut bytes = vec![0; end.saturating_sub(start)];
-        file.read_exact(&mut bytes)?;
+        kept.file.read_exact_at(&mut bytes, start as u64)?;
         Ok(bytes)
     }
 
@@ -284,7 +331,7 @@ impl AuditSpool {
     /// pool): creates the next segment ahead of need, unmaps closed ones, and deletes closed
     /// segments whose events are all released. The lock is held only to swap state.
     pub fn maintain(&self) {
-        self.make_again_if_deleted();
+        self.restore_deleted_names();
         let (retired, deletable, to_create, current, written) = {
             let mut state = self.state.lock();
             let current = state.current_segment;
@@ -296,6 +343,7 @@ impl AuditSpool {
                 .collect();
             for segment in &deletable {
                 state.outstanding.remove(segment);
+                state.files.remove(segment);
             }
             let retired = std::mem::take(&mut state.retired);
             let to_create = state.next.is_none().then(|| {
@@ -317,10 +365,11 @@ impl AuditSpool {
         }
         if let Some(segment) = to_create {
             match create_segment(&self.dir, segment, self.segment_bytes) {
-                Ok(mapping) => {
+                Ok((mapping, file)) => {
                     prefault(&mapping, 0);
                     let mut state = self.state.lock();
                     state.next = Some((segment, mapping));
+                    state.files.insert(segment, file);
                     state.creation_failing = false;
                 }
                 Err(error) => {
@@ -334,34 +383,92 @@ impl AuditSpool {
         }
     }
 
-    /// The spool's directory deleted while the server runs (by hand, a cleanup job) takes
-    /// the segments' names with it: their mappings still work, but a crash would lose every
-    /// event in them. So the directory is made again and writing moves to a new segment
-    /// there. The events of the deleted segments that are still mapped are stored from
-    /// their mappings; those spilled while ingestion was behind are read back from the
-    /// files, and are lost with them.
-    fn make_again_if_deleted(&self) {
-        if self.dir.exists() {
-            return;
-        }
-        if let Err(error) = crate::private_dir::create(&self.dir) {
-            // Tried again every tick: logged as the segment creations that fail with it.
-            if let Some(skipped) = self.creation_failures_log.admit(crate::clock::now_ms()) {
-                tracing::error!(%error, skipped, dir = %self.dir.display(), "the audit spool's directory was deleted and cannot be made again");
+    /// Segments whose names were deleted while the server runs (by hand, a cleanup job, the
+    /// whole directory) still work through their open files, but a crash would lose their
+    /// events. So the directory is made again if it is gone; writing moves on from a
+    /// current segment whose name is gone, to a new one; and every other such segment is
+    /// copied back under its name from its open file. Only a crash before this runs (within
+    /// 50 ms) loses them.
+    fn restore_deleted_names(&self) {
+        let failed = |error: io::Error, what: &str| {
+            if let Some(skipped) = self.restore_failures_log.admit(crate::clock::now_ms()) {
+                tracing::error!(%error, skipped, dir = %self.dir.display(), "{what}");
             }
+        };
+        if !self.dir.exists() {
+            if let Err(error) = crate::private_dir::create(&self.dir) {
+                return failed(
+                    error,
+                    "the audit spool's directory was deleted and cannot be made again",
+                );
+            }
+            tracing::error!(dir = %self.dir.display(), "the audit spool's directory was deleted: made again");
+        }
+        let kept: Vec<(Segment, KeptFile)> = {
+            let state = self.state.lock();
+            state
+                .files
+                .iter()
+                .map(|(&segment, kept)| (segment, kept.clone()))
+                .collect()
+        };
+        let deleted: Vec<(Segment, KeptFile)> = kept
+            .into_iter()
+            .filter(|(segment, kept)| !kept.is_named(&segment_path(&self.dir, *segment)))
+            .collect();
+        if deleted.is_empty() {
             return;
         }
         tracing::error!(
+            segments = deleted.len(),
             dir = %self.dir.display(),
-            "the audit spool's directory was deleted: made again, with a new segment; \
-             the events in the deleted segments would not have survived a crash"
+            "audit spool segments were deleted under the running server: copying them back from their open files"
         );
-        let mut state = self.state.lock();
-        // Made ahead in the deleted directory: gone too.
-        state.next = None;
-        state.creation_failing = false;
-        if let Err(error) = self.rotate(&mut state) {
-            tracing::error!(%error, "cannot start a new audit spool segment");
+        {
+            let mut state = self.state.lock();
+            let deleted_now = |segment| deleted.iter().any(|(lost, _)| *lost == segment);
+            if let Some(next) = state.next.as_ref().map(|(segment, _)| *segment) {
+                if deleted_now(next) {
+                    // Empty: let go rather than copied.
+                    state.next = None;
+                    state.files.remove(&next);
+                }
+            }
+            if deleted_now(state.current_segment) {
+                state.creation_failing = false;
+                if let Err(error) = self.rotate(&mut state) {
+                    // Still written to: not copied until writing has moved on.
+                    drop(state);
+                    failed(error, "cannot start a new audit spool segment");
+                }
+            }
+        }
+        for (segment, kept) in deleted {
+            let (current, in_spool) = {
+                let state = self.state.lock();
+                (state.current_segment, state.files.contains_key(&segment))
+            };
+            if segment == current || !in_spool {
+                continue;
+            }
+            let path = segment_path(&self.dir, segment);
+            match copy_back(&kept.file, &path) {
+                Ok(copy) => {
+                    let mut state = self.state.lock();
+                    match state.files.get_mut(&segment) {
+                        Some(file) => *file = copy,
+                        // Released and deleted meanwhile.
+                        None => {
+                            drop(state);
+                            let _ = std::fs::remove_file(&path);
+                        }
+                    }
+                }
+                Err(error) => failed(
+                    error,
+                    "cannot copy a deleted audit spool segment back; tried again in 50 ms",
+                ),
+            }
         }
     }
 
@@ -371,9 +478,12 @@ impl AuditSpool {
         self.maintain();
         let mut state = self.state.lock();
         if state.outstanding.values().all(|&left| left == 0) {
-            self.delete(state.current_segment);
+            let current = state.current_segment;
+            state.files.remove(&current);
+            self.delete(current);
         }
         if let Some((segment, _)) = state.next.take() {
+            state.files.remove(&segment);
             self.delete(segment);
         }
     }
@@ -397,7 +507,10 @@ impl AuditSpool {
                 state.last_segment += 1;
                 let segment = state.last_segment;
                 match create_segment(&self.dir, segment, self.segment_bytes) {
-                    Ok(mapping) => (segment, mapping),
+                    Ok((mapping, file)) => {
+                        state.files.insert(segment, file);
+                        (segment, mapping)
+                    }
                     Err(error) => {
                         state.creation_failing = true;
                         return Err(error);
@@ -440,12 +553,68 @@ fn segment_path(dir: &Path, segment: Segment) -> PathBuf {
 /// Creates a segment file of `bytes`, allocated on disk, and maps it, shared: what is
 /// written to the mapping is the file's page cache. A full disk fails here, not in a
 /// request's write into the mapping (`mapped_file`).
-fn create_segment(dir: &Path, segment: Segment, bytes: u64) -> io::Result<Arc<MmapRaw>> {
+fn create_segment(
+    dir: &Path,
+    segment: Segment,
+    bytes: u64,
+) -> io::Result<(Arc<MmapRaw>, KeptFile)> {
     // Audit events name keys and clients: readable by the server's user only.
     let mut options = crate::private_dir::file_options();
     options.read(true).write(true).create_new(true);
-    let mapping = crate::mapped_file::create(&options, &segment_path(dir, segment), bytes)?;
-    Ok(Arc::new(mapping))
+    let path = segment_path(dir, segment);
+    let file = crate::mapped_file::create_allocated(&options, &path, bytes)?;
+    let made = MmapRaw::map_raw(&file).and_then(|mapping| Ok((mapping, KeptFile::new(file)?)));
+    match made {
+        Ok((mapping, file)) => Ok((Arc::new(mapping), file)),
+        Err(error) => {
+            let _ = std::fs::remove_file(&path);
+            Err(error)
+        }
+    }
+}
+
+/// Copies a segment's open file, whose name was deleted, to a new file under `path`: made
+/// whole under another name first, so that no reader of the directory (a start after a
+/// crash) sees half of it.
+fn copy_back(file: &File, path: &Path) -> io::Result<KeptFile> {
+    let copying = path.with_extension(format!("{SUFFIX}.{RESTORING_SUFFIX}"));
+    let _ = std::fs::remove_file(&copying);
+    let mut options = crate::private_dir::file_options();
+    options.read(true).write(true).create_new(true);
+    let copied = options.open(&copying).and_then(|copy| {
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        loop {
+            let read = file.read_at(&mut buffer, at)?;
+            if read == 0 {
+                break;
+            }
+            copy.write_all_at(&buffer[..read], at)?;
+            at += read as u64;
+        }
+        std::fs::rename(&copying, path)?;
+        KeptFile::new(copy)
+    });
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&copying);
+    }
+    copied
+}
+
+/// Copies that a crash left unfinished (`copy_back`): their segments are whole elsewhere or
+/// were lost with the crash.
+fn remove_unfinished_copies(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.ends_with(&format!(".{SUFFIX}.{RESTORING_SUFFIX}")))
+        {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Faults in, writable, the pages from `written` to `PREFAULT_AHEAD` past it (without
@@ -535,10 +704,18 @@ fn segments_in(dir: &Path) -> io::Result<Vec<Segment>> {
     Ok(segments)
 }
 
-fn read_segment(path: &Path) -> io::Result<EncodedEvents> {
-    let bytes = std::fs::read(path)
-        .map_err(|error| io::Error::new(error.kind(), format!("{}: {error}", path.display())))?;
-    Ok(parse_records(&bytes, path))
+/// A leftover segment's events, and its file, kept open.
+fn read_segment(path: &Path) -> io::Result<(KeptFile, EncodedEvents)> {
+    let read = || {
+        let mut file = File::open(path)?;
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut file, &mut bytes)?;
+        Ok((KeptFile::new(file)?, bytes))
+    };
+    let (file, bytes) = read().map_err(|error: io::Error| {
+        io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+    })?;
+    Ok((file, parse_records(&bytes, path)))
 }
 
 /// The events of consecutive records, up to the first zero length (the unwritten rest of a
@@ -768,21 +945,72 @@ mod tests {
     fn a_deleted_directory_is_made_again_and_new_events_go_to_a_segment_there() {
         let dir = temp_dir();
         let (spool, _) = AuditSpool::open(&dir).unwrap();
-        spool.append(&event("before").view()).unwrap();
+        let before = spool.append(&event("before").view()).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         spool.maintain();
         assert!(dir.is_dir());
         let after = spool.append(&event("after").view()).unwrap();
+        assert_ne!(before.segment, after.segment, "writing moved on");
         assert!(segment_path(&dir, after.segment).exists());
+        assert!(segment_path(&dir, before.segment).exists(), "copied back");
         drop(spool); // a crash
         let (_, leftovers) = AuditSpool::open(&dir).unwrap();
         let events = leftovers.events.decode();
         let requests: Vec<_> = events.iter().map(|e| e.request_id.as_str()).collect();
         assert_eq!(
             requests,
-            ["after"],
-            "what was written after the deletion survives"
+            ["before", "after"],
+            "what was written before and after the deletion survives"
         );
+    }
+
+    /// Events spilled out of memory while ingestion is behind are only in the spool's
+    /// files: deleted, they are still read back from the open files, and copied back under
+    /// their names, so that a crash after the deletion loses none of them either.
+    #[test]
+    fn events_in_deleted_segments_are_read_and_survive_a_crash() {
+        let dir = temp_dir();
+        let one_event = (RECORD_HEADER + audit_codec::encoded_len(&event("a").view())) as u64;
+        let (spool, _) = AuditSpool::open_with_segment_size(&dir, one_event * 5 / 2).unwrap();
+        let events: Vec<AuditEvent> = ["a", "b", "c", "d", "e"].map(event).into();
+        let slots: Vec<RecordSlot> = events
+            .iter()
+            .map(|e| spool.append(&e.view()).unwrap())
+            .collect();
+        spool.maintain(); // unmaps the closed segments: their events are read from files
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut read = EncodedEvents::default();
+        assert!(spool.copy_events(&slots, &mut read).is_empty());
+        assert_eq!(read.decode(), events, "read back from the open files");
+        spool.maintain();
+        let mut again = EncodedEvents::default();
+        assert!(spool.copy_events(&slots, &mut again).is_empty());
+        assert_eq!(again.decode(), events, "read back after the copy");
+        spool.append(&event("f").view()).unwrap();
+        // One segment deleted on its own, the current one, in a directory that is there.
+        let current = spool.state.lock().current_segment;
+        std::fs::remove_file(segment_path(&dir, current)).unwrap();
+        spool.maintain();
+        spool.append(&event("g").view()).unwrap();
+        drop(spool); // a crash
+        let (_, leftovers) = AuditSpool::open(&dir).unwrap();
+        let requests: Vec<_> = leftovers
+            .events
+            .decode()
+            .into_iter()
+            .map(|e| e.request_id)
+            .collect();
+        assert_eq!(requests, ["a", "b", "c", "d", "e", "f", "g"]);
+    }
+
+    #[test]
+    fn an_unfinished_copy_is_removed_at_start() {
+        let dir = temp_dir();
+        let unfinished = dir.join(format!("00000000000000000007.{SUFFIX}.{RESTORING_SUFFIX}"));
+        std::fs::write(&unfinished, b"half").unwrap();
+        let (_spool, leftovers) = AuditSpool::open(&dir).unwrap();
+        assert!(leftovers.events.is_empty());
+        assert!(!unfinished.exists());
     }
 
     #[test]
@@ -892,8 +1120,9 @@ mod tests {
         let mut read = EncodedEvents::default();
         assert!(spool.copy_events(&slots[1..], &mut read).is_empty());
         assert_eq!(read.decode(), events[1..]);
-        // A closed segment whose file is gone: its events are reported, the others copied.
-        std::fs::remove_file(segment_path(&dir, slots[0].segment)).unwrap();
+        // A closed segment no longer in the spool (released and deleted): its events are
+        // reported, the others copied.
+        spool.state.lock().files.remove(&slots[0].segment);
         let mut rest = EncodedEvents::default();
         assert_eq!(spool.copy_events(&slots, &mut rest), slots[..2]);
         assert_eq!(rest.decode(), events[2..]);
