@@ -14,13 +14,18 @@ use std::path::Path;
 use memmap2::MmapRaw;
 
 /// Creates the file at `path` with `options` (which must open it for reading and writing,
-/// and create it empty), allocates its `bytes` on disk, and maps it, shared. A file that
-/// could not be allocated is removed, so that a later attempt starts afresh.
-pub fn create(options: &OpenOptions, path: &Path, bytes: u64) -> io::Result<MmapRaw> {
+/// and create it empty), allocates its `bytes` on disk, and maps it, shared; the mapping and
+/// the file, still open. A file that could not be allocated is removed, so that a later
+/// attempt starts afresh.
+pub fn create(options: &OpenOptions, path: &Path, bytes: u64) -> io::Result<(MmapRaw, File)> {
     let file = create_allocated(options, path, bytes)?;
-    MmapRaw::map_raw(&file).inspect_err(|_| {
-        let _ = std::fs::remove_file(path);
-    })
+    match MmapRaw::map_raw(&file) {
+        Ok(mapping) => Ok((mapping, file)),
+        Err(error) => {
+            let _ = std::fs::remove_file(path);
+            Err(error)
+        }
+    }
 }
 
 /// `create`, without the mapping: the file, open.
@@ -143,7 +148,7 @@ mod tests {
         let dir = scratch("allocated");
         let path = dir.join("segment");
         let bytes = 1024 * 1024;
-        let mapping = create(&read_write_new(), &path, bytes).unwrap();
+        let (mapping, _file) = create(&read_write_new(), &path, bytes).unwrap();
         assert_eq!(mapping.len() as u64, bytes);
         let metadata = std::fs::metadata(&path).unwrap();
         assert_eq!(metadata.len(), bytes);

@@ -562,10 +562,9 @@ fn create_segment(
     let mut options = crate::private_dir::file_options();
     options.read(true).write(true).create_new(true);
     let path = segment_path(dir, segment);
-    let file = crate::mapped_file::create_allocated(&options, &path, bytes)?;
-    let made = MmapRaw::map_raw(&file).and_then(|mapping| Ok((mapping, KeptFile::new(file)?)));
-    match made {
-        Ok((mapping, file)) => Ok((Arc::new(mapping), file)),
+    let (mapping, file) = crate::mapped_file::create(&options, &path, bytes)?;
+    match KeptFile::new(file) {
+        Ok(file) => Ok((Arc::new(mapping), file)),
         Err(error) => {
             let _ = std::fs::remove_file(&path);
             Err(error)
@@ -589,9 +588,13 @@ fn copy_back(file: &File, path: &Path) -> io::Result<KeptFile> {
             if read == 0 {
                 break;
             }
-            copy.write_all_at(&buffer[..read], at)?;
+            // The unwritten rest of a segment is zeros: left as a hole, it takes no disk.
+            if buffer[..read].iter().any(|&byte| byte != 0) {
+                copy.write_all_at(&buffer[..read], at)?;
+            }
             at += read as u64;
         }
+        copy.set_len(at)?;
         std::fs::rename(&copying, path)?;
         KeptFile::new(copy)
     });
