@@ -109,9 +109,20 @@ async fn serve(settings: Settings, log: log_writer::QueuedLog) -> Result<(), Str
     let backend = settings.store_kind().name();
     let data_dir = settings.data_dir.clone();
     raise_open_file_limit();
-    let app = Application::build(settings.clone(), log.dropped_counter())
-        .await
-        .map_err(|e| e.to_string())?;
+    // Before anything is served: from here on no stop signal ends the process abruptly.
+    let mut signals = StopSignals::listen();
+    let app = tokio::select! {
+        built = Application::build(settings.clone(), log.dropped_counter()) => {
+            built.map_err(|e| e.to_string())?
+        }
+        // Nothing served yet, nothing to finish: exits at once, as the signal's default
+        // action did (a start waiting for an unreachable database, say).
+        signal = signals.next() => {
+            tracing::info!(signal, "stopped while starting");
+            log.flush_within(LOG_FLUSH_AT_FORCED_EXIT);
+            std::process::exit(130);
+        }
+    };
     if let Some(token) = &app.generated_admin_token {
         // Printed once, never through the log, and on stderr: stdout carries the log, which
         // in JSON form must hold only JSON lines. Only its hash is kept, and not even that
@@ -135,7 +146,7 @@ async fn serve(settings: Settings, log: log_writer::QueuedLog) -> Result<(), Str
         queue = "in-process",
         "statuspulse-auth listening"
     );
-    actix_web::rt::spawn(stop_on_signal(app.handle(), log));
+    actix_web::rt::spawn(stop_on_signal(signals, app.handle(), log));
     app.run_until_stopped()
         .await
         .map_err(|e| format!("server error: {e}"))
@@ -169,14 +180,11 @@ fn raise_open_file_limit() {
 /// accepting, requests in flight finish (for up to 30 s), then `run_until_stopped` stores
 /// the pending audit events. A second signal exits at once; audit events not yet stored are
 /// still in the spool, and the next start stores them.
-async fn stop_on_signal(handle: ApplicationHandle, log: log_writer::QueuedLog) {
-    let mut signals = match StopSignals::listen() {
-        Ok(signals) => signals,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for stop signals");
-            return;
-        }
-    };
+async fn stop_on_signal(
+    mut signals: StopSignals,
+    handle: ApplicationHandle,
+    log: log_writer::QueuedLog,
+) {
     if !signals.left_ignored.is_empty() {
         tracing::info!(
             signals = %signals.left_ignored.join(" "),

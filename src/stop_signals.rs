@@ -30,7 +30,9 @@ pub struct StopSignals {
 }
 
 impl StopSignals {
-    pub fn listen() -> std::io::Result<StopSignals> {
+    /// Starts listening. A signal that cannot be listened for is logged and left as it was:
+    /// the others still stop the server.
+    pub fn listen() -> StopSignals {
         let (sender, arrived) = mpsc::unbounded_channel();
         let mut left_ignored = Vec::new();
         let mut handled = ALWAYS_HANDLED.to_vec();
@@ -42,7 +44,13 @@ impl StopSignals {
             }
         }
         for (name, kind) in handled {
-            let mut stream = signal(kind)?;
+            let mut stream = match signal(kind) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::error!(%error, signal = name, "cannot listen for a stop signal");
+                    continue;
+                }
+            };
             let sender = sender.clone();
             tokio::spawn(async move {
                 while stream.recv().await.is_some() {
@@ -52,10 +60,10 @@ impl StopSignals {
                 }
             });
         }
-        Ok(StopSignals {
+        StopSignals {
             arrived,
             left_ignored,
-        })
+        }
     }
 
     /// The next stop signal, by name.

@@ -111,6 +111,15 @@ impl Modify for CommonErrors {
             let operations = [&mut item.get, &mut item.post, &mut item.delete];
             for operation in operations.into_iter().flatten() {
                 let has_body = operation.request_body.is_some();
+                // `extractors::NoQuery`: admin operations without query parameters refuse any.
+                let takes_query = operation.parameters.iter().flatten().any(|parameter| {
+                    parameter.parameter_in == utoipa::openapi::path::ParameterIn::Query
+                });
+                let query = if on_admin && !takes_query {
+                    "a query string (`invalid_query`: this operation takes no parameters), "
+                } else {
+                    ""
+                };
                 let responses = &mut operation.responses.responses;
                 // A status the operation lists keeps its own words, if it has any.
                 let mut add =
@@ -129,9 +138,11 @@ impl Modify for CommonErrors {
                 if has_body {
                     add(
                         "400",
-                        "a body that is not one JSON object of the documented fields \
-                         (`invalid_body`), or a request that is not HTTP/1.1 \
-                         (`malformed_request`)",
+                        &format!(
+                            "a body that is not one JSON object of the documented fields \
+                             (`invalid_body`), {query}or a request that is not HTTP/1.1 \
+                             (`malformed_request`)"
+                        ),
                     );
                     add(
                         "408",
@@ -146,7 +157,10 @@ impl Modify for CommonErrors {
                 }
                 add(
                     "400",
-                    "not HTTP/1.1: a bad request line, header syntax or framing (`malformed_request`)",
+                    &format!(
+                        "{query}a request that is not HTTP/1.1: a bad request line, header \
+                         syntax or framing (`malformed_request`)"
+                    ),
                 );
                 add(
                     "408",
@@ -209,6 +223,28 @@ mod tests {
             let description = create[status]["description"].as_str().unwrap_or_default();
             assert!(description.contains(says), "create {status}: {description}");
         }
+        // Operations without query parameters say that they refuse them; the lists do not.
+        for (path, method) in [
+            ("/admin/v1/workspaces/{ws}", "get"),
+            ("/admin/v1/workspaces", "post"),
+            ("/admin/v1/workspaces/{ws}/api-keys/{id}", "delete"),
+        ] {
+            let description = doc["paths"][path][method]["responses"]["400"]["description"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                description.contains("invalid_query"),
+                "{method} {path}: {description}"
+            );
+        }
+        let list = doc["paths"]["/admin/v1/workspaces/{ws}/api-keys"]["get"]["responses"]["400"]
+            ["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            !list.contains("this operation takes no parameters"),
+            "{list}"
+        );
         let me = &doc["paths"]["/v1/me"]["get"];
         for status in ["400", "414", "431"] {
             assert!(me["responses"].get(status).is_some(), "me: {status}");

@@ -386,9 +386,11 @@ impl AuditSpool {
     /// Segments whose names were deleted while the server runs (by hand, a cleanup job, the
     /// whole directory) still work through their open files, but a crash would lose their
     /// events. So the directory is made again if it is gone; writing moves on from a
-    /// current segment whose name is gone, to a new one; and every other such segment is
-    /// copied back under its name from its open file. Only a crash before this runs (within
-    /// 50 ms) loses them.
+    /// current segment whose name is gone, to a new one; and every other such segment with
+    /// events not yet released is copied back under its name from its open file. Only a
+    /// crash before this runs (within 50 ms) loses them. File system work happens outside
+    /// the lock, as in `maintain`; what keeps failing (a full disk) is logged once per
+    /// interval, and each success once.
     fn restore_deleted_names(&self) {
         let failed = |error: io::Error, what: &str| {
             if let Some(skipped) = self.restore_failures_log.admit(crate::clock::now_ms()) {
@@ -419,36 +421,19 @@ impl AuditSpool {
         if deleted.is_empty() {
             return;
         }
-        tracing::error!(
-            segments = deleted.len(),
-            dir = %self.dir.display(),
-            "audit spool segments were deleted under the running server: copying them back from their open files"
-        );
-        {
-            let mut state = self.state.lock();
-            let deleted_now = |segment| deleted.iter().any(|(lost, _)| *lost == segment);
-            if let Some(next) = state.next.as_ref().map(|(segment, _)| *segment) {
-                if deleted_now(next) {
-                    // Empty: let go rather than copied.
-                    state.next = None;
-                    state.files.remove(&next);
-                }
-            }
-            if deleted_now(state.current_segment) {
-                state.creation_failing = false;
-                if let Err(error) = self.rotate(&mut state) {
-                    // Still written to: not copied until writing has moved on.
-                    drop(state);
-                    failed(error, "cannot start a new audit spool segment");
-                }
-            }
-        }
+        self.move_writing_off(|segment| deleted.iter().any(|(lost, _)| *lost == segment));
         for (segment, kept) in deleted {
-            let (current, in_spool) = {
+            let needed = {
                 let state = self.state.lock();
-                (state.current_segment, state.files.contains_key(&segment))
+                segment != state.current_segment
+                    && state
+                        .outstanding
+                        .get(&segment)
+                        .is_some_and(|&left| left > 0)
             };
-            if segment == current || !in_spool {
+            // A released one is deleted by `maintain` anyway; the current one once writing
+            // has moved off it.
+            if !needed {
                 continue;
             }
             let path = segment_path(&self.dir, segment);
@@ -456,7 +441,11 @@ impl AuditSpool {
                 Ok(copy) => {
                     let mut state = self.state.lock();
                     match state.files.get_mut(&segment) {
-                        Some(file) => *file = copy,
+                        Some(file) => {
+                            *file = copy;
+                            drop(state);
+                            tracing::error!(segment, dir = %self.dir.display(), "an audit spool segment was deleted under the running server: copied back from its open file");
+                        }
                         // Released and deleted meanwhile.
                         None => {
                             drop(state);
@@ -468,6 +457,60 @@ impl AuditSpool {
                     error,
                     "cannot copy a deleted audit spool segment back; tried again in 50 ms",
                 ),
+            }
+        }
+    }
+
+    /// Moves writing off a current segment whose name was deleted, and lets go of a `next`
+    /// one made ahead whose name was (it holds nothing). The new segment is created outside
+    /// the lock when there is no `next` left to move to.
+    fn move_writing_off(&self, was_deleted: impl Fn(Segment) -> bool) {
+        let to_create = {
+            let mut state = self.state.lock();
+            if let Some(next) = state.next.as_ref().map(|(segment, _)| *segment) {
+                if was_deleted(next) {
+                    state.next = None;
+                    state.files.remove(&next);
+                }
+            }
+            if !was_deleted(state.current_segment) {
+                return;
+            }
+            state.next.is_none().then(|| {
+                state.last_segment += 1;
+                state.last_segment
+            })
+        };
+        if let Some(segment) = to_create {
+            match create_segment(&self.dir, segment, self.segment_bytes) {
+                Ok((mapping, file)) => {
+                    let mut state = self.state.lock();
+                    state.next = Some((segment, mapping));
+                    state.files.insert(segment, file);
+                }
+                Err(error) => {
+                    if let Some(skipped) = self.restore_failures_log.admit(crate::clock::now_ms()) {
+                        tracing::error!(%error, skipped, segment, "the current audit spool segment was deleted and no new one can be made; tried again in 50 ms");
+                    }
+                    return;
+                }
+            }
+        }
+        let mut state = self.state.lock();
+        // A request may have filled the current segment meanwhile and moved on by itself.
+        if was_deleted(state.current_segment) {
+            let deleted = state.current_segment;
+            // `next` is there: no file system work under the lock.
+            match self.rotate(&mut state) {
+                Ok(()) => {
+                    let current = state.current_segment;
+                    drop(state);
+                    tracing::error!(deleted, current, "the current audit spool segment was deleted under the running server: writing moved to a new one");
+                }
+                Err(error) => {
+                    drop(state);
+                    tracing::error!(%error, "cannot start a new audit spool segment");
+                }
             }
         }
     }
@@ -527,9 +570,14 @@ impl AuditSpool {
     }
 
     fn delete(&self, segment: Segment) {
-        if let Err(error) = std::fs::remove_file(segment_path(&self.dir, segment)) {
+        match std::fs::remove_file(segment_path(&self.dir, segment)) {
+            // Its name was deleted under the server and, released, not copied back.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             // Harmless: its events are stored; a later start replays and ignores them.
-            tracing::warn!(%error, segment, "could not delete a released audit spool segment");
+            Err(error) => {
+                tracing::warn!(%error, segment, "could not delete a released audit spool segment")
+            }
+            Ok(()) => {}
         }
     }
 }
@@ -1004,6 +1052,24 @@ mod tests {
             .map(|e| e.request_id)
             .collect();
         assert_eq!(requests, ["a", "b", "c", "d", "e", "f", "g"]);
+    }
+
+    /// A deleted segment whose events are all stored is not copied back: `maintain` would
+    /// only delete it again, and on a full disk the copy takes room the others need.
+    #[test]
+    fn a_deleted_segment_with_every_event_released_is_not_copied_back() {
+        let dir = temp_dir();
+        let one_event = (RECORD_HEADER + audit_codec::encoded_len(&event("a").view())) as u64;
+        let (spool, _) = AuditSpool::open_with_segment_size(&dir, one_event * 3 / 2).unwrap();
+        let released = spool.append(&event("a").view()).unwrap();
+        let kept = spool.append(&event("b").view()).unwrap();
+        spool.release(&[(released.segment, 1)]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        // The restoring step alone: the rest of `maintain` deletes released segments.
+        spool.restore_deleted_names();
+        assert!(!segment_path(&dir, released.segment).exists());
+        assert!(segment_path(&dir, kept.segment).exists());
+        assert_eq!(spool.outstanding(), 1);
     }
 
     #[test]
