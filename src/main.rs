@@ -175,9 +175,8 @@ fn raise_open_file_limit() {
     }
 }
 
-/// On the first stop signal (SIGINT from Ctrl-C, SIGTERM, and any other whose default
-/// would end the process at once: see [`StopSignals`]), stops gracefully: the listeners stop
-/// accepting, requests in flight finish (for up to 30 s), then `run_until_stopped` stores
+/// On the first stop signal (SIGINT from Ctrl-C, SIGTERM, and the others of
+/// [`StopSignals`]), stops gracefully: the listeners stop accepting, requests in flight finish (for up to 30 s), then `run_until_stopped` stores
 /// the pending audit events. A second signal exits at once; audit events not yet stored are
 /// still in the spool, and the next start stores them.
 async fn stop_on_signal(

@@ -1,6 +1,8 @@
-//! The signals that stop the server. Every signal whose default action would end the
-//! process at once (cutting off requests in flight) stops it gracefully instead, so that
-//! `kill -HUP`, `kill -QUIT` or a stray `kill -USR1` costs no answer. A signal that was
+//! The signals that stop the server. Besides SIGINT and SIGTERM, the other signals that
+//! people and programs send to servers, and whose default action would end the process at
+//! once, cutting off requests in flight (SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM), stop
+//! it gracefully instead, so that `kill -HUP`, `kill -QUIT` or a stray `kill -USR1` costs
+//! no answer. A signal that was
 //! already ignored when the program started stays ignored: `nohup` starts a program with
 //! SIGHUP ignored, and a handler would undo it. SIGINT and SIGTERM, the documented ways to
 //! stop, are always handled.

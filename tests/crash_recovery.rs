@@ -259,8 +259,7 @@ fn rate_limit_counts_survive_a_crash_after_their_directory_was_deleted() {
     );
 }
 
-/// The signals whose default action would end the process at once: each one stops it
-/// gracefully, as SIGINT and SIGTERM do.
+/// The stop signals (`src/stop_signals.rs`): each one stops the server gracefully.
 const STOP_SIGNALS: [&str; 7] = ["INT", "TERM", "HUP", "QUIT", "USR1", "USR2", "ALRM"];
 
 /// `serve` started through `env` with the given signal dispositions (`--default-signal=…`,

@@ -1015,19 +1015,27 @@ mod tests {
         );
     }
 
+    /// A spool in `dir` with room for two events a segment, and five events appended.
+    fn five_events_over_three_segments(
+        dir: &Path,
+    ) -> (AuditSpool, Vec<AuditEvent>, Vec<RecordSlot>) {
+        let one_event = (RECORD_HEADER + audit_codec::encoded_len(&event("a").view())) as u64;
+        let (spool, _) = AuditSpool::open_with_segment_size(dir, one_event * 5 / 2).unwrap();
+        let events: Vec<AuditEvent> = ["a", "b", "c", "d", "e"].map(event).into();
+        let slots: Vec<RecordSlot> = events
+            .iter()
+            .map(|e| spool.append(&e.view()).unwrap())
+            .collect();
+        (spool, events, slots)
+    }
+
     /// Events spilled out of memory while ingestion is behind are only in the spool's
     /// files: deleted, they are still read back from the open files, and copied back under
     /// their names, so that a crash after the deletion loses none of them either.
     #[test]
     fn events_in_deleted_segments_are_read_and_survive_a_crash() {
         let dir = temp_dir();
-        let one_event = (RECORD_HEADER + audit_codec::encoded_len(&event("a").view())) as u64;
-        let (spool, _) = AuditSpool::open_with_segment_size(&dir, one_event * 5 / 2).unwrap();
-        let events: Vec<AuditEvent> = ["a", "b", "c", "d", "e"].map(event).into();
-        let slots: Vec<RecordSlot> = events
-            .iter()
-            .map(|e| spool.append(&e.view()).unwrap())
-            .collect();
+        let (spool, events, slots) = five_events_over_three_segments(&dir);
         spool.maintain(); // unmaps the closed segments: their events are read from files
         std::fs::remove_dir_all(&dir).unwrap();
         let mut read = EncodedEvents::default();
@@ -1171,13 +1179,7 @@ mod tests {
     #[test]
     fn queued_events_are_copied_from_open_and_closed_segments() {
         let dir = temp_dir();
-        let one_event = (RECORD_HEADER + audit_codec::encoded_len(&event("a").view())) as u64;
-        let (spool, _) = AuditSpool::open_with_segment_size(&dir, one_event * 5 / 2).unwrap();
-        let events: Vec<AuditEvent> = ["a", "b", "c", "d", "e"].map(event).into();
-        let slots: Vec<RecordSlot> = events
-            .iter()
-            .map(|e| spool.append(&e.view()).unwrap())
-            .collect();
+        let (spool, events, slots) = five_events_over_three_segments(&dir);
         assert_ne!(
             slots[0].segment, slots[4].segment,
             "the events span segments"
