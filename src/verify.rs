@@ -399,13 +399,20 @@ fn authorize(
 
 /// The method for the audit log, as sent (methods are case-sensitive, and `get` was
 /// authorised as the unknown method it is): the standard ones borrowed (no allocation per
-/// request), anything else copied and capped.
+/// request), anything else copied and capped, with any credential in it cut first (a key
+/// sent as `X-Forwarded-Method`). Capped first, a key would leave its prefix and part of
+/// its secret, and a secret without its prefix, cut short, could no longer be recognised.
 fn audit_method(method: &str) -> Cow<'static, str> {
     const STANDARD: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
-    match STANDARD.iter().find(|known| **known == method) {
-        Some(known) => Cow::Borrowed(known),
-        None => Cow::Owned(truncate(method, 16).to_owned()),
+    if let Some(known) = STANDARD.iter().find(|known| **known == method) {
+        return Cow::Borrowed(known);
     }
+    let method = if mentions_credential(method) {
+        Cow::Owned(without_credentials(method))
+    } else {
+        Cow::Borrowed(method)
+    };
+    Cow::Owned(truncate(&method, 16).to_owned())
 }
 
 /// Extracts the token of `Authorization: Bearer <token>`. On bytes: the scheme and the
@@ -588,6 +595,24 @@ mod tests {
         assert!(matches!(audit_method("DELETE"), Cow::Borrowed("DELETE")));
         assert_eq!(audit_method("PROPFIND"), "PROPFIND");
         assert_eq!(audit_method(&"X".repeat(40)).len(), 16);
+    }
+
+    /// Found by a black-box pass: a key sent as the forwarded method left its prefix and 8
+    /// characters of its secret in the audit log, its secret alone 16 characters.
+    #[test]
+    fn a_key_sent_as_the_method_is_cut_before_the_method_is_capped() {
+        use crate::domain::api_key::generate_key;
+        use crate::domain::hashing::KeyHasher;
+        use secrecy::ExposeSecret;
+        let hasher = KeyHasher::new([7; 32]);
+        let generated = generate_key(Environment::Live, &mut rand::thread_rng(), |k| {
+            hasher.hash(k)
+        });
+        let key = generated.secret.expose_secret();
+        let secret = &key["sp_live_".len()..];
+        assert_eq!(audit_method(key), "sp_live_…");
+        assert_eq!(audit_method(secret), "…");
+        assert_eq!(audit_method(&format!("X{key}")), "Xsp_live_…");
     }
 
     #[test]
