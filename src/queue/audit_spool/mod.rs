@@ -485,6 +485,8 @@ impl AuditSpool {
             match create_segment(&self.dir, segment, self.segment_bytes) {
                 Ok((mapping, file)) => {
                     let mut state = self.state.lock();
+                    // Only `maintain` makes segments ahead, and it is running this.
+                    debug_assert!(state.next.is_none());
                     state.next = Some((segment, mapping));
                     state.files.insert(segment, file);
                 }
