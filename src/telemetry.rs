@@ -17,10 +17,16 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 use crate::request_scope;
 
-/// The filter when `RUST_LOG` is unset or empty. actix-http logs every request it cannot
-/// parse at `ERROR` ("stream error: request parse error"), so any client could fill the
-/// error log with malformed requests; the client gets its 400 either way.
-const DEFAULT_FILTER: &str = "info,actix_http::h1::dispatcher=off";
+/// The filter when `RUST_LOG` is unset or empty.
+const DEFAULT_FILTER: &str = "info";
+
+/// actix-http logs every request it cannot parse at `ERROR` ("stream error: request parse
+/// error"), without the request id its answer carries: any client could fill the error log
+/// with its own mistakes, and page whoever watches it. The client gets its 400 either way,
+/// and the engine logs the refusal at `debug` with the request id
+/// (`http::parse_refusals`). So the dispatcher's lines are off unless `RUST_LOG` names
+/// actix-http itself.
+const PARSE_ERRORS_TARGET: &str = "actix_http::h1::dispatcher";
 
 /// Libraries' targets whose debug and trace lines quote what passes through them: the
 /// parameters of every PostgreSQL statement (a key sent as an audit-log filter, a user's
@@ -54,6 +60,12 @@ fn filter_from(value: &str) -> Result<EnvFilter, String> {
     let mut filter = EnvFilter::builder().parse(value).map_err(|error| {
         format!("RUST_LOG: {error} (for example RUST_LOG=info or RUST_LOG=statuspulse_auth=debug)")
     })?;
+    if !value.contains("actix_http") {
+        let directive = format!("{PARSE_ERRORS_TARGET}=off")
+            .parse()
+            .map_err(|error| format!("RUST_LOG: {error}"))?;
+        filter = filter.add_directive(directive);
+    }
     for target in PAYLOAD_TARGETS {
         let directive = format!("{target}=info")
             .parse()
@@ -194,6 +206,27 @@ mod tests {
         tracing::dispatcher::with_default(&dispatch, log);
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         text.lines().map(str::to_owned).collect()
+    }
+
+    /// Found by a black-box pass: with `RUST_LOG=info` set, each malformed request logged an
+    /// `ERROR` line without a request id.
+    #[test]
+    fn parse_errors_of_clients_are_off_unless_rust_log_names_actix_http() {
+        for (rust_log, kept) in [
+            ("", false),
+            ("info", false),
+            ("debug,statuspulse_auth=trace", false),
+            ("info,actix_http=error", true),
+            ("info,actix_http::h1::dispatcher=error", true),
+        ] {
+            let lines = lines_with(LogFormat::Text, filter_from(rust_log).unwrap(), || {
+                tracing::error!(target: "actix_http::h1::dispatcher", "stream error: request parse error");
+                tracing::error!(target: "statuspulse_auth::startup", "ours");
+            });
+            let parse_error = lines.iter().any(|line| line.contains("stream error"));
+            assert_eq!(parse_error, kept, "RUST_LOG={rust_log:?}: {lines:?}");
+            assert!(lines.iter().any(|line| line.contains("ours")), "{lines:?}");
+        }
     }
 
     #[test]
