@@ -25,7 +25,7 @@ const DEFAULT_FILTER: &str = "info";
 /// with its own mistakes, and page whoever watches it. The client gets its 400 either way,
 /// and the engine logs the refusal at `debug` with the request id
 /// (`http::parse_refusals`). So the dispatcher's lines are off unless `RUST_LOG` names
-/// actix-http itself.
+/// actix-http itself or asks for everything at `debug` or `trace` (a bare `debug`).
 const PARSE_ERRORS_TARGET: &str = "actix_http::h1::dispatcher";
 
 /// Libraries' targets whose debug and trace lines quote what passes through them: the
@@ -60,7 +60,12 @@ fn filter_from(value: &str) -> Result<EnvFilter, String> {
     let mut filter = EnvFilter::builder().parse(value).map_err(|error| {
         format!("RUST_LOG: {error} (for example RUST_LOG=info or RUST_LOG=statuspulse_auth=debug)")
     })?;
-    if !value.contains("actix_http") {
+    let everything_in_detail = value.split(',').map(str::trim).any(|directive| {
+        ["debug", "trace"]
+            .iter()
+            .any(|level| directive.eq_ignore_ascii_case(level))
+    });
+    if !value.contains("actix_http") && !everything_in_detail {
         let directive = format!("{PARSE_ERRORS_TARGET}=off")
             .parse()
             .map_err(|error| format!("RUST_LOG: {error}"))?;
@@ -211,11 +216,13 @@ mod tests {
     /// Found by a black-box pass: with `RUST_LOG=info` set, each malformed request logged an
     /// `ERROR` line without a request id.
     #[test]
-    fn parse_errors_of_clients_are_off_unless_rust_log_names_actix_http() {
+    fn parse_errors_of_clients_are_off_unless_rust_log_asks_for_them() {
         for (rust_log, kept) in [
             ("", false),
             ("info", false),
-            ("debug,statuspulse_auth=trace", false),
+            ("warn,statuspulse_auth=trace", false),
+            ("debug", true),
+            ("TRACE,tokio=info", true),
             ("info,actix_http=error", true),
             ("info,actix_http::h1::dispatcher=error", true),
         ] {
