@@ -47,12 +47,50 @@ pub enum Listener {
     Admin = 1,
 }
 
+/// The admin listener's paths, as a metric label: its answers are counted by path and
+/// status class. The public listener's are not (a lookup per answer on the hot path); its
+/// two verifying routes are counted by outcome.
+const ADMIN_ROUTES: [&str; 12] = [
+    "/admin/v1/workspaces",
+    "/admin/v1/workspaces/{ws}",
+    "/admin/v1/workspaces/{ws}/api-keys",
+    "/admin/v1/workspaces/{ws}/api-keys/{id}",
+    "/admin/v1/workspaces/{ws}/api-keys/{id}/rotate",
+    "/admin/v1/users",
+    "/admin/v1/workspaces/{ws}/members",
+    "/admin/v1/workspaces/{ws}/audit-log",
+    "/metrics",
+    "/openapi.json",
+    "/healthz",
+    // Any other path (404), and a request refused before routing.
+    "other",
+];
+
+/// A path of the admin listener, as its answers are counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminRoute(usize);
+
+impl AdminRoute {
+    /// The route of `path`, one of [`ADMIN_ROUTES`].
+    pub fn labelled(path: &str) -> Option<AdminRoute> {
+        ADMIN_ROUTES[..ADMIN_ROUTES.len() - 1]
+            .iter()
+            .position(|route| *route == path)
+            .map(AdminRoute)
+    }
+
+    const OTHER: AdminRoute = AdminRoute(ADMIN_ROUTES.len() - 1);
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
 #[derive(Default)]
 pub struct Metrics {
     verifications: [[AtomicU64; OUTCOMES.len()]; HOT_ROUTES.len()],
     latency_buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
     latency_sum_ns: AtomicU64,
     responses: [[AtomicU64; 5]; 2],
+    admin_responses: [[AtomicU64; 5]; ADMIN_ROUTES.len()],
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     pub negative_cache_hits: AtomicU64,
@@ -110,9 +148,19 @@ impl Metrics {
             .fetch_add(took.as_nanos() as u64, Relaxed);
     }
 
-    pub fn record_response(&self, listener: Listener, status: u16) {
+    /// An answer of `listener`; on the admin listener, of `admin_route` (none: no route's).
+    pub fn record_response(
+        &self,
+        listener: Listener,
+        admin_route: Option<AdminRoute>,
+        status: u16,
+    ) {
         let class = usize::from((status / 100).clamp(1, 5) - 1);
         self.responses[listener as usize][class].fetch_add(1, Relaxed);
+        if listener == Listener::Admin {
+            let route = admin_route.unwrap_or(AdminRoute::OTHER);
+            self.admin_responses[route.0][class].fetch_add(1, Relaxed);
+        }
     }
 
     /// Renders every metric; `live_actors` is read from the registry by the caller.
@@ -166,11 +214,25 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE statuspulse_http_responses_total counter");
         for (l, listener) in ["public", "admin"].iter().enumerate() {
-            for (c, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+            for (c, class) in CLASSES.iter().enumerate() {
                 let value = self.responses[l][c].load(Relaxed);
                 let _ = writeln!(
                     out,
                     "statuspulse_http_responses_total{{listener=\"{listener}\",class=\"{class}\"}} {value}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP statuspulse_admin_responses_total Admin listener answers by path and status class."
+        );
+        let _ = writeln!(out, "# TYPE statuspulse_admin_responses_total counter");
+        for (r, route) in ADMIN_ROUTES.iter().enumerate() {
+            for (c, class) in CLASSES.iter().enumerate() {
+                let value = self.admin_responses[r][c].load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "statuspulse_admin_responses_total{{route=\"{route}\",class=\"{class}\"}} {value}"
                 );
             }
         }

@@ -192,6 +192,26 @@ pub fn document() -> String {
 
 #[cfg(test)]
 mod tests {
+    /// `/metrics` counts the admin listener's answers by path: every admin path has its
+    /// label (one left out would be counted as `other`).
+    #[test]
+    fn every_admin_path_has_a_metrics_label() {
+        let doc: serde_json::Value = serde_json::from_str(&super::document()).unwrap();
+        let admin_paths: Vec<&String> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|path| path.starts_with("/admin/"))
+            .collect();
+        assert!(admin_paths.len() >= 8, "{admin_paths:?}");
+        for path in admin_paths {
+            assert!(
+                crate::metrics::AdminRoute::labelled(path).is_some(),
+                "{path} has no label"
+            );
+        }
+    }
+
     #[test]
     fn document_is_openapi_3_1_with_every_path() {
         let doc: serde_json::Value = serde_json::from_str(&super::document()).unwrap();

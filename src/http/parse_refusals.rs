@@ -192,7 +192,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ParseRefusals<T> {
             }
             Some((_, refusal, date)) => {
                 let (status, answer) = api_answer(refusal, date);
-                this.metrics.record_response(this.listener, status);
+                this.metrics.record_response(this.listener, None, status);
                 this.pending = Some((answer, 0));
                 // The canned answer counts as written; ours goes out on this and the
                 // following polls, before any flush or shutdown completes.

@@ -17,7 +17,7 @@ use super::parse_refusals::MAX_HEADER_FIELDS;
 use super::public;
 use super::state::AppState;
 use crate::domain::credential_text::mentions_credential;
-use crate::metrics::Listener;
+use crate::metrics::{AdminRoute, Listener};
 use crate::request_scope;
 use crate::verify::DenyReason;
 
@@ -71,9 +71,13 @@ async fn respond<B: MessageBody + 'static>(
             .request()
             .app_data::<Listener>()
             .unwrap_or(&Listener::Public);
+        // Looked up on the admin listener only: not a cost of the hot path.
+        let admin_route = (listener == Listener::Admin)
+            .then(|| response.request().app_data::<AdminRoute>().copied())
+            .flatten();
         state
             .metrics
-            .record_response(listener, response.status().as_u16());
+            .record_response(listener, admin_route, response.status().as_u16());
     }
     Ok(response)
 }

@@ -123,6 +123,33 @@ async fn metrics_count_verifications_and_cache_use() {
     );
 }
 
+/// The admin listener's answers are counted by path (its pattern) and status class.
+#[actix_web::test]
+async fn metrics_count_admin_answers_by_route_and_class() {
+    let app = spawn_app().await;
+    let ws = app.create_workspace("Acme").await;
+    let (key_id, _) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
+    app.revoke_key(&ws, &key_id).await;
+    app.revoke_key(&ws, "key_nope").await;
+    app.admin_call("GET", "/admin/v1/workspaces/ws_nope", None)
+        .await;
+    app.admin_call("GET", "/admin/v1/nowhere", None).await;
+    let text = app.metrics().await;
+    let count = |route: &str, class: &str| {
+        metric(
+            &text,
+            &format!("statuspulse_admin_responses_total{{route=\"{route}\",class=\"{class}\"}}"),
+        )
+    };
+    assert_eq!(count("/admin/v1/workspaces", "2xx"), 1.0);
+    assert_eq!(count("/admin/v1/workspaces/{ws}/api-keys", "2xx"), 1.0);
+    assert_eq!(count("/admin/v1/workspaces/{ws}/api-keys/{id}", "2xx"), 1.0);
+    assert_eq!(count("/admin/v1/workspaces/{ws}/api-keys/{id}", "4xx"), 1.0);
+    assert_eq!(count("/admin/v1/workspaces/{ws}", "4xx"), 1.0);
+    assert_eq!(count("other", "4xx"), 1.0);
+    assert_eq!(count("/admin/v1/users", "2xx"), 0.0);
+}
+
 #[actix_web::test]
 async fn openapi_document_describes_both_apis() {
     let app = spawn_app().await;

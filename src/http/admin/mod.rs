@@ -18,47 +18,48 @@ use super::error::{ApiError, ErrorKind};
 use super::state::AppState;
 use crate::domain::credential_text::holds_credential;
 use crate::domain::ids;
+use crate::metrics::AdminRoute;
 use crate::secrets::AdminToken;
 use crate::verify::{bearer_token, DenyReason};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
         .service(
-            web::scope("/admin/v1")
+            web::scope(SCOPE)
                 .wrap(from_fn(require_admin_token))
-                .service(resource(
-                    "/workspaces",
+                .service(scoped(
+                    "/admin/v1/workspaces",
                     [on(Method::Post, workspaces::create)],
                 ))
-                .service(resource(
-                    "/workspaces/{ws}",
+                .service(scoped(
+                    "/admin/v1/workspaces/{ws}",
                     [on(Method::Read, workspaces::get)],
                 ))
-                .service(resource(
-                    "/workspaces/{ws}/api-keys",
+                .service(scoped(
+                    "/admin/v1/workspaces/{ws}/api-keys",
                     [
                         on(Method::Read, api_keys::list),
                         on(Method::Post, api_keys::create),
                     ],
                 ))
-                .service(resource(
-                    "/workspaces/{ws}/api-keys/{id}",
+                .service(scoped(
+                    "/admin/v1/workspaces/{ws}/api-keys/{id}",
                     [
                         on(Method::Read, api_keys::get),
                         on(Method::Delete, api_keys::revoke),
                     ],
                 ))
-                .service(resource(
-                    "/workspaces/{ws}/api-keys/{id}/rotate",
+                .service(scoped(
+                    "/admin/v1/workspaces/{ws}/api-keys/{id}/rotate",
                     [on(Method::Post, api_keys::rotate)],
                 ))
-                .service(resource("/users", [on(Method::Post, users::create)]))
-                .service(resource(
-                    "/workspaces/{ws}/members",
+                .service(scoped("/admin/v1/users", [on(Method::Post, users::create)]))
+                .service(scoped(
+                    "/admin/v1/workspaces/{ws}/members",
                     [on(Method::Post, users::add_member)],
                 ))
-                .service(resource(
-                    "/workspaces/{ws}/audit-log",
+                .service(scoped(
+                    "/admin/v1/workspaces/{ws}/audit-log",
                     [on(Method::Read, audit_log::list)],
                 )),
         )
@@ -116,18 +117,43 @@ where
     }
 }
 
-/// A path of the admin listener with its routes. Any other method gets 405 with the
-/// routes' methods in `Allow`, as HTTP requires.
-fn resource<const N: usize>(path: &str, routes: [MethodRoute; N]) -> Resource {
+/// The admin API's paths start with this.
+const SCOPE: &str = "/admin/v1";
+
+/// A path of the admin API's scope, given whole (as `/metrics` labels its answers), with
+/// its routes.
+fn scoped<const N: usize>(path: &'static str, routes: [MethodRoute; N]) -> Resource {
+    debug_assert!(path.starts_with(SCOPE));
+    resource_at(path, &path[SCOPE.len()..], routes)
+}
+
+/// A path of the admin listener, outside the scope, with its routes.
+fn resource<const N: usize>(path: &'static str, routes: [MethodRoute; N]) -> Resource {
+    resource_at(path, path, routes)
+}
+
+/// A path of the admin listener with its routes, its answers counted under `label` in
+/// `/metrics`. Any other method gets 405 with the routes' methods in `Allow`, as HTTP
+/// requires.
+fn resource_at<const N: usize>(
+    label: &'static str,
+    path: &str,
+    routes: [MethodRoute; N],
+) -> Resource {
     let allow: Arc<str> = routes
         .iter()
         .map(|route| route.method.names())
         .collect::<Vec<_>>()
         .join(", ")
         .into();
+    let counted = match AdminRoute::labelled(label) {
+        Some(route) => web::resource(path).app_data(route),
+        // Counted with the answers to no route; a test lists every route's label.
+        None => web::resource(path),
+    };
     routes
         .into_iter()
-        .fold(web::resource(path), |resource, route| resource.route(route.route))
+        .fold(counted, |resource, route| resource.route(route.route))
         .default_service(web::to(move || {
             let allow = Some(Arc::clone(&allow));
             async move { Err::<HttpResponse, ApiError>(ErrorKind::MethodNotAllowed { allow }.into()) }
