@@ -62,7 +62,8 @@ const ADMIN_ROUTES: [&str; 12] = [
     "/metrics",
     "/openapi.json",
     "/healthz",
-    // Any other path (404), and a request refused before routing.
+    // Any other path (404), and a request refused before it reached its route: by the
+    // admin token's check (401), by the HTTP parser.
     "other",
 ];
 
