@@ -84,14 +84,40 @@ impl AdminRoute {
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// `Listener`'s values, as a metric label.
+const LISTENERS: [&str; 2] = ["public", "admin"];
+
+/// A counter with two labels: its help and type lines, then one line for every pair of
+/// label values, `counts[a][b]` for the `a`-th value of the first label and the `b`-th of
+/// the second.
+fn write_counter_table<const A: usize, const B: usize>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    (first, first_values): (&str, &[&str; A]),
+    (second, second_values): (&str, &[&str; B]),
+    counts: &[[AtomicU64; B]; A],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (a, first_value) in first_values.iter().enumerate() {
+        for (b, second_value) in second_values.iter().enumerate() {
+            let value = counts[a][b].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}{{{first}=\"{first_value}\",{second}=\"{second_value}\"}} {value}"
+            );
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct Metrics {
     verifications: [[AtomicU64; OUTCOMES.len()]; HOT_ROUTES.len()],
     latency_buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
     latency_sum_ns: AtomicU64,
-    responses: [[AtomicU64; 5]; 2],
-    admin_responses: [[AtomicU64; 5]; ADMIN_ROUTES.len()],
+    responses: [[AtomicU64; CLASSES.len()]; LISTENERS.len()],
+    admin_responses: [[AtomicU64; CLASSES.len()]; ADMIN_ROUTES.len()],
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     pub negative_cache_hits: AtomicU64,
@@ -167,20 +193,14 @@ impl Metrics {
     /// Renders every metric; `live_actors` is read from the registry by the caller.
     pub fn render(&self, live_actors: usize) -> String {
         let mut out = String::with_capacity(4096);
-        let _ = writeln!(
-            out,
-            "# HELP statuspulse_verifications_total Credential verifications by route and outcome."
+        write_counter_table(
+            &mut out,
+            "statuspulse_verifications_total",
+            "Credential verifications by route and outcome.",
+            ("route", &HOT_ROUTES),
+            ("outcome", &OUTCOMES),
+            &self.verifications,
         );
-        let _ = writeln!(out, "# TYPE statuspulse_verifications_total counter");
-        for (r, route) in HOT_ROUTES.iter().enumerate() {
-            for (o, outcome) in OUTCOMES.iter().enumerate() {
-                let value = self.verifications[r][o].load(Relaxed);
-                let _ = writeln!(
-                    out,
-                    "statuspulse_verifications_total{{route=\"{route}\",outcome=\"{outcome}\"}} {value}"
-                );
-            }
-        }
         let _ = writeln!(out, "# HELP statuspulse_verification_duration_seconds Time to verify a credential, rate limit and audit hand-off included.");
         let _ = writeln!(
             out,
@@ -209,34 +229,22 @@ impl Metrics {
             out,
             "statuspulse_verification_duration_seconds_count {cumulative}"
         );
-        let _ = writeln!(
-            out,
-            "# HELP statuspulse_http_responses_total HTTP responses by listener and status class."
+        write_counter_table(
+            &mut out,
+            "statuspulse_http_responses_total",
+            "HTTP responses by listener and status class.",
+            ("listener", &LISTENERS),
+            ("class", &CLASSES),
+            &self.responses,
         );
-        let _ = writeln!(out, "# TYPE statuspulse_http_responses_total counter");
-        for (l, listener) in ["public", "admin"].iter().enumerate() {
-            for (c, class) in CLASSES.iter().enumerate() {
-                let value = self.responses[l][c].load(Relaxed);
-                let _ = writeln!(
-                    out,
-                    "statuspulse_http_responses_total{{listener=\"{listener}\",class=\"{class}\"}} {value}"
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP statuspulse_admin_responses_total Admin listener answers by path and status class."
+        write_counter_table(
+            &mut out,
+            "statuspulse_admin_responses_total",
+            "Admin listener answers by path and status class.",
+            ("route", &ADMIN_ROUTES),
+            ("class", &CLASSES),
+            &self.admin_responses,
         );
-        let _ = writeln!(out, "# TYPE statuspulse_admin_responses_total counter");
-        for (r, route) in ADMIN_ROUTES.iter().enumerate() {
-            for (c, class) in CLASSES.iter().enumerate() {
-                let value = self.admin_responses[r][c].load(Relaxed);
-                let _ = writeln!(
-                    out,
-                    "statuspulse_admin_responses_total{{route=\"{route}\",class=\"{class}\"}} {value}"
-                );
-            }
-        }
         let counters = [
             (
                 "statuspulse_key_cache_hits_total",

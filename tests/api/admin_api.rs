@@ -645,6 +645,8 @@ async fn operations_without_query_parameters_refuse_them_and_change_nothing() {
     let (key_id, key) = app.create_key(&ws, "ci", "live", &["checks:read"]).await;
     let keys = format!("/admin/v1/workspaces/{ws}/api-keys");
     let one_key = format!("{keys}/{key_id}");
+    let dry_user =
+        json!({ "email": "dry@example.com", "password": "correct horse battery", "name": "Dry" });
     let calls = [
         (
             "POST",
@@ -660,13 +662,7 @@ async fn operations_without_query_parameters_refuse_them_and_change_nothing() {
         ("GET", one_key.clone(), None),
         ("DELETE", one_key.clone(), None),
         ("POST", format!("{one_key}/rotate"), None),
-        (
-            "POST",
-            "/admin/v1/users".to_owned(),
-            Some(
-                json!({ "email": "dry@example.com", "password": "correct horse battery", "name": "Dry" }),
-            ),
-        ),
+        ("POST", "/admin/v1/users".to_owned(), Some(dry_user.clone())),
     ];
     for (method, path, body) in calls {
         let reply = app
@@ -682,11 +678,7 @@ async fn operations_without_query_parameters_refuse_them_and_change_nothing() {
     assert_eq!(listed.body["data"][0]["status"], "active");
     assert_eq!(app.me(&key).await.status.as_u16(), 200);
     let user = app
-        .admin_call(
-            "POST",
-            "/admin/v1/users",
-            Some(json!({ "email": "dry@example.com", "password": "correct horse battery", "name": "Dry" })),
-        )
+        .admin_call("POST", "/admin/v1/users", Some(dry_user))
         .await;
     assert_eq!(user.status.as_u16(), 201, "the refused call made the user");
     let member = app
