@@ -434,14 +434,17 @@ pub fn bearer_token(header: Option<&[u8]>) -> Result<&str, DenyReason> {
 }
 
 /// The path for the audit log: the part the route rule judged, without the query (which
-/// may carry secrets), capped, and with any credential in it cut (a key pasted into a path
-/// must not reach the log).
+/// may carry secrets), with any credential in it cut (a key pasted into a path must not
+/// reach the log), then capped. Cut first, as for the method: capped first, a secret
+/// without its prefix that straddles the cap would lose its last characters, no longer be
+/// recognised, and reach the log with all of its randomness.
 fn audit_path(uri: &str) -> Cow<'_, str> {
-    let path = truncate(path_of(uri), 512);
+    const MAX_BYTES: usize = 512;
+    let path = path_of(uri);
     if mentions_credential(path) {
-        Cow::Owned(without_credentials(path))
+        Cow::Owned(truncate(&without_credentials(path), MAX_BYTES).to_owned())
     } else {
-        Cow::Borrowed(path)
+        Cow::Borrowed(truncate(path, MAX_BYTES))
     }
 }
 
@@ -613,6 +616,33 @@ mod tests {
         assert_eq!(audit_method(key), "sp_live_…");
         assert_eq!(audit_method(secret), "…");
         assert_eq!(audit_method(&format!("X{key}")), "Xsp_live_…");
+    }
+
+    #[test]
+    fn a_key_in_a_path_is_cut_before_the_path_is_capped() {
+        use crate::domain::api_key::generate_key;
+        use crate::domain::hashing::KeyHasher;
+        use secrecy::ExposeSecret;
+        let hasher = KeyHasher::new([7; 32]);
+        let generated = generate_key(Environment::Live, &mut rand::thread_rng(), |k| {
+            hasher.hash(k)
+        });
+        let key = generated.secret.expose_secret();
+        let secret = &key["sp_live_".len()..];
+        // The secret alone, straddling the 512-byte cap: capped first, 37 of its 38
+        // characters stayed, too short to be recognised as a key's secret part.
+        let filler = "x".repeat(512 - "/v1/checks/".len() - 1 - (secret.len() - 1));
+        let path = format!("/v1/checks/{filler}/{secret}");
+        assert!(path.len() > 512);
+        let audited = audit_path(&path);
+        assert!(audited.len() <= 512);
+        assert!(!audited.contains(&secret[..20]), "{audited}");
+        assert!(audited.ends_with("/…"), "{audited}");
+        // With its prefix, cut after the prefix wherever it stands.
+        let filler = "x".repeat(500);
+        let path = format!("/v1/{filler}/{key}");
+        let audited = audit_path(&path);
+        assert!(!audited.contains(&secret[..4]), "{audited}");
     }
 
     #[test]

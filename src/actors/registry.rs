@@ -1,5 +1,6 @@
 //! Finds the actor of a workspace, and the workspace of a cached key.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -66,6 +67,8 @@ pub struct WorkspaceRegistry {
     key_index: DashMap<KeyHash, Arc<WorkspaceState>, KeyHashState>,
     /// Keys storage did not know, with when to forget that (ms since the epoch).
     unknown_keys: DashMap<KeyHash, u64, KeyHashState>,
+    /// When `unknown_keys` was last swept for expired entries (ms since the epoch).
+    unknown_keys_swept_at_ms: AtomicU64,
     store: SharedStore,
     settings: CacheSettings,
     /// Rate-limit counts from before a restart, by workspace, waiting for each workspace's
@@ -87,6 +90,9 @@ struct StorageCheck {
     at_ms: u64,
     answered: bool,
 }
+
+/// How often, at most, a full memory of unknown keys is swept for expired entries.
+const UNKNOWN_SWEEP_EVERY_MS: u64 = 1_000;
 
 /// How long an answer to "does storage answer?" stands: however many actors go idle, storage
 /// is asked at most about once a second.
@@ -123,6 +129,7 @@ impl WorkspaceRegistry {
             workspaces: DashMap::default(),
             key_index: DashMap::default(),
             unknown_keys: DashMap::default(),
+            unknown_keys_swept_at_ms: AtomicU64::new(0),
             store,
             settings,
             carried_over: Mutex::default(),
@@ -203,15 +210,39 @@ impl WorkspaceRegistry {
         match self.store.find_api_key_by_hash(hash).await? {
             Some(record) => {
                 self.unknown_keys.remove(hash);
-                let state = self.workspace(&record.workspace_id).state;
-                let key = state.put_key(&record, now_ms);
-                self.key_index.insert(*hash, Arc::clone(&state));
-                Ok(Some((state, key)))
+                Ok(Some(self.cache_key(&record, now_ms, false)))
             }
             None => {
                 self.remember_unknown(*hash, now_ms);
                 Ok(None)
             }
+        }
+    }
+
+    /// Caches a key read from storage (or changed by an admin) in its workspace's current
+    /// state and indexes it there. A state that retires meanwhile refuses it, and the next
+    /// one takes it. `changed`: an admin change, which keeps the workspace from retiring
+    /// for an idle timeout (see `WorkspaceState::cache_key`).
+    fn cache_key(
+        &self,
+        record: &ApiKeyRecord,
+        fetched_at_ms: u64,
+        changed: bool,
+    ) -> (Arc<WorkspaceState>, Arc<CachedKey>) {
+        loop {
+            let state = self.workspace(&record.workspace_id).state;
+            let touch_ms = changed.then(|| self.rate_now_ms());
+            let Some(key) = state.cache_key(record, fetched_at_ms, touch_ms) else {
+                continue;
+            };
+            self.key_index.insert(record.key_hash, Arc::clone(&state));
+            // Retired between the two (its removal may have missed this entry): an index
+            // entry would keep the retired state's memory and journal slots alive.
+            if state.is_retired() {
+                self.key_index
+                    .remove_if(&record.key_hash, |_, indexed| Arc::ptr_eq(indexed, &state));
+            }
+            return (state, key);
         }
     }
 
@@ -227,12 +258,17 @@ impl WorkspaceRegistry {
             .workspaces
             .entry(Arc::clone(&id))
             .or_insert_with(|| self.start(&id));
-        // A retired actor that has not yet removed itself is replaced; its own removal
-        // checks identity and so leaves the replacement alone.
-        if entry.state.is_retired() {
-            *entry = self.start(&id);
+        if !entry.state.is_retired() {
+            return entry.clone();
         }
-        entry.clone()
+        // A retired actor that has not yet removed itself is replaced. Its own removal
+        // checks identity and so leaves the replacement alone, and its keys' index entries
+        // with it: they are removed here.
+        let retired = std::mem::replace(&mut *entry, self.start(&id));
+        let handle = entry.clone();
+        drop(entry);
+        self.forget_keys_of(&retired.state);
+        handle
     }
 
     fn start(&self, id: &Arc<str>) -> WorkspaceHandle {
@@ -345,10 +381,7 @@ impl WorkspaceRegistry {
     /// served right now may have read the key before the change, and the cached revocation
     /// is what keeps that stale read from being cached over it (see `put_key`).
     pub fn key_changed(&self, record: &ApiKeyRecord) {
-        let now_ms = crate::clock::now_ms();
-        let state = self.workspace(&record.workspace_id).state;
-        state.put_key(record, now_ms);
-        self.key_index.insert(record.key_hash, state);
+        self.cache_key(record, crate::clock::now_ms(), true);
     }
 
     /// Called when a key is created: a hash remembered as unknown must not stay so.
@@ -377,22 +410,45 @@ impl WorkspaceRegistry {
             .remove_if(&state.id, |_, handle| Arc::ptr_eq(&handle.state, state))
             .is_some();
         if removed {
-            for hash in state.cached_hashes() {
-                self.key_index
-                    .remove_if(&hash, |_, indexed| Arc::ptr_eq(indexed, state));
-            }
+            self.forget_keys_of(state);
+        }
+    }
+
+    /// Removes the index entries that point at a retired state.
+    fn forget_keys_of(&self, state: &Arc<WorkspaceState>) {
+        for hash in state.cached_hashes() {
+            self.key_index
+                .remove_if(&hash, |_, indexed| Arc::ptr_eq(indexed, state));
         }
     }
 
     fn remember_unknown(&self, hash: KeyHash, now_ms: u64) {
-        if self.unknown_keys.len() >= self.settings.negative_capacity {
-            self.unknown_keys.retain(|_, until| *until > now_ms);
-            if self.unknown_keys.len() >= self.settings.negative_capacity {
-                return;
-            }
+        if self.unknown_keys.len() >= self.settings.negative_capacity
+            && !self.forget_expired_unknown_keys(now_ms)
+        {
+            return;
         }
         self.unknown_keys
             .insert(hash, now_ms + self.settings.negative_ttl.as_millis() as u64);
+    }
+
+    /// Forgets the unknown keys whose time is up, at most once per `UNKNOWN_SWEEP_EVERY_MS`;
+    /// whether there is room now. A sweep visits every entry, and while a flood of distinct
+    /// unknown keys keeps the memory full of live ones it frees nothing: swept on every
+    /// miss, each bogus key would cost a walk over all of them.
+    fn forget_expired_unknown_keys(&self, now_ms: u64) -> bool {
+        let last = self.unknown_keys_swept_at_ms.load(Ordering::Relaxed);
+        let due = now_ms.saturating_sub(last) >= UNKNOWN_SWEEP_EVERY_MS;
+        if !due
+            || self
+                .unknown_keys_swept_at_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        self.unknown_keys.retain(|_, until| *until > now_ms);
+        self.unknown_keys.len() < self.settings.negative_capacity
     }
 }
 
@@ -450,6 +506,33 @@ mod tests {
                 saved("ws_b", Environment::Live, vec![(second, 7)]),
             ]
         );
+    }
+
+    #[actix_web::test]
+    async fn a_full_memory_of_unknown_keys_is_swept_at_most_once_a_second() {
+        let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let settings = CacheSettings {
+            negative_ttl: Duration::from_millis(100),
+            negative_capacity: 2,
+            ..CacheSettings::default()
+        };
+        let registry = WorkspaceRegistry::new(store, settings, None, RateClock::start(None));
+        let hash = |n: u8| KeyHash::from_slice(&[n; 32]).unwrap();
+        let unknown = |n: u8, now_ms: u64| {
+            matches!(registry.lookup(&hash(n), now_ms), CacheLookup::KnownUnknown)
+        };
+        registry.remember_unknown(hash(1), NOW_MS);
+        registry.remember_unknown(hash(2), NOW_MS + 50);
+        // Full of live entries: swept, nothing freed, the third not remembered.
+        registry.remember_unknown(hash(3), NOW_MS + 60);
+        assert!(!unknown(3, NOW_MS + 60));
+        // The first has expired, but the last sweep was 60 ms ago: no walk over them all.
+        registry.remember_unknown(hash(4), NOW_MS + 120);
+        assert!(!unknown(4, NOW_MS + 120));
+        assert!(unknown(2, NOW_MS + 120));
+        // A second later the sweep frees both, and there is room again.
+        registry.remember_unknown(hash(5), NOW_MS + 1_060);
+        assert!(unknown(5, NOW_MS + 1_060));
     }
 
     #[actix_web::test]

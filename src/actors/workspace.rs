@@ -162,6 +162,41 @@ impl WorkspaceState {
         fresh
     }
 
+    /// Caches a key while this state still serves its workspace; `None` once it is retired
+    /// (the caller must find the workspace's current state). Decided under the key's
+    /// limiter, as retirement is, so a state that takes the key is one the registry still
+    /// serves. `touch_ms` (an admin change): the workspace then does not retire for an idle
+    /// timeout, so that a storage read of the key that began before the change lands in
+    /// this very state, where the change wins (`put_key`), and not in a fresh state that
+    /// never saw it.
+    pub fn cache_key(
+        &self,
+        record: &ApiKeyRecord,
+        fetched_at_ms: u64,
+        touch_ms: Option<u64>,
+    ) -> Option<Arc<CachedKey>> {
+        let _limiter = self.limiter(record.environment).lock();
+        if self.is_retired() {
+            return None;
+        }
+        if let Some(now_ms) = touch_ms {
+            self.touch(now_ms);
+        }
+        Some(self.put_key(record, fetched_at_ms))
+    }
+
+    /// Keeps a cached entry as it is now, marked as read at `fetched_at_ms` (a re-read that
+    /// storage did not answer: try again one TTL later). Read and replaced under one lock,
+    /// so that a change cached meanwhile (a revocation) is kept, not overwritten by the
+    /// copy from before it.
+    fn keep_cached(&self, hash: &KeyHash, fetched_at_ms: u64) {
+        let mut keys = self.keys.write();
+        if let Some(cached) = keys.get(hash) {
+            let kept = Arc::new(cached.refreshed(fetched_at_ms));
+            keys.insert(*hash, kept);
+        }
+    }
+
     pub fn remove_key(&self, hash: &KeyHash) {
         self.keys.write().remove(hash);
     }
@@ -368,10 +403,7 @@ impl Handler<RefreshKey> for WorkspaceActor {
                 Err(error) => {
                     tracing::warn!(workspace_id = %state.id, error = %crate::error_chain::error_chain(&error), "key refresh failed; serving cached entry");
                     // Keep the entry and try again one TTL later, not on every request.
-                    if let Some(cached) = state.cached_key(&msg.0) {
-                        let refreshed = Arc::new(cached.refreshed(crate::clock::now_ms()));
-                        state.keys.write().insert(msg.0, refreshed);
-                    }
+                    state.keep_cached(&msg.0, crate::clock::now_ms());
                 }
             }
         })
@@ -412,6 +444,34 @@ mod tests {
             state.put_key(&record(Some(earlier)), 3).revoked_at,
             Some(earlier)
         );
+    }
+
+    #[test]
+    fn a_changed_key_keeps_its_workspace_from_retiring() {
+        let state = WorkspaceState::new(Arc::from("ws_1"), 0, None);
+        let revoked_at = crate::clock::to_datetime(1_800_000_100_000);
+        assert!(state
+            .cache_key(&record(Some(revoked_at)), 1, Some(50_000))
+            .is_some());
+        assert!(
+            !state.retire_if_idle(61_000, 60_000),
+            "changed 11 s ago: not idle"
+        );
+        // A read that only fills the cache does not hold the workspace.
+        assert!(state.cache_key(&record(None), 2, None).is_some());
+        assert!(state.retire_if_idle(110_000, 60_000));
+        assert!(state.cache_key(&record(None), 3, Some(110_000)).is_none());
+    }
+
+    #[test]
+    fn a_failed_re_read_keeps_a_revocation_cached_meanwhile() {
+        let state = WorkspaceState::new(Arc::from("ws_1"), 0, None);
+        state.put_key(&record(None), 1);
+        let revoked_at = crate::clock::to_datetime(1_800_000_100_000);
+        state.put_key(&record(Some(revoked_at)), 2);
+        state.keep_cached(&KeyHash([5; 32]), 3);
+        let kept = state.cached_key(&KeyHash([5; 32])).unwrap();
+        assert_eq!((kept.revoked_at, kept.fetched_at_ms), (Some(revoked_at), 3));
     }
 
     #[test]

@@ -64,7 +64,8 @@ impl RateLimiter {
         RateDecision {
             allowed,
             limit: self.limit,
-            remaining: self.limit - self.total,
+            // Saturating: counts restored from elsewhere can exceed the limit.
+            remaining: self.limit.saturating_sub(self.total),
             reset_secs: self.seconds_until_capacity_frees(now_ms),
         }
     }
@@ -82,7 +83,8 @@ impl RateLimiter {
         RateDecision {
             allowed: self.total < self.limit,
             limit: self.limit,
-            remaining: self.limit - self.total,
+            // Saturating: counts restored from elsewhere can exceed the limit.
+            remaining: self.limit.saturating_sub(self.total),
             reset_secs: self.seconds_until_capacity_frees(now_ms),
         }
     }
@@ -137,12 +139,19 @@ impl RateLimiter {
 
     /// Adds counts taken from another limiter (before a restart) to this one's, keeping
     /// those still in the window at `now_ms`. A second after `now_ms` (the clock stepped
-    /// back since) counts as `now_ms`'s, as `check` treats time going backwards.
+    /// back since) counts as `now_ms`'s, as `check` treats time going backwards; seconds
+    /// that had left the window of the counts' own newest second are dropped first (a
+    /// journal slot can hold words from an earlier minute), so that folding cannot add up
+    /// two minutes' counts.
     pub fn restore(&mut self, counts: &[(u64, u16)], now_ms: u64) {
         let now_second = now_ms / 1000;
         self.advance_to(now_second);
         let newest = self.newest_second;
+        let counts_newest = counts.iter().map(|&(second, _)| second).max().unwrap_or(0);
         for &(second, count) in counts {
+            if counts_newest - second >= SLOTS as u64 {
+                continue;
+            }
             let second = second.min(newest);
             if newest - second >= SLOTS as u64 {
                 continue;
@@ -392,6 +401,25 @@ mod tests {
         let mut stepped = RateLimiter::new(5);
         stepped.restore(&[(START_MS / 1000 + 30, 3)], START_MS);
         assert_eq!(stepped.peek(START_MS).remaining, 2);
+    }
+
+    #[test]
+    fn counts_from_two_minutes_are_not_folded_into_one() {
+        // A journal slot with a full minute long past and a full minute since, both after
+        // now (the clock stepped back): only the newer minute is restored, and the limiter
+        // reports nothing left rather than wrapping around.
+        let second = START_MS / 1000;
+        let counts = [(second + 100, 5), (second + 300, 5)];
+        let mut stepped = RateLimiter::new(5);
+        stepped.restore(&counts, START_MS);
+        let decision = stepped.peek(START_MS);
+        assert!(!decision.allowed);
+        assert_eq!(decision.remaining, 0);
+        // Counts over the limit in one window (a tampered or merged copy) still report 0.
+        let mut over = RateLimiter::new(5);
+        over.restore(&[(second, 4), (second + 1, 4)], START_MS + 1_000);
+        assert_eq!(over.peek(START_MS + 1_000).remaining, 0);
+        assert_eq!(over.check(START_MS + 1_000).remaining, 0);
     }
 
     #[test]

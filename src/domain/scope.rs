@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::credential_text::without_credentials;
+
 /// An API resource, the first path segment under `/v1/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Resource {
@@ -147,7 +149,10 @@ impl ScopeSet {
     pub fn parse<'a, I: IntoIterator<Item = &'a str>>(names: I) -> Result<ScopeSet, UnknownScope> {
         let mut set = ScopeSet::EMPTY;
         for name in names {
-            let scope = Scope::parse(name).ok_or_else(|| UnknownScope(truncate(name, 64)))?;
+            // Credentials cut before the name is capped: capped first, a key's secret part
+            // straddling the cap would no longer be recognised and be quoted as it came.
+            let scope = Scope::parse(name)
+                .ok_or_else(|| UnknownScope(truncate(&without_credentials(name), 64)))?;
             set.insert(scope);
         }
         Ok(set)
@@ -249,6 +254,25 @@ mod tests {
             ScopeSet::parse(["checks:read", "foo:bar"]),
             Err(UnknownScope("foo:bar".into()))
         );
+    }
+
+    #[test]
+    fn a_key_in_an_unknown_scope_is_cut_before_the_name_is_capped() {
+        use crate::domain::api_key::{generate_key, Environment};
+        use crate::domain::hashing::KeyHasher;
+        use secrecy::ExposeSecret;
+        let hasher = KeyHasher::new([7; 32]);
+        let generated = generate_key(Environment::Test, &mut rand::thread_rng(), |k| {
+            hasher.hash(k)
+        });
+        let key = generated.secret.expose_secret();
+        let secret = &key["sp_test_".len()..];
+        // 27 characters, then the secret: the 64th character is its next to last.
+        let name = format!("checks:read-and-more-words-{secret}");
+        let Err(UnknownScope(quoted)) = ScopeSet::parse([name.as_str()]) else {
+            panic!("{name} parsed");
+        };
+        assert_eq!(quoted, "checks:read-and-more-words-…");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ErrorKind};
+use crate::domain::credential_text::without_credentials;
 
 /// Admin request bodies are small; anything larger is refused before parsing.
 pub const MAX_JSON_BODY: usize = 64 * 1024;
@@ -137,7 +138,11 @@ fn encoding_refusal(request: &HttpRequest) -> Option<ApiError> {
     if encodings.is_empty() {
         return None;
     }
-    let named: String = encodings.join(", ").chars().take(64).collect();
+    // Credentials cut before the list is capped (see `ScopeSet::parse`).
+    let named: String = without_credentials(&encodings.join(", "))
+        .chars()
+        .take(64)
+        .collect();
     Some(
         ErrorKind::UnsupportedMediaType {
             message: format!(
@@ -269,6 +274,27 @@ fn without_value(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_in_a_content_encoding_is_cut_before_the_list_is_capped() {
+        use crate::domain::api_key::{generate_key, Environment};
+        use crate::domain::hashing::KeyHasher;
+        use secrecy::ExposeSecret;
+        let hasher = KeyHasher::new([7; 32]);
+        let generated = generate_key(Environment::Live, &mut rand::thread_rng(), |k| {
+            hasher.hash(k)
+        });
+        let key = generated.secret.expose_secret();
+        let secret = &key["sp_live_".len()..];
+        // 27 characters, then the secret: the 64th character is its next to last.
+        let encoding = format!("gzip, deflate, br, zstd, x-{secret}");
+        let request = actix_web::test::TestRequest::default()
+            .insert_header(("Content-Encoding", encoding.as_str()))
+            .to_http_request();
+        let message = encoding_refusal(&request).unwrap().message();
+        assert!(!message.contains(&secret[..20]), "{message}");
+        assert!(message.contains("x-…"), "{message}");
+    }
 
     fn message_for(body: &str) -> String {
         #[derive(Debug, serde::Deserialize)]
