@@ -96,6 +96,13 @@ impl Scope {
         ALL_SCOPES.iter().copied().find(|s| s.as_str() == name)
     }
 
+    /// Parses the name of any scope a route can require: the eleven, and `billing:write`
+    /// (which audit events of writes to `/v1/billing` record, though no key can hold it).
+    pub fn parse_required(name: &str) -> Option<Scope> {
+        const BILLING_WRITE: Scope = Scope::new(Resource::Billing, Access::Write);
+        Scope::parse(name).or((name == BILLING_WRITE.as_str()).then_some(BILLING_WRITE))
+    }
+
     /// The scope's wire name, such as `checks:read`.
     pub const fn as_str(self) -> &'static str {
         match (self.resource, self.access) {

@@ -40,6 +40,25 @@ impl utoipa::PartialSchema for ScopeName {
 
 impl ToSchema for ScopeName {}
 
+/// The name of a scope a route can require, as audit events record it: the eleven scope
+/// names and `billing:write`, which writes to `/v1/billing` require and no key can hold.
+pub struct RequiredScopeName;
+
+impl utoipa::PartialSchema for RequiredScopeName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let names = ALL_SCOPES
+            .iter()
+            .map(|scope| scope.as_str())
+            .chain(["billing:write"]);
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(names))
+            .into()
+    }
+}
+
+impl ToSchema for RequiredScopeName {}
+
 #[derive(OpenApi)]
 #[openapi(
     info(

@@ -154,6 +154,14 @@ async fn audit_log_filters_and_paginates() {
     app.audit_log(&ws, "?scope=root")
         .await
         .assert_error(400, "invalid_scope");
+    // A write to /v1/billing requires billing:write, which no key can hold: its events
+    // record that scope, and the filter finds them.
+    app.authz(&writer, "POST", "/v1/billing").await;
+    app.wait_for_audit_events(&ws, 8).await;
+    let billing = app.audit_log(&ws, "?scope=billing:write").await;
+    let billing = billing.body["data"].as_array().unwrap().clone();
+    assert_eq!(billing.len(), 1, "{billing:?}");
+    assert_eq!(billing[0]["error_code"], "insufficient_scope");
     // A NUL is refused by PostgreSQL in any text parameter: each filter names its problem on
     // both backends instead.
     for (query, code) in [

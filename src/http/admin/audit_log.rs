@@ -32,7 +32,7 @@ pub struct AuditLogParams {
     #[param(max_length = 200)]
     app: Option<String>,
     /// A scope name: events that consumed it.
-    #[param(value_type = Option<crate::http::openapi::ScopeName>)]
+    #[param(value_type = Option<crate::http::openapi::RequiredScopeName>)]
     scope: Option<String>,
     #[param(max_length = 200)]
     request_id: Option<String>,
@@ -71,10 +71,11 @@ pub async fn list(
     let params = params.into_inner();
     let limit = page_limit(params.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     if let Some(scope) = &params.scope {
-        if Scope::parse(scope).is_none() {
+        if Scope::parse_required(scope).is_none() {
             return Err(ApiError::bad_request(
                 "invalid_scope",
-                "scope must be one of the eleven scope names.",
+                "scope must be one of the eleven scope names, or billing:write (required by \
+                 writes to /v1/billing, which no key can hold).",
             ));
         }
     }

@@ -298,22 +298,36 @@ impl ChunkBuilder {
 }
 
 /// One workspace's events, newest first: the batches not yet regrouped, then its chunks by
-/// descending last id until no older chunk can change the page.
+/// descending last id until no older chunk can change the page. Past `deadline` the query
+/// ends as `Unavailable`, as PostgreSQL's does past its deadline: a filter that matches
+/// little (a `request_id` that is not there) walks the workspace's whole chain, which for
+/// a busy workspace is millions of events.
 pub(super) fn query(
     conn: &Connection,
     workspace_id: &str,
     query: &AuditQuery,
+    deadline: Instant,
 ) -> Result<Vec<AuditEvent>, StoreError> {
     let mut page = Page::new(query);
     if page.limit == 0 {
         return Ok(Vec::new());
     }
+    let in_time = || {
+        if Instant::now() < deadline {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(anyhow::anyhow!(
+                "the audit-log query ran past its deadline"
+            )))
+        }
+    };
     {
         let mut batches = conn
             .prepare_cached("SELECT body FROM audit_batches")
             .map_err(sqlite_error)?;
         let mut rows = batches.query([]).map_err(sqlite_error)?;
         while let Some(row) = rows.next().map_err(sqlite_error)? {
+            in_time()?;
             page.offer_all(workspace_id, blob(row, 0)?);
         }
     }
@@ -335,6 +349,7 @@ pub(super) fn query(
         )
         .map_err(sqlite_error)?;
     while let Some(seq) = next {
+        in_time()?;
         let mut rows = chunk.query([seq]).map_err(sqlite_error)?;
         let Some(row) = rows.next().map_err(sqlite_error)? else {
             return Err(sqlite_error(corrupt(0, "audit chunk chain")));
@@ -583,8 +598,12 @@ mod tests {
             .unwrap()
     }
 
+    fn in_an_hour() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
     fn requests(conn: &Connection, workspace: &str, query: AuditQuery) -> Vec<String> {
-        super::query(conn, workspace, &query)
+        super::query(conn, workspace, &query, in_an_hour())
             .unwrap()
             .into_iter()
             .map(|e| e.request_id)
@@ -674,6 +693,7 @@ mod tests {
                     before,
                     ..AuditQuery::default()
                 },
+                in_an_hour(),
             )
             .unwrap();
             let Some(last) = page.last() else { break };
@@ -682,6 +702,24 @@ mod tests {
         }
         let expected: Vec<_> = (0..9).rev().map(|i| format!("r{i}")).collect();
         assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn a_query_past_its_deadline_ends_as_unavailable() {
+        let mut conn = migrated_connection();
+        let mut log = AuditLog::with_thresholds(2, Duration::from_secs(3600));
+        let events: Vec<_> = (0..3).map(|i| event("ws_a", &format!("r{i}"))).collect();
+        log.append(&mut conn, &EncodedEvents::from_events(&events[..2]))
+            .unwrap(); // a chunk
+        log.append(&mut conn, &EncodedEvents::from_events(&events[2..]))
+            .unwrap(); // a batch
+        let everything = AuditQuery {
+            limit: 10,
+            ..AuditQuery::default()
+        };
+        let past = super::query(&conn, "ws_a", &everything, Instant::now());
+        assert!(matches!(past, Err(StoreError::Unavailable(_))), "{past:?}");
+        assert_eq!(all(&conn, "ws_a"), ["r2", "r1", "r0"]);
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! The embedded store: SQLite through rusqlite, a writing and a reading connection, each
-//! behind a mutex, every call on the blocking pool but the audit log's writes, which run on
-//! a thread of lower priority (`background`). SQLite serialises writers anyway, and the hot
-//! path only reaches storage on a cache miss, so two connections are enough for the
-//! embedded default.
+//! The embedded store: SQLite through rusqlite, a writing connection and two reading ones
+//! (one for the audit log's queries), each behind a mutex, every call on the blocking pool
+//! but the audit log's writes, which run on a thread of lower priority (`background`).
+//! SQLite serialises writers anyway, and the hot path only reaches storage on a cache
+//! miss, so a few connections are enough for the embedded default.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::anyhow;
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ mod background;
 
 use self::audit_log::AuditLog;
 use self::background::BackgroundThread;
+use super::deadline::Deadlines;
 use super::migrations::SQLITE as MIGRATIONS;
 use super::{
     change_time, grants_the_same, saved_rate_limit, Conflict, Entity, NewApiKey, NewUser,
@@ -34,12 +36,17 @@ use crate::domain::workspace::{Membership, Role, User, Workspace};
 
 const AUDIT_WRITER: &str = "sqlite-audit-writer";
 
-/// Two connections: one writes, one reads. In WAL mode a reader never waits for the writer,
-/// so a key-cache miss or an audit-log query is not stuck behind a large audit-log commit.
+/// Three connections: one writes, two read. In WAL mode a reader never waits for the
+/// writer, so a key-cache miss or an audit-log query is not stuck behind a large audit-log
+/// commit; and audit-log queries have a reader of their own, so that one that walks a
+/// busy workspace's whole log (seconds) does not hold the key-cache misses, the admin
+/// reads and `/readyz` behind it.
 pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     /// Opened with `query_only`: it cannot write even by mistake.
     reader: Arc<Mutex<Connection>>,
+    /// The audit log's reader, `query_only` too.
+    audit_reader: Arc<Mutex<Connection>>,
     /// Used only by the writer, under the writer's lock.
     audit_log: Arc<Mutex<AuditLog>>,
     /// Where the audit log is written.
@@ -51,15 +58,19 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         restrict_to_owner(path).map_err(|e| StoreError::Internal(e.into()))?;
         let writer = SqliteStore::configure(Connection::open(path).map_err(sqlite_error)?)?;
-        let reader = SqliteStore::configure(Connection::open(path).map_err(sqlite_error)?)?;
-        // Point lookups and paged queries: a small page cache is enough, and every MiB here
-        // counts against the process's memory next to the key cache.
-        reader
-            .execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -2048;")
-            .map_err(sqlite_error)?;
+        let open_reader = || -> Result<Connection, StoreError> {
+            let reader = SqliteStore::configure(Connection::open(path).map_err(sqlite_error)?)?;
+            // Point lookups and paged queries: a small page cache is enough, and every MiB
+            // here counts against the process's memory next to the key cache.
+            reader
+                .execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -2048;")
+                .map_err(sqlite_error)?;
+            Ok(reader)
+        };
         Ok(SqliteStore {
             writer: Arc::new(Mutex::new(writer)),
-            reader: Arc::new(Mutex::new(reader)),
+            reader: Arc::new(Mutex::new(open_reader()?)),
+            audit_reader: Arc::new(Mutex::new(open_reader()?)),
             audit_log: Arc::new(Mutex::new(AuditLog::new())),
             audit_writer: BackgroundThread::start(AUDIT_WRITER)?,
         })
@@ -73,7 +84,8 @@ impl SqliteStore {
         )?));
         Ok(SqliteStore {
             writer: Arc::clone(&conn),
-            reader: conn,
+            reader: Arc::clone(&conn),
+            audit_reader: conn,
             audit_log: Arc::new(Mutex::new(AuditLog::new())),
             audit_writer: BackgroundThread::start(AUDIT_WRITER)?,
         })
@@ -532,8 +544,12 @@ impl Store for SqliteStore {
         query: &AuditQuery,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let (workspace_id, query) = (workspace_id.to_owned(), query.clone());
-        self.with_reader(move |conn| audit_log::query(conn, &workspace_id, &query))
-            .await
+        // The deadline counts from here: waiting for the connection is part of the query.
+        let deadline = Instant::now() + Deadlines::default().bulk;
+        run_blocking(Arc::clone(&self.audit_reader), move |conn| {
+            audit_log::query(conn, &workspace_id, &query, deadline)
+        })
+        .await
     }
 }
 
@@ -686,5 +702,32 @@ fn sqlite_error(error: rusqlite::Error) -> StoreError {
             | ErrorCode::SystemIoFailure,
         ) => StoreError::Unavailable(error.into()),
         _ => StoreError::Internal(error.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    // On purpose: the guard stands for a query under way on another thread.
+    #[allow(clippy::await_holding_lock)]
+    async fn an_audit_log_query_under_way_does_not_hold_key_lookups() {
+        let dir = std::env::temp_dir().join(format!("sp-sqlite-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(&dir.join("test.db")).unwrap();
+        store.migrate().await.unwrap();
+        // A long audit-log query holds its connection for as long as it walks.
+        let query_under_way = store.audit_reader.lock();
+        // Bounded only so that a regression fails instead of hanging: this is no timing.
+        let lookup = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            store.find_api_key_by_hash(&KeyHash([1; 32])),
+        )
+        .await;
+        drop(query_under_way);
+        assert!(matches!(lookup, Ok(Ok(None))));
+        assert!(store.ping().await.is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
