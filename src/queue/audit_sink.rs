@@ -328,6 +328,7 @@ async fn run_batcher(
         metrics: Arc::clone(&shared.metrics),
         in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
         tasks: JoinSet::new(),
+        refused: Arc::new(AtomicBool::new(false)),
     };
     publisher.republish(leftovers);
     let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
@@ -403,14 +404,19 @@ async fn drain(shared: &Shared, publisher: &mut Publisher) {
     }
 }
 
-/// Hands spilled events to the job queue, read back from the spool in batches of about
+/// Hands spilled events to the job queue, read back from the spool in batches of up to
 /// `MAX_BATCH`, oldest first, while the job queue keeps up (at most half of `IN_FLIGHT`
 /// batches outstanding; not "no new events", which under steady load never happens): one
-/// batch per call while serving, so that new events keep their turn; all of them at
-/// shutdown (`everything`). A batch the spool cannot read now is tried again later.
+/// read per call while serving, so that new events keep their turn; all of them at
+/// shutdown (`everything`), unless the job queue stops taking batches (storage down): then
+/// the rest stay in the spool for the next start, rather than each being tried in turn. A
+/// range the spool cannot read now is tried again later.
 async fn read_back_spilled(shared: &Arc<Shared>, publisher: &mut Publisher, everything: bool) {
     loop {
         if !everything && publisher.in_flight.available_permits() < IN_FLIGHT / 2 {
+            return;
+        }
+        if everything && publisher.refused() {
             return;
         }
         let ranges = {
@@ -432,15 +438,14 @@ async fn read_back_spilled(shared: &Arc<Shared>, publisher: &mut Publisher, ever
         let spool = Arc::clone(&shared.spool);
         let to_read = ranges.clone();
         let read = tokio::task::spawn_blocking(move || {
-            let mut events = EncodedEvents::default();
-            for range in &to_read {
-                events.extend(&spool.read_records(range.segment, range.start, range.end)?);
-            }
-            Ok::<_, std::io::Error>(events)
+            to_read
+                .iter()
+                .map(|range| spool.read_records(range.segment, range.start, range.end))
+                .collect::<Result<Vec<_>, _>>()
         })
         .await;
-        let events = match read {
-            Ok(Ok(events)) => events,
+        let read = match read {
+            Ok(Ok(read)) => read,
             Ok(Err(error)) => {
                 tracing::error!(%error, "cannot read spilled audit events back; will retry");
                 put_back(shared, ranges);
@@ -452,25 +457,33 @@ async fn read_back_spilled(shared: &Arc<Shared>, publisher: &mut Publisher, ever
                 return;
             }
         };
-        let expected: u64 = ranges.iter().map(|range| range.events).sum();
-        // Records that no longer read (corrupted on disk) cannot be recovered by waiting:
-        // they are counted as lost, and their segments released all the same.
-        let unreadable = expected.saturating_sub(events.len() as u64);
-        if unreadable > 0 {
-            tracing::error!(unreadable, "spilled audit events could not be read back");
-            shared.metrics.audit_events_lost(unreadable);
-        }
+        // Ranges merge while events spill, so one can hold a whole segment's events (tens
+        // of thousands): they are handed over in batches of at most `MAX_BATCH`, each
+        // releasing its own events.
+        let mut batch = EncodedEvents::default();
         let mut segments: BTreeMap<Segment, u64> = BTreeMap::new();
-        for range in &ranges {
-            *segments.entry(range.segment).or_insert(0) += range.events;
+        for (range, events) in ranges.iter().zip(&read) {
+            // Records that no longer read (corrupted on disk) cannot be recovered by
+            // waiting: they are counted as lost, and released all the same.
+            let unreadable = range.events.saturating_sub(events.len() as u64);
+            if unreadable > 0 {
+                tracing::error!(unreadable, "spilled audit events could not be read back");
+                shared.metrics.audit_events_lost(unreadable);
+                shared.spool.release(&[(range.segment, unreadable)]);
+            }
+            for encoded in events.iter().map_while(Result::ok) {
+                batch.push_encoded(encoded);
+                *segments.entry(range.segment).or_insert(0) += 1;
+                if batch.len() == MAX_BATCH {
+                    let full = std::mem::take(&mut batch);
+                    let counts = std::mem::take(&mut segments).into_iter().collect();
+                    publisher.publish(full, counts).await;
+                }
+            }
         }
-        if events.is_empty() {
-            shared
-                .spool
-                .release(&segments.into_iter().collect::<Vec<_>>());
-        } else {
+        if !batch.is_empty() {
             publisher
-                .publish(events, segments.into_iter().collect())
+                .publish(batch, segments.into_iter().collect())
                 .await;
         }
         if shared.spilled.lock().ranges.is_empty() {
@@ -497,6 +510,8 @@ struct Publisher {
     metrics: Arc<Metrics>,
     in_flight: Arc<Semaphore>,
     tasks: JoinSet<()>,
+    /// Set once the job queue did not take a batch (shutdown with storage down).
+    refused: Arc<AtomicBool>,
 }
 
 impl Publisher {
@@ -510,11 +525,13 @@ impl Publisher {
         while self.tasks.try_join_next().is_some() {}
         let (queue, spool) = (Arc::clone(&self.queue), Arc::clone(&self.spool));
         let metrics = Arc::clone(&self.metrics);
+        let refused = Arc::clone(&self.refused);
         self.tasks.spawn(async move {
             let events = batch.len() as u64;
             if publish(&queue, batch).await {
                 spool.release(&segments);
             } else {
+                refused.store(true, Ordering::Relaxed);
                 // Not taken (shutdown with storage down): the spooled ones wait in the spool
                 // for the next start; the rest (spool writes that failed) are lost.
                 let spooled: u64 = segments.iter().map(|&(_, count)| count).sum();
@@ -526,33 +543,60 @@ impl Publisher {
         });
     }
 
-    /// The events a crashed run left in the spool, handed over in batches in the background
-    /// (new events do not wait for them), and released once all are taken: the counts are
-    /// per segment, and a segment's events may span batches.
+    /// The events a crashed run left in the spool, handed over in the background (new
+    /// events do not wait for them), one segment at a time: each is read from the spool
+    /// when its turn comes, handed over in batches, and released once all of its batches
+    /// are taken (the counts are per segment). Once a batch is not taken (shutdown with
+    /// storage down), the rest stay in the spool for the next start, unread.
     fn republish(&mut self, leftovers: Leftovers) {
-        if leftovers.events.is_empty() {
+        if leftovers.is_empty() {
             return;
         }
         tracing::info!(
-            events = leftovers.events.len(),
+            events = leftovers.events(),
+            segments = leftovers.segments.len(),
             "handing audit events left in the spool by an earlier run to the queue again"
         );
         // Pending like any recorded event, so that ingestion's count balances.
         self.metrics
             .audit_pending
-            .fetch_add(leftovers.events.len() as i64, Ordering::Relaxed);
+            .fetch_add(leftovers.events() as i64, Ordering::Relaxed);
         let queue = Arc::clone(&self.queue);
         let spool = Arc::clone(&self.spool);
         self.tasks.spawn(async move {
-            let Leftovers { events, segments } = leftovers;
-            let mut all_taken = true;
-            for batch in events.split(MAX_BATCH) {
-                all_taken &= publish(&queue, batch).await;
-            }
-            if all_taken {
-                spool.release(&segments);
+            for leftover in leftovers.segments {
+                let reader = Arc::clone(&spool);
+                let read =
+                    tokio::task::spawn_blocking(move || reader.read_leftover(&leftover)).await;
+                let events = match read {
+                    Ok(Ok(events)) => events,
+                    Ok(Err(error)) => {
+                        tracing::error!(%error, segment = leftover.segment, "cannot read audit events left in the spool; they stay there for the next start");
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, segment = leftover.segment, "reading audit events left in the spool failed; they stay there for the next start");
+                        continue;
+                    }
+                };
+                let mut all_taken = true;
+                for batch in events.split(MAX_BATCH) {
+                    all_taken = publish(&queue, batch).await;
+                    if !all_taken {
+                        break;
+                    }
+                }
+                if !all_taken {
+                    return;
+                }
+                spool.release(&[(leftover.segment, leftover.events)]);
             }
         });
+    }
+
+    /// Whether the job queue has not taken a batch (shutdown with storage down).
+    fn refused(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Waits for every batch handed over so far.
@@ -621,15 +665,30 @@ mod tests {
         }
     }
 
-    /// A job queue that takes nothing while its gate is shut: storage that is down.
+    /// A job queue that takes nothing while its gate is shut: storage that is down. It
+    /// notes the largest batch it was handed.
     struct GatedQueue {
         inner: Arc<InProcessQueue>,
         open: tokio::sync::watch::Receiver<bool>,
+        largest_batch: std::sync::atomic::AtomicUsize,
+    }
+
+    impl GatedQueue {
+        fn new(inner: Arc<InProcessQueue>, open: tokio::sync::watch::Receiver<bool>) -> Self {
+            GatedQueue {
+                inner,
+                open,
+                largest_batch: std::sync::atomic::AtomicUsize::new(0),
+            }
+        }
     }
 
     #[async_trait::async_trait]
     impl JobQueue for GatedQueue {
         async fn publish(&self, job: Job) -> Result<(), QueueError> {
+            let Job::IngestAudit { events } = &job;
+            self.largest_batch
+                .fetch_max(events.len(), Ordering::Relaxed);
             let mut open = self.open.clone();
             let _ = open.wait_for(|open| *open).await;
             self.inner.publish(job).await
@@ -653,10 +712,7 @@ mod tests {
             None,
         );
         let (gate, open) = tokio::sync::watch::channel(false);
-        let queue = Arc::new(GatedQueue {
-            inner: Arc::clone(&inner),
-            open,
-        });
+        let queue = Arc::new(GatedQueue::new(Arc::clone(&inner), open));
         let dir = spool_dir();
         let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
         let spool = Arc::new(spool);
@@ -704,6 +760,57 @@ mod tests {
             0,
             "a clean stop leaves nothing to replay"
         );
+    }
+
+    /// Events that spilled one after the other form one range of the spool, tens of
+    /// thousands of them: they are read back in jobs of at most `MAX_BATCH` all the same
+    /// (one job of 12,000 before).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spilled_events_are_handed_over_in_batches_of_at_most_max_batch() {
+        let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
+        store.migrate().await.unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let inner = InProcessQueue::start(
+            JobContext::new(Arc::clone(&store), Arc::clone(&metrics)),
+            None,
+        );
+        let (gate, open) = tokio::sync::watch::channel(false);
+        let queue = Arc::new(GatedQueue::new(Arc::clone(&inner), open));
+        let dir = spool_dir();
+        let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
+        let (sink, mut batcher) = AuditBatcher::start_with_capacity(
+            Arc::clone(&queue) as Arc<dyn JobQueue>,
+            Arc::clone(&metrics),
+            Arc::new(spool),
+            leftovers,
+            4,
+        );
+        let workspace: Arc<str> = Arc::from("ws_1");
+        let recorded = 12_000;
+        for _ in 0..recorded {
+            sink.record(&event(&workspace).view()).await;
+        }
+        assert!(metrics.audit_spilled.load(Ordering::Relaxed) > MAX_BATCH as u64);
+        gate.send(true).unwrap();
+        batcher.flush_and_stop().await;
+        inner.shutdown().await;
+        let query = AuditQuery {
+            limit: 1_000,
+            ..Default::default()
+        };
+        let mut stored = 0;
+        let mut page = store.query_audit_events("ws_1", &query).await.unwrap();
+        while let Some(last) = page.last() {
+            stored += page.len();
+            let next = AuditQuery {
+                before: Some(last.id),
+                ..query.clone()
+            };
+            page = store.query_audit_events("ws_1", &next).await.unwrap();
+        }
+        assert_eq!(stored, recorded);
+        let largest = queue.largest_batch.load(Ordering::Relaxed);
+        assert!(largest <= MAX_BATCH, "a job of {largest} events");
     }
 
     /// Spilled events are also read back while the server runs, not only at shutdown.
@@ -776,7 +883,7 @@ mod tests {
             None,
         );
         let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
-        assert_eq!(leftovers.events.len(), 25);
+        assert_eq!(leftovers.events(), 25);
         let spool = Arc::new(spool);
         let (_sink, mut batcher) = AuditBatcher::start(
             Arc::clone(&queue) as Arc<dyn JobQueue>,

@@ -131,11 +131,42 @@ impl KeptFile {
     }
 }
 
-/// Events found in segments that a previous run left behind.
+/// The segments a previous run left behind with events in them, oldest first. Their events
+/// are counted at start and read again one segment at a time when their turn comes
+/// ([`AuditSpool::read_leftover`]): a backlog of gigabytes (a long storage outage under
+/// load) is never held in memory at once, which would end the start that replays it, and
+/// every start after it, in the OOM killer.
 pub struct Leftovers {
-    pub events: EncodedEvents,
-    /// How many of `events` each leftover segment holds, for [`AuditSpool::release`].
-    pub segments: Vec<(Segment, u64)>,
+    pub segments: Vec<LeftoverSegment>,
+}
+
+/// A segment a previous run left behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeftoverSegment {
+    pub segment: Segment,
+    /// How many events it holds, for [`AuditSpool::release`].
+    pub events: u64,
+    /// The bytes at its start that hold them.
+    pub bytes: usize,
+}
+
+impl Leftovers {
+    /// Events in all the leftover segments.
+    pub fn events(&self) -> u64 {
+        self.segments.iter().map(|leftover| leftover.events).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// Each segment's count, as [`AuditSpool::release`] takes them.
+    pub fn counts(&self) -> Vec<(Segment, u64)> {
+        self.segments
+            .iter()
+            .map(|leftover| (leftover.segment, leftover.events))
+            .collect()
+    }
 }
 
 impl AuditSpool {
@@ -154,22 +185,26 @@ impl AuditSpool {
         let mut existing = segments_in(dir)?;
         existing.sort_unstable();
         let mut leftovers = Leftovers {
-            events: EncodedEvents::default(),
             segments: Vec::new(),
         };
         let mut outstanding = BTreeMap::new();
         let mut files = BTreeMap::new();
         for &segment in &existing {
             let path = segment_path(dir, segment);
-            let (file, events) = read_segment(&path)?;
+            // Counted, not kept: one segment's events in memory at a time.
+            let (file, Parsed { events, bytes }) = read_segment(&path)?;
             if events.is_empty() {
                 std::fs::remove_file(path)?;
                 continue;
             }
-            outstanding.insert(segment, events.len() as u64);
+            let events = events.len() as u64;
+            outstanding.insert(segment, events);
             files.insert(segment, file);
-            leftovers.segments.push((segment, events.len() as u64));
-            leftovers.events.extend(&events);
+            leftovers.segments.push(LeftoverSegment {
+                segment,
+                events,
+                bytes,
+            });
         }
         // Past every existing segment. A file appearing under our feet means another spool
         // is still running in this directory (a test's abandoned one): step past it.
@@ -301,7 +336,12 @@ impl AuditSpool {
         end: usize,
     ) -> io::Result<EncodedEvents> {
         let bytes = self.read_range(segment, start, end)?;
-        Ok(parse_records(&bytes, &segment_path(&self.dir, segment)))
+        Ok(parse_records(&bytes, &segment_path(&self.dir, segment)).events)
+    }
+
+    /// A leftover segment's events, read again from its open file.
+    pub fn read_leftover(&self, leftover: &LeftoverSegment) -> io::Result<EncodedEvents> {
+        self.read_records(leftover.segment, 0, leftover.bytes)
     }
 
     /// The bytes `start..end` of `segment`'s file, read from the open file: whether or not
@@ -758,7 +798,7 @@ fn segments_in(dir: &Path) -> io::Result<Vec<Segment>> {
 }
 
 /// A leftover segment's events, and its file, kept open.
-fn read_segment(path: &Path) -> io::Result<(KeptFile, EncodedEvents)> {
+fn read_segment(path: &Path) -> io::Result<(KeptFile, Parsed)> {
     let read = || {
         let mut file = File::open(path)?;
         let mut bytes = Vec::new();
@@ -771,11 +811,17 @@ fn read_segment(path: &Path) -> io::Result<(KeptFile, EncodedEvents)> {
     Ok((file, parse_records(&bytes, path)))
 }
 
+/// The events of a run of records, and how many bytes the records take.
+struct Parsed {
+    events: EncodedEvents,
+    bytes: usize,
+}
+
 /// The events of consecutive records, up to the first zero length (the unwritten rest of a
 /// segment) or torn record; `path` only names the file in warnings. A record whose checksum
 /// fails but which is followed by an intact one was damaged in place (a bit flipped on
 /// disk), not torn: it alone is skipped, and the records after it are read.
-fn parse_records(bytes: &[u8], path: &Path) -> EncodedEvents {
+fn parse_records(bytes: &[u8], path: &Path) -> Parsed {
     let mut events = EncodedEvents::default();
     let mut at = 0;
     loop {
@@ -815,7 +861,7 @@ fn parse_records(bytes: &[u8], path: &Path) -> EncodedEvents {
         }
         at = next;
     }
-    events
+    Parsed { events, bytes: at }
 }
 
 /// What the bytes at an offset are.
@@ -877,6 +923,15 @@ mod tests {
         }
     }
 
+    /// Every event of the leftover segments, read as the batcher reads them.
+    fn leftover_events(spool: &AuditSpool, leftovers: &Leftovers) -> EncodedEvents {
+        let mut events = EncodedEvents::default();
+        for leftover in &leftovers.segments {
+            events.extend(&spool.read_leftover(leftover).unwrap());
+        }
+        events
+    }
+
     fn temp_dir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!("statuspulse-spool-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -891,7 +946,7 @@ mod tests {
     fn unreleased_events_come_back_after_a_crash_and_released_ones_do_not() {
         let dir = temp_dir();
         let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
-        assert!(leftovers.events.is_empty());
+        assert!(leftovers.is_empty());
         let kept = event("kept");
         let segment = spool.append(&event("released").view()).unwrap().segment;
         spool.append(&kept.view()).unwrap();
@@ -902,14 +957,14 @@ mod tests {
         let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
         // The current segment of the crashed run holds both; only ids tell them apart, and
         // the audit log keeps one copy per id, so replaying both is correct.
-        let events = leftovers.events.decode();
+        let events = leftover_events(&spool, &leftovers).decode();
         let requests: Vec<_> = events.iter().map(|e| e.request_id.as_str()).collect();
         assert_eq!(requests, ["released", "kept"]);
         assert_eq!(events[1], kept, "newlines inside fields survive");
         // The crashed run's current segment and the one its `maintain` made ahead (empty,
         // so deleted at this start), and the new current one.
         assert_eq!(files(&dir), 2);
-        spool.release(&leftovers.segments);
+        spool.release(&leftovers.counts());
         spool.maintain();
         // The leftover is deleted; the current one stays and the next is made ahead.
         assert_eq!(files(&dir), 2);
@@ -933,8 +988,8 @@ mod tests {
             *byte = 0;
         }
         std::fs::write(&path, &bytes).unwrap();
-        let (_, leftovers) = AuditSpool::open(&dir).unwrap();
-        let events = leftovers.events.decode();
+        let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
+        let events = leftover_events(&spool, &leftovers).decode();
         let requests: Vec<_> = events.iter().map(|e| e.request_id.as_str()).collect();
         assert_eq!(requests, ["whole"]);
     }
@@ -946,7 +1001,7 @@ mod tests {
             std::fs::write(dir.join(name), b"x").unwrap();
         }
         let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
-        assert!(leftovers.events.is_empty());
+        assert!(leftovers.is_empty());
         drop(spool);
         assert!(dir.join("7.spool").exists());
         let unreadable = segment_path(&dir, 99);
@@ -988,8 +1043,8 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[damaged.start + RECORD_HEADER + 3] ^= 0x10;
         std::fs::write(&path, &bytes).unwrap();
-        let (_, leftovers) = AuditSpool::open(&dir).unwrap();
-        let events = leftovers.events.decode();
+        let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
+        let events = leftover_events(&spool, &leftovers).decode();
         let requests: Vec<_> = events.iter().map(|e| e.request_id.as_str()).collect();
         assert_eq!(requests, ["after 1", "after 2"]);
     }
@@ -1007,8 +1062,8 @@ mod tests {
         assert!(segment_path(&dir, after.segment).exists());
         assert!(segment_path(&dir, before.segment).exists(), "copied back");
         drop(spool); // a crash
-        let (_, leftovers) = AuditSpool::open(&dir).unwrap();
-        let events = leftovers.events.decode();
+        let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
+        let events = leftover_events(&spool, &leftovers).decode();
         let requests: Vec<_> = events.iter().map(|e| e.request_id.as_str()).collect();
         assert_eq!(
             requests,
@@ -1054,9 +1109,8 @@ mod tests {
         spool.maintain();
         spool.append(&event("g").view()).unwrap();
         drop(spool); // a crash
-        let (_, leftovers) = AuditSpool::open(&dir).unwrap();
-        let requests: Vec<_> = leftovers
-            .events
+        let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
+        let requests: Vec<_> = leftover_events(&spool, &leftovers)
             .decode()
             .into_iter()
             .map(|e| e.request_id)
@@ -1088,7 +1142,7 @@ mod tests {
         let unfinished = dir.join(format!("00000000000000000007.{SUFFIX}.{RESTORING_SUFFIX}"));
         std::fs::write(&unfinished, b"half").unwrap();
         let (_spool, leftovers) = AuditSpool::open(&dir).unwrap();
-        assert!(leftovers.events.is_empty());
+        assert!(leftovers.is_empty());
         assert!(!unfinished.exists());
     }
 
@@ -1145,8 +1199,8 @@ mod tests {
         spool.release(&[(fourth, 1), (fifth, 1)]);
         spool.close();
         drop(spool);
-        let (_, leftovers) = AuditSpool::open(&dir).unwrap();
-        assert!(leftovers.events.is_empty());
+        let (_spool, leftovers) = AuditSpool::open(&dir).unwrap();
+        assert!(leftovers.is_empty());
         assert_eq!(files(&dir), 1, "the new run's current segment");
     }
 
