@@ -227,6 +227,13 @@ impl Settings {
             .map(|(name, token)| {
                 if token.chars().count() < 16 {
                     Err(ConfigError::new(name, "must be at least 16 characters"))
+                } else if !is_presentable(&token) {
+                    // A request could never present it: every admin request would get 401.
+                    Err(ConfigError::new(
+                        name,
+                        "must not start or end with white space nor hold control characters \
+                         (a line end left by a file?): no request could present it",
+                    ))
                 } else {
                     Ok(SecretString::from(token))
                 }
@@ -453,9 +460,16 @@ fn parse_addr(value: Option<(String, String)>, default: &str) -> Result<SocketAd
         .ok_or_else(|| {
             ConfigError::new(
                 name,
-                format!("{text:?} is not a socket address (for example 127.0.0.1:8080)"),
+                // Not quoted, as no value is: the same words serve every variable.
+                "is not a socket address (for example 127.0.0.1:8080)",
             )
         })
+}
+
+/// Whether a bearer token can be sent as it is: HTTP drops white space around a header
+/// value, and a field cannot carry control characters (a tab inside is allowed).
+fn is_presentable(token: &str) -> bool {
+    token.trim() == token && !token.chars().any(|c| c.is_control() && c != '\t')
 }
 
 fn parse_count(name: &str, text: &str, min: usize, max: usize) -> Result<usize, ConfigError> {
@@ -518,6 +532,25 @@ mod tests {
         let err = Settings::from_sources(None, &env(&[("STATUSPULSE_ADMIN_TOKEN", "short")]))
             .unwrap_err();
         assert!(!err.to_string().contains("short\""));
+        // A token that no request could present: around it, white space, which HTTP drops
+        // (a line end kept from a secret's file); inside, a control character.
+        for token in [
+            "a-long-enough-token\n",
+            " a-long-enough-token",
+            "a-long-enough\u{7}-token",
+        ] {
+            let err = Settings::from_sources(None, &env(&[("STATUSPULSE_ADMIN_TOKEN", token)]))
+                .unwrap_err();
+            assert_eq!(err.variable, "STATUSPULSE_ADMIN_TOKEN");
+            assert!(!err.to_string().contains("long-enough"), "{err}");
+        }
+        let inner_space = "a long enough token";
+        assert!(
+            Settings::from_sources(None, &env(&[("STATUSPULSE_ADMIN_TOKEN", inner_space)])).is_ok()
+        );
+        let err = Settings::from_sources(None, &env(&[("STATUSPULSE_PUBLIC_ADDR", "nope:x")]))
+            .unwrap_err();
+        assert!(!err.to_string().contains("nope"), "{err}");
         // Characters, not bytes: eight two-byte letters are eight characters.
         let err = Settings::from_sources(None, &env(&[("STATUSPULSE_ADMIN_TOKEN", "éééééééé")]))
             .unwrap_err();

@@ -134,6 +134,7 @@ async fn serve(settings: Settings, log: log_writer::QueuedLog) -> Result<(), Str
         );
         if let Err(error) = shown {
             let _ = statuspulse_auth::secrets::forget_admin_token_hash(&data_dir);
+            app.keep_rate_counts_for_next_start();
             return Err(format!(
                 "cannot show the generated admin token on stderr ({error}); it was not kept"
             ));

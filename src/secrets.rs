@@ -220,18 +220,42 @@ fn readable_by_others(path: &Path) -> Option<u32> {
     }
 }
 
+/// Writes a new secret file, whole or not at all: under a temporary name first, then linked
+/// to its own name, which fails if that exists (a secret is never replaced). Written in
+/// place, a crash or a full disk between creating and filling the file left it empty, and
+/// every later start refused it (found by a code review, 2 December).
 fn write_private(path: &Path, contents: &str) -> Result<(), SecretFileError> {
     let fail = |e: std::io::Error| SecretFileError {
         path: path.display().to_string(),
         problem: e.to_string(),
     };
-    let mut file = crate::private_dir::file_options()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(fail)?;
-    file.write_all(contents.as_bytes()).map_err(fail)?;
-    file.sync_all().map_err(fail)
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = std::path::PathBuf::from(temporary);
+    let written = (|| {
+        // Truncated: a crash may have left one.
+        let mut file = crate::private_dir::file_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)?;
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()?;
+        match fs::hard_link(&temporary, path) {
+            // A file system without hard links: the data dir's lock keeps other servers
+            // out, so a rename where nothing is cannot replace another's file.
+            Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists && !path.exists() => {
+                fs::rename(&temporary, path)
+            }
+            linked => linked,
+        }
+    })();
+    let _ = fs::remove_file(&temporary);
+    written.map_err(fail)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(fail)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -241,6 +265,21 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_file_is_written_whole_and_never_replaced() {
+        let dir = std::env::temp_dir().join(format!("sp-secret-{}", uuid::Uuid::now_v7()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hashing.key");
+        // What a crash mid-write leaves now: the temporary file, never an empty secret.
+        fs::write(dir.join("hashing.key.tmp"), "").unwrap();
+        write_private(&path, "first").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "first");
+        assert!(!dir.join("hashing.key.tmp").exists());
+        assert!(write_private(&path, "second").is_err());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "first");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn an_admin_token_is_recognised_alone_and_inside_text_by_its_hash() {

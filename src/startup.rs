@@ -224,7 +224,18 @@ impl Application {
             Some(Arc::clone(&rate_journal)),
             rate_clock,
         );
+        // Bound before the counts are carried over: a taken port, the likeliest failure of
+        // a start, then fails before anything is moved (see below for the rest).
+        let public_listener = bind(settings.place("public_addr"), settings.public_addr)?;
+        let admin_listener = bind(settings.place("admin_addr"), settings.admin_addr)?;
         carry_over_rate_limits(&store, &registry, left_by_a_crash).await;
+        // From here the counts of the run before live only in this run's journal slots,
+        // which a dropped registry would free: a start that fails now keeps them for the
+        // next one.
+        let keep_counts_on_failure = |error: ConfigError| {
+            rate_journal.keep_for_next_start();
+            error
+        };
         let state = web::Data::new(AppState {
             verifier: Verifier::new(
                 hasher.clone(),
@@ -240,8 +251,6 @@ impl Application {
             admin_token: admin_token.clone(),
         });
 
-        let public_listener = bind(settings.place("public_addr"), settings.public_addr)?;
-        let admin_listener = bind(settings.place("admin_addr"), settings.admin_addr)?;
         let public_port = local_port(&public_listener);
         let admin_port = local_port(&admin_listener);
         // Signals are `main`'s to handle (`ApplicationHandle::stop`): actix-web's own handling
@@ -258,7 +267,8 @@ impl Application {
             Listener::Public,
             public::routes,
         )
-        .map_err(|e| ConfigError::new(settings.place("public_addr"), e.to_string()))?;
+        .map_err(|e| ConfigError::new(settings.place("public_addr"), e.to_string()))
+        .map_err(keep_counts_on_failure)?;
         let admin_server = server::serve(
             admin_listener,
             ServerSettings {
@@ -270,10 +280,12 @@ impl Application {
             Listener::Admin,
             admin::routes,
         )
-        .map_err(|e| ConfigError::new(settings.place("admin_addr"), e.to_string()))?;
+        .map_err(|e| ConfigError::new(settings.place("admin_addr"), e.to_string()))
+        .map_err(keep_counts_on_failure)?;
         if generated_admin_token.is_some() {
             secrets::store_admin_token_hash(&settings.data_dir, admin_token.hash())
-                .map_err(secret_error)?;
+                .map_err(secret_error)
+                .map_err(keep_counts_on_failure)?;
         }
         Ok(Application {
             public_port,
@@ -289,6 +301,12 @@ impl Application {
             store,
             _data_dir_lock: data_dir_lock,
         })
+    }
+
+    /// For a start abandoned before it serves (the admin token could not be shown): the
+    /// rate-limit counts carried over from the run before stay for the next start.
+    pub fn keep_rate_counts_for_next_start(&self) {
+        self.rate_journal.keep_for_next_start();
     }
 
     pub fn public_port(&self) -> u16 {

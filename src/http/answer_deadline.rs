@@ -7,11 +7,12 @@
 //! never ends its body would hold the connection, and its buffers, forever.
 //!
 //! No honest client needs long between two answers on one connection: an idle one is
-//! closed after the keep-alive timeout (5 s), a request's head has 5 s, an admin body 10 s,
-//! and the handlers answer in well under a second. So each connection's stream is wrapped,
-//! and a read still waiting a fixed time after the last answer ends the connection with
-//! an error. Before the first answer the HTTP layer's own head timeout applies. (A handler
-//! still running at the deadline would lose its connection too; none takes that long.)
+//! closed after the keep-alive timeout (5 s), a request's head has 5 s, an admin body 10 s.
+//! So each connection's stream is wrapped, and a read still waiting a fixed time after the
+//! last answer ends the connection with an error. Before the first answer the HTTP layer's
+//! own head timeout applies. The HTTP layer reads while a handler runs too (for the next
+//! pipelined request), so a handler still running at the deadline would lose its
+//! connection: the deadline is longer than the slowest handler may take.
 
 use std::future::Future;
 use std::io;
@@ -22,9 +23,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep_until, Instant, Sleep};
 
-/// How long after its last answer a connection may go on being read: the head, body and
-/// keep-alive limits above together, with room for a slow handler.
-pub const NEXT_ANSWER_WITHIN: Duration = Duration::from_secs(30);
+/// How long after its last answer a connection may go on being read: longer than the
+/// slowest handler, an audit-log query on PostgreSQL (2 s for a connection, 5 s to find the
+/// workspace, 30 s for the query: 37 s), which at 30 s lost its connection before it could
+/// answer (found by a code review, 2 December).
+pub const NEXT_ANSWER_WITHIN: Duration = Duration::from_secs(45);
 
 /// A connection's stream whose reads fail once a whole `limit` has passed without a write:
 /// between `limit` and twice `limit` after the last answer.

@@ -57,18 +57,23 @@ impl Refusal {
     }
 }
 
-/// The status lines of actix-http's own answers (its `h1::dispatcher`), and what each
-/// refuses. Each such answer is the status line, `content-length: 0`, `connection: close`
-/// unless the connection was already closing, and the date.
-const CANNED_STATUS_LINES: [(&[u8], Refusal); 4] = [
-    (b"HTTP/1.1 400 Bad Request\r\n", Refusal::Malformed),
-    (b"HTTP/1.1 408 Request Timeout\r\n", Refusal::TooSlow),
+/// The status lines of actix-http's own answers (its `h1::dispatcher`) after their
+/// version, and what each refuses. Each such answer is the status line, `content-length: 0`,
+/// a `connection` field (`close`, none when the connection was closing already, or
+/// `keep-alive` on an HTTP/1.0 connection kept alive), and the date.
+const CANNED_STATUSES: [(&[u8], Refusal); 4] = [
+    (b" 400 Bad Request\r\n", Refusal::Malformed),
+    (b" 408 Request Timeout\r\n", Refusal::TooSlow),
     (
-        b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
+        b" 431 Request Header Fields Too Large\r\n",
         Refusal::HeadTooLarge,
     ),
-    (b"HTTP/1.1 500 Internal Server Error\r\n", Refusal::Internal),
+    (b" 500 Internal Server Error\r\n", Refusal::Internal),
 ];
+
+/// The versions actix-http answers in: that of the connection's last request, so after an
+/// HTTP/1.0 request kept alive, its refusals are HTTP/1.0 answers.
+const HTTP_VERSIONS: [&[u8]; 2] = [b"HTTP/1.1", b"HTTP/1.0"];
 
 /// An IMF-fixdate ("Mon, 30 Nov 2026 22:55:34 GMT") is always 29 bytes.
 const DATE_BYTES: usize = 29;
@@ -82,11 +87,19 @@ fn canned_answer_at_end(written: &[u8]) -> Option<(usize, Refusal, &[u8])> {
     let head = written.strip_suffix(HEAD_END)?;
     let (head, date) = head.split_at(head.len().checked_sub(DATE_BYTES)?);
     let head = head.strip_suffix(b"date: ")?;
-    let head = head.strip_suffix(b"connection: close\r\n").unwrap_or(head);
+    // `close`, unless the connection was closing already; `keep-alive` on an HTTP/1.0 one.
+    let head = head
+        .strip_suffix(b"connection: close\r\n")
+        .or_else(|| head.strip_suffix(b"connection: keep-alive\r\n"))
+        .unwrap_or(head);
     let head = head.strip_suffix(b"content-length: 0\r\n")?;
-    CANNED_STATUS_LINES.iter().find_map(|(line, refusal)| {
-        head.ends_with(line)
-            .then(|| (head.len() - line.len(), *refusal, date))
+    CANNED_STATUSES.iter().find_map(|(status, refusal)| {
+        let before_status = head.strip_suffix(*status)?;
+        HTTP_VERSIONS.iter().find_map(|version| {
+            before_status
+                .ends_with(version)
+                .then(|| (before_status.len() - version.len(), *refusal, date))
+        })
     })
 }
 
@@ -133,6 +146,10 @@ pub struct ParseRefusals<T> {
     io: T,
     /// The API's answer and how much of it is written, until all of it is.
     pending: Option<(Vec<u8>, usize)>,
+    /// Set once a refusal is answered: the connection closes after it, and anything the
+    /// HTTP layer writes from then on (its canned answer again, if it writes it anew) is
+    /// taken as written and dropped.
+    refused: bool,
     metrics: Arc<Metrics>,
     listener: Listener,
 }
@@ -142,6 +159,7 @@ impl<T> ParseRefusals<T> {
         ParseRefusals {
             io,
             pending: None,
+            refused: false,
             metrics,
             listener,
         }
@@ -184,6 +202,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ParseRefusals<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_pending(cx))?;
+        if this.refused {
+            return Poll::Ready(Ok(buf.len()));
+        }
         match canned_answer_at_end(buf) {
             None => Pin::new(&mut this.io).poll_write(cx, buf),
             // Answers to earlier pipelined requests go out first, as they are.
@@ -194,11 +215,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ParseRefusals<T> {
                 let (status, answer) = api_answer(refusal, date);
                 this.metrics.record_response(this.listener, None, status);
                 this.pending = Some((answer, 0));
-                // The canned answer counts as written; ours goes out on this and the
-                // following polls, before any flush or shutdown completes.
-                if let Poll::Ready(Err(error)) = this.poll_pending(cx) {
-                    return Poll::Ready(Err(error));
-                }
+                this.refused = true;
+                // The canned answer counts as written only once ours is: after a refusal
+                // the HTTP layer closes the connection as soon as its buffer is empty,
+                // without waiting for a flush, so an answer still pending (a full send
+                // buffer) would be cut short. Until then it writes the same bytes again.
+                ready!(this.poll_pending(cx))?;
                 Poll::Ready(Ok(buf.len()))
             }
         }
@@ -223,12 +245,7 @@ mod tests {
 
     const DATE: &str = "Mon, 30 Nov 2026 22:55:34 GMT";
 
-    fn canned(status_line: &[u8], closing: bool) -> Vec<u8> {
-        let connection: &[u8] = if closing {
-            b"connection: close\r\n"
-        } else {
-            b""
-        };
+    fn canned(status_line: &[u8], connection: &[u8]) -> Vec<u8> {
         [
             status_line,
             b"content-length: 0\r\n",
@@ -245,9 +262,17 @@ mod tests {
         let earlier = format!(
             "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-request-id: 1\r\ndate: {DATE}\r\n\r\n"
         );
-        for (status_line, refusal) in CANNED_STATUS_LINES {
-            for closing in [true, false] {
-                let answer = canned(status_line, closing);
+        // HTTP/1.0 too: actix-http answers in the version of the connection's last request.
+        let status_lines = HTTP_VERSIONS.iter().flat_map(|version| {
+            CANNED_STATUSES
+                .iter()
+                .map(move |(status, refusal)| ([*version, *status].concat(), *refusal))
+        });
+        for (status_line, refusal) in status_lines {
+            let connections: [&[u8]; 3] =
+                [b"connection: close\r\n", b"", b"connection: keep-alive\r\n"];
+            for connection in connections {
+                let answer = canned(&status_line, connection);
                 assert_eq!(
                     canned_answer_at_end(&answer),
                     Some((0, refusal, DATE.as_bytes()))
@@ -269,10 +294,37 @@ mod tests {
             format!("HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nx-request-id: 1\r\ndate: {DATE}\r\n\r\n"),
             // A canned head cut short is not one.
             format!("Request\r\ncontent-length: 0\r\ndate: {DATE}\r\n\r\n"),
+            format!(" 400 Bad Request\r\ncontent-length: 0\r\ndate: {DATE}\r\n\r\n"),
+            format!("HTTP/2.0 400 Bad Request\r\ncontent-length: 0\r\ndate: {DATE}\r\n\r\n"),
             String::new(),
         ] {
             assert_eq!(canned_answer_at_end(answer.as_bytes()), None, "{answer}");
         }
+    }
+
+    /// With a send buffer smaller than the answer, the canned bytes are reported written
+    /// only once the whole JSON answer is: the HTTP layer drops the connection as soon as
+    /// they are.
+    #[tokio::test]
+    async fn the_canned_answer_counts_as_written_once_the_whole_answer_is() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (server_side, mut client_side) = tokio::io::duplex(16);
+        let mut stream =
+            ParseRefusals::new(server_side, Arc::new(Metrics::default()), Listener::Public);
+        let canned = canned(b"HTTP/1.1 400 Bad Request\r\n", b"connection: close\r\n");
+        let reader = tokio::spawn(async move {
+            let mut answer = Vec::new();
+            client_side.read_to_end(&mut answer).await.unwrap();
+            answer
+        });
+        let written = stream.write(&canned).await.unwrap();
+        assert_eq!(written, canned.len());
+        // The HTTP layer's buffer is empty: it closes the connection without a flush.
+        drop(stream);
+        let answer = String::from_utf8(reader.await.unwrap()).unwrap();
+        let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+        let body: serde_json::Value = serde_json::from_str(body).expect("a whole JSON body");
+        assert_eq!(body["error"], "malformed_request");
     }
 
     #[test]

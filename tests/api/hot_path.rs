@@ -187,6 +187,19 @@ async fn requests_the_http_parser_refuses_get_json_errors_on_both_listeners() {
         second.contains("\"error\":\"malformed_request\""),
         "{second}"
     );
+    // The same after an HTTP/1.0 request kept alive, whose version actix-http answers in.
+    let first = app
+        .raw_bytes(
+            &app.public,
+            b"GET /healthz HTTP/1.0\r\nconnection: keep-alive\r\n\r\nGET /v1/me HTTP/1.1\r\nbad name: v\r\n\r\n",
+        )
+        .await;
+    assert_eq!(first.status.as_u16(), 200);
+    let second = first.rest.expect("a second answer");
+    assert!(
+        second.contains("\"error\":\"malformed_request\""),
+        "{second}"
+    );
     // Counted as responses like any other: 5 on the admin listener.
     let metrics = app.metrics().await;
     assert!(
@@ -975,6 +988,15 @@ async fn a_restart_gives_no_workspace_a_fresh_minute() {
     app.restart().await;
     // A second restart with no request in between: the counts no actor has taken yet are
     // saved again.
+    app.restart().await;
+    // A start that fails (a port taken) leaves them for the next one.
+    app.stop().await;
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = blocker.local_addr().unwrap();
+    let failed = app.build_another_with(|s| s.public_addr = taken).await;
+    assert!(failed.is_err());
+    let failed = app.build_another_with(|s| s.admin_addr = taken).await;
+    assert!(failed.is_err());
     app.restart().await;
     // The test limit is 120 a minute: 20 left, whatever the restarts.
     let first = app.authz(&key, "GET", "/v1/checks").await;
