@@ -107,6 +107,10 @@ async fn run_with_retries(
 ) -> bool {
     let mut backoff = Duration::from_millis(50);
     let mut permanent_failures = 0;
+    if context.has_given_up() {
+        context.job_abandoned(job);
+        return false;
+    }
     loop {
         let Err(error) = crate::jobs::run(job, context).await else {
             return true;

@@ -12,6 +12,7 @@
 //! `migrate` has no deadline: at start it may wait for another server's migration.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,19 +60,44 @@ impl<S: Store> WithDeadlines<S> {
     }
 }
 
-/// `operation`'s result, or unavailable once `limit` has passed.
+/// Why an operation ended as unavailable: it ran past its deadline (the database may be
+/// down, frozen, or only slow for work this size).
+#[derive(Debug, thiserror::Error)]
+#[error("the database did not answer within {} ms", .0.as_millis())]
+pub struct DeadlinePassed(pub Duration);
+
+tokio::task_local! {
+    /// Set while an operation runs under a deadline: whether it was abandoned past it.
+    static ABANDONED: Arc<AtomicBool>;
+}
+
+/// The flag of the operation under way on this task, set if it is abandoned past its
+/// deadline: a store gives it to each connection the operation takes, which then leaves
+/// the pool rather than go back to it (`postgres::Pooled`).
+pub(super) fn abandoned_flag() -> Option<Arc<AtomicBool>> {
+    ABANDONED.try_with(Arc::clone).ok()
+}
+
+/// `operation`'s result, or unavailable once `limit` has passed. An operation abandoned so
+/// is marked before it is dropped, so that the connections it holds know.
 async fn within<T>(
     limit: Duration,
     operation: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    tokio::time::timeout(limit, operation)
-        .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(anyhow::anyhow!(
-                "the database did not answer within {} ms",
-                limit.as_millis()
-            )))
-        })
+    let abandoned = Arc::new(AtomicBool::new(false));
+    // Not `tokio::time::timeout` inside the scope: the scope drops a future as soon as it
+    // completes, which would be before the flag could be set.
+    let operation = ABANDONED.scope(Arc::clone(&abandoned), operation);
+    let mut operation = std::pin::pin!(operation);
+    tokio::select! {
+        biased;
+        result = operation.as_mut() => result,
+        () = tokio::time::sleep(limit) => {
+            // The operation, still pending, is dropped after this, at the end of scope.
+            abandoned.store(true, Ordering::Release);
+            Err(StoreError::Unavailable(DeadlinePassed(limit).into()))
+        }
+    }
 }
 
 #[async_trait]

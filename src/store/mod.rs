@@ -65,6 +65,13 @@ pub enum StoreError {
     Internal(#[source] anyhow::Error),
 }
 
+impl StoreError {
+    /// Whether the operation ran past its deadline (`deadline::WithDeadlines`).
+    pub fn is_past_deadline(&self) -> bool {
+        matches!(self, StoreError::Unavailable(cause) if cause.is::<deadline::DeadlinePassed>())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entity {
     Workspace,

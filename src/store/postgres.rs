@@ -2,6 +2,7 @@
 //! per connection.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::deadline::Deadlines;
+use super::deadline::{self, Deadlines};
 use super::migrations::POSTGRES as MIGRATIONS;
 use super::postgres_connect::ConnectionRuntime;
 use super::postgres_tls::{take_tls_settings, TlsSetupError};
@@ -120,11 +121,59 @@ impl PostgresStore {
         })
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        self.pool
+    async fn client(&self) -> Result<Pooled, StoreError> {
+        let client = self
+            .pool
             .get()
             .await
-            .map_err(|e| StoreError::Unavailable(e.into()))
+            .map_err(|e| StoreError::Unavailable(e.into()))?;
+        Ok(Pooled {
+            client: Some(client),
+            abandoned: deadline::abandoned_flag(),
+        })
+    }
+}
+
+/// A pooled connection that leaves the pool, instead of going back to it, when its
+/// operation is abandoned past its deadline: PostgreSQL may still be working on what was
+/// sent (an audit batch's inserts run on), and the next operation given this connection
+/// would wait behind that work, past its own deadline (found by a black-box pass, 2
+/// December: admin reads and `/readyz` answered 503 in bursts while a slow audit batch
+/// was retried).
+struct Pooled {
+    client: Option<deadpool_postgres::Client>,
+    /// The operation's (`deadline::abandoned_flag`); `None` outside a deadline.
+    abandoned: Option<Arc<AtomicBool>>,
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let abandoned = self
+            .abandoned
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::Acquire));
+        if let (true, Some(client)) = (abandoned, self.client.take()) {
+            // Out of the pool, and closed as it is dropped.
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+// The connection is taken out only in `drop`, after which nothing can dereference it: the
+// `Option` is there for `drop` to move it out.
+#[allow(clippy::expect_used)]
+impl std::ops::Deref for Pooled {
+    type Target = deadpool_postgres::Client;
+
+    fn deref(&self) -> &Self::Target {
+        self.client.as_ref().expect("taken only when dropped")
+    }
+}
+
+#[allow(clippy::expect_used)]
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.client.as_mut().expect("taken only when dropped")
     }
 }
 
@@ -296,7 +345,7 @@ impl Store for PostgresStore {
         id: &str,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         let client = self.client().await?;
-        select_key(&client, workspace_id, id).await
+        select_key(&*client, workspace_id, id).await
     }
 
     async fn revoke_api_key(
