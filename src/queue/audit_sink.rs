@@ -531,7 +531,9 @@ impl Publisher {
             if publish(&queue, batch).await {
                 spool.release(&segments);
             } else {
-                refused.store(true, Ordering::Relaxed);
+                if !refused.swap(true, Ordering::Relaxed) {
+                    log_refused();
+                }
                 // Not taken (shutdown with storage down): the spooled ones wait in the spool
                 // for the next start; the rest (spool writes that failed) are lost.
                 let spooled: u64 = segments.iter().map(|&(_, count)| count).sum();
@@ -587,6 +589,7 @@ impl Publisher {
                     }
                 }
                 if !all_taken {
+                    log_refused();
                     return;
                 }
                 spool.release(&[(leftover.segment, leftover.events)]);
@@ -609,6 +612,14 @@ impl Publisher {
     }
 }
 
+/// Says, once per stop, that batches were left for the next start.
+fn log_refused() {
+    tracing::error!(
+        "the job queue stopped before taking every audit batch (storage down at shutdown); \
+         their events stay in the spool for the next start"
+    );
+}
+
 /// Publishes a batch, retrying until the queue takes it: an event leaves the batcher only
 /// into a queue that has accepted responsibility for it. `false` if the queue closed first
 /// (the events stay in the spool for the next start).
@@ -621,12 +632,8 @@ async fn publish(queue: &Arc<dyn JobQueue>, batch: EncodedEvents) -> bool {
         // Cloning a job clones an `Arc`, not the events.
         match queue.publish(job.clone()).await {
             Ok(()) => return true,
-            Err(QueueError::Closed) => {
-                tracing::error!(
-                    "job queue closed before the audit batcher; the events stay in the spool for the next start"
-                );
-                return false;
-            }
+            // Logged once by the caller: a stop with storage down refuses every batch.
+            Err(QueueError::Closed) => return false,
             Err(error) => {
                 tracing::warn!(%error, "publishing audit events failed; retrying");
                 tokio::time::sleep(backoff).await;
