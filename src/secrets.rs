@@ -233,11 +233,14 @@ fn write_private(path: &Path, contents: &str) -> Result<(), SecretFileError> {
     temporary.push(".tmp");
     let temporary = std::path::PathBuf::from(temporary);
     let written = (|| {
-        // Truncated: a crash may have left one.
+        // Made anew, so with our mode: a crash may have left one.
+        match fs::remove_file(&temporary) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
         let mut file = crate::private_dir::file_options()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&temporary)?;
         file.write_all(contents.as_bytes())?;
         file.sync_all()?;
@@ -278,6 +281,12 @@ mod tests {
         assert!(!dir.join("hashing.key.tmp").exists());
         assert!(write_private(&path, "second").is_err());
         assert_eq!(fs::read_to_string(&path).unwrap(), "first");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "not the leftover's mode");
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 

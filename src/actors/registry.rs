@@ -438,7 +438,8 @@ impl WorkspaceRegistry {
     /// miss, each bogus key would cost a walk over all of them.
     fn forget_expired_unknown_keys(&self, now_ms: u64) -> bool {
         let last = self.unknown_keys_swept_at_ms.load(Ordering::Relaxed);
-        let due = now_ms.saturating_sub(last) >= UNKNOWN_SWEEP_EVERY_MS;
+        // A clock stepped back is due too, rather than waiting until it passes `last`.
+        let due = now_ms < last || now_ms - last >= UNKNOWN_SWEEP_EVERY_MS;
         if !due
             || self
                 .unknown_keys_swept_at_ms

@@ -464,7 +464,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_re_read_keeps_a_revocation_cached_meanwhile() {
+    fn an_entry_kept_after_a_failed_re_read_keeps_its_cached_revocation() {
         let state = WorkspaceState::new(Arc::from("ws_1"), 0, None);
         state.put_key(&record(None), 1);
         let revoked_at = crate::clock::to_datetime(1_800_000_100_000);

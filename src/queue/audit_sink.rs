@@ -28,7 +28,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use parking_lot::Mutex;
 
-use super::audit_spool::{AuditSpool, Leftovers, RecordSlot, Segment};
+use super::audit_spool::{AuditSpool, LeftoverSegment, Leftovers, RecordSlot, Segment};
 use super::{Job, JobQueue, QueueError};
 use crate::domain::audit_codec::{self, EncodedEvents, EventView};
 use crate::metrics::Metrics;
@@ -565,7 +565,15 @@ impl Publisher {
             .fetch_add(leftovers.events() as i64, Ordering::Relaxed);
         let queue = Arc::clone(&self.queue);
         let spool = Arc::clone(&self.spool);
+        let metrics = Arc::clone(&self.metrics);
+        let refused = Arc::clone(&self.refused);
         self.tasks.spawn(async move {
+            // Not pending in this run any more: they wait in the spool for the next start.
+            let set_aside = |leftover: &LeftoverSegment| {
+                metrics
+                    .audit_pending
+                    .fetch_sub(leftover.events as i64, Ordering::Relaxed);
+            };
             for leftover in leftovers.segments {
                 let reader = Arc::clone(&spool);
                 let read =
@@ -574,10 +582,12 @@ impl Publisher {
                     Ok(Ok(events)) => events,
                     Ok(Err(error)) => {
                         tracing::error!(%error, segment = leftover.segment, "cannot read audit events left in the spool; they stay there for the next start");
+                        set_aside(&leftover);
                         continue;
                     }
                     Err(error) => {
                         tracing::error!(%error, segment = leftover.segment, "reading audit events left in the spool failed; they stay there for the next start");
+                        set_aside(&leftover);
                         continue;
                     }
                 };
@@ -589,7 +599,9 @@ impl Publisher {
                     }
                 }
                 if !all_taken {
-                    log_refused();
+                    if !refused.swap(true, Ordering::Relaxed) {
+                        log_refused();
+                    }
                     return;
                 }
                 spool.release(&[(leftover.segment, leftover.events)]);

@@ -2,7 +2,7 @@
 //! per connection.
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,9 +39,36 @@ pub struct PostgresStore {
     pool: Pool,
     /// How long an audit-log query may run on the server (the session's limit is shorter).
     bulk_statement_timeout: Duration,
+    /// Connections taken out of the pool past their deadline, until PostgreSQL is done with
+    /// them (`Pooled`).
+    set_aside: Arc<SetAside>,
     /// Where the pool's connections do their I/O (`postgres_connect`); after `pool`, so
     /// that the pool's connections go first.
     _connections: ConnectionRuntime,
+}
+
+/// How many connections are out of the pool and still open, at most as many as the pool
+/// holds: a database whose writes hang (a synchronous standby gone) would otherwise have
+/// each abandoned operation leave a connection open, until its `max_connections` ran out
+/// for every client. Past that, abandoned connections go back to the pool, as before.
+struct SetAside {
+    open: AtomicUsize,
+    max: usize,
+}
+
+impl SetAside {
+    /// Takes a place, if there is one.
+    fn admit(&self) -> bool {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < self.max).then_some(open + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// PostgreSQL's own limit on a statement: four fifths of the caller's deadline, so that a
@@ -117,6 +144,10 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             bulk_statement_timeout: statement_timeout(deadlines.bulk),
+            set_aside: Arc::new(SetAside {
+                open: AtomicUsize::new(0),
+                max: max_connections,
+            }),
             _connections: connections,
         })
     }
@@ -130,12 +161,14 @@ impl PostgresStore {
         Ok(Pooled {
             client: Some(client),
             abandoned: deadline::abandoned_flag(),
+            set_aside: Arc::clone(&self.set_aside),
         })
     }
 }
 
 /// A pooled connection that leaves the pool, instead of going back to it, when its
-/// operation is abandoned past its deadline: PostgreSQL may still be working on what was
+/// operation is abandoned past its deadline (while fewer connections than the pool holds
+/// are set aside so, `SetAside`): PostgreSQL may still be working on what was
 /// sent (an audit batch's inserts run on), and the next operation given this connection
 /// would wait behind that work, past its own deadline (found by a black-box pass, 2
 /// December: admin reads and `/readyz` answered 503 in bursts while a slow audit batch
@@ -144,6 +177,7 @@ struct Pooled {
     client: Option<deadpool_postgres::Client>,
     /// The operation's (`deadline::abandoned_flag`); `None` outside a deadline.
     abandoned: Option<Arc<AtomicBool>>,
+    set_aside: Arc<SetAside>,
 }
 
 impl Drop for Pooled {
@@ -152,10 +186,28 @@ impl Drop for Pooled {
             .abandoned
             .as_ref()
             .is_some_and(|flag| flag.load(Ordering::Acquire));
-        if let (true, Some(client)) = (abandoned, self.client.take()) {
-            // Out of the pool, and closed as it is dropped.
-            drop(deadpool_postgres::Object::take(client));
+        if !abandoned {
+            return;
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !self.set_aside.admit() {
+            return;
+        }
+        let Some(client) = self.client.take() else {
+            self.set_aside.release();
+            return;
+        };
+        // Out of the pool; closed once PostgreSQL has answered everything sent on it
+        // before (answers come in order), which frees its place.
+        let client = deadpool_postgres::Object::take(client);
+        let set_aside = Arc::clone(&self.set_aside);
+        runtime.spawn(async move {
+            let _ = client.simple_query("").await;
+            drop(client);
+            set_aside.release();
+        });
     }
 }
 

@@ -783,8 +783,8 @@ async fn storage_outage_keeps_cached_keys_working_and_answers_503_otherwise() {
     );
 }
 
-/// A database that is up but slow for a batch of this size (a trigger sleeping 20 ms a row,
-/// past a 1 s deadline for more than 50 events) gets the batch again in halves, rather than
+/// A database that is up but slow for a batch of this size (a trigger sleeping 10 ms a row,
+/// past a 1 s deadline for more than 100 events) gets the batch again in halves, rather than
 /// the same batch at every retry, for good, with every later batch waiting behind it.
 #[actix_web::test]
 #[ignore = "needs PostgreSQL: set STATUSPULSE_TEST_DATABASE_URL and pass --include-ignored (.ci/run does)"]
@@ -799,7 +799,7 @@ async fn an_audit_batch_too_slow_for_its_deadline_is_written_in_halves() {
     app.execute_in_database(
         "",
         "CREATE FUNCTION slow_audit() RETURNS trigger LANGUAGE plpgsql AS
-           $$ BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END $$;
+           $$ BEGIN PERFORM pg_sleep(0.01); RETURN NEW; END $$;
          CREATE TRIGGER slow_audit BEFORE INSERT ON audit_events
            FOR EACH ROW EXECUTE FUNCTION slow_audit();",
     )
@@ -807,7 +807,7 @@ async fn an_audit_batch_too_slow_for_its_deadline_is_written_in_halves() {
     let requests = (0..300).map(|_| app.authz(&key, "GET", "/v1/checks"));
     let replies = futures_util::future::join_all(requests).await;
     assert!(replies.iter().all(|r| r.status.as_u16() == 200));
-    // About 8 s of trigger time in all; waited for up to two minutes.
+    // About 3 s of trigger time in all; waited for up to two minutes.
     let mut stored = 0;
     for _ in 0..240 {
         let reply = app.audit_log(&ws, "?limit=1000").await;
