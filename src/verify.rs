@@ -604,14 +604,9 @@ mod tests {
     /// characters of its secret in the audit log, its secret alone 16 characters.
     #[test]
     fn a_key_sent_as_the_method_is_cut_before_the_method_is_capped() {
-        use crate::domain::api_key::generate_key;
-        use crate::domain::hashing::KeyHasher;
-        use secrecy::ExposeSecret;
-        let hasher = KeyHasher::new([7; 32]);
-        let generated = generate_key(Environment::Live, &mut rand::thread_rng(), |k| {
-            hasher.hash(k)
-        });
-        let key = generated.secret.expose_secret();
+        let key = &crate::domain::credential_text::tests::fresh_key(
+            crate::domain::api_key::Environment::Live,
+        );
         let secret = &key["sp_live_".len()..];
         assert_eq!(audit_method(key), "sp_live_…");
         assert_eq!(audit_method(secret), "…");
@@ -620,14 +615,9 @@ mod tests {
 
     #[test]
     fn a_key_in_a_path_is_cut_before_the_path_is_capped() {
-        use crate::domain::api_key::generate_key;
-        use crate::domain::hashing::KeyHasher;
-        use secrecy::ExposeSecret;
-        let hasher = KeyHasher::new([7; 32]);
-        let generated = generate_key(Environment::Live, &mut rand::thread_rng(), |k| {
-            hasher.hash(k)
-        });
-        let key = generated.secret.expose_secret();
+        let key = &crate::domain::credential_text::tests::fresh_key(
+            crate::domain::api_key::Environment::Live,
+        );
         let secret = &key["sp_live_".len()..];
         // The secret alone, straddling the 512-byte cap: capped first, 37 of its 38
         // characters stayed, too short to be recognised as a key's secret part.

@@ -139,7 +139,7 @@ fn without_prefixed_credentials(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -154,8 +154,8 @@ mod tests {
         assert_eq!(without_credentials("sp_live_"), "sp_live_…");
     }
 
-    /// A freshly generated key, as its holder sees it.
-    fn fresh_key(environment: crate::domain::api_key::Environment) -> String {
+    /// A freshly generated key, as its holder sees it (for tests across the crate).
+    pub(crate) fn fresh_key(environment: crate::domain::api_key::Environment) -> String {
         use crate::domain::api_key::generate_key;
         use crate::domain::hashing::KeyHasher;
         use secrecy::ExposeSecret;

@@ -277,14 +277,9 @@ mod tests {
 
     #[test]
     fn a_key_in_a_content_encoding_is_cut_before_the_list_is_capped() {
-        use crate::domain::api_key::{generate_key, Environment};
-        use crate::domain::hashing::KeyHasher;
-        use secrecy::ExposeSecret;
-        let hasher = KeyHasher::new([7; 32]);
-        let generated = generate_key(Environment::Live, &mut rand::thread_rng(), |k| {
-            hasher.hash(k)
-        });
-        let key = generated.secret.expose_secret();
+        let key = &crate::domain::credential_text::tests::fresh_key(
+            crate::domain::api_key::Environment::Live,
+        );
         let secret = &key["sp_live_".len()..];
         // 27 characters, then the secret: the 64th character is its next to last.
         let encoding = format!("gzip, deflate, br, zstd, x-{secret}");
