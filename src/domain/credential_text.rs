@@ -117,6 +117,13 @@ pub fn without_credentials(text: &str) -> String {
     kept
 }
 
+/// Caller's text to quote back: credentials cut first, then at most `max_chars` kept. In
+/// that order: capped first, a secret part straddling the cap would lose its last
+/// characters, no longer be recognised, and be quoted with nearly all of its randomness.
+pub fn quotable(text: &str, max_chars: usize) -> String {
+    without_credentials(text).chars().take(max_chars).collect()
+}
+
 fn without_prefixed_credentials(text: &str) -> String {
     let mut kept = String::with_capacity(text.len());
     let mut rest = text;

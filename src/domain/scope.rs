@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::credential_text::without_credentials;
+use super::credential_text::quotable;
 
 /// An API resource, the first path segment under `/v1/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -156,10 +156,7 @@ impl ScopeSet {
     pub fn parse<'a, I: IntoIterator<Item = &'a str>>(names: I) -> Result<ScopeSet, UnknownScope> {
         let mut set = ScopeSet::EMPTY;
         for name in names {
-            // Credentials cut before the name is capped: capped first, a key's secret part
-            // straddling the cap would no longer be recognised and be quoted as it came.
-            let scope = Scope::parse(name)
-                .ok_or_else(|| UnknownScope(truncate(&without_credentials(name), 64)))?;
+            let scope = Scope::parse(name).ok_or_else(|| UnknownScope(quotable(name, 64)))?;
             set.insert(scope);
         }
         Ok(set)
@@ -223,10 +220,6 @@ impl ScopeSet {
     pub fn names(self) -> Vec<&'static str> {
         self.iter().map(Scope::as_str).collect()
     }
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    text.chars().take(max_chars).collect()
 }
 
 #[cfg(test)]

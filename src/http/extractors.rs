@@ -13,7 +13,7 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ErrorKind};
-use crate::domain::credential_text::without_credentials;
+use crate::domain::credential_text::quotable;
 
 /// Admin request bodies are small; anything larger is refused before parsing.
 pub const MAX_JSON_BODY: usize = 64 * 1024;
@@ -138,11 +138,7 @@ fn encoding_refusal(request: &HttpRequest) -> Option<ApiError> {
     if encodings.is_empty() {
         return None;
     }
-    // Credentials cut before the list is capped (see `ScopeSet::parse`).
-    let named: String = without_credentials(&encodings.join(", "))
-        .chars()
-        .take(64)
-        .collect();
+    let named = quotable(&encodings.join(", "), 64);
     Some(
         ErrorKind::UnsupportedMediaType {
             message: format!(

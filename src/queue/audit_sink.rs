@@ -684,6 +684,18 @@ mod tests {
         }
     }
 
+    /// An empty embedded store, the metrics, and the in-process queue that writes to it.
+    async fn store_and_queue() -> (SharedStore, Arc<Metrics>, Arc<InProcessQueue>) {
+        let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
+        store.migrate().await.unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let queue = InProcessQueue::start(
+            JobContext::new(Arc::clone(&store), Arc::clone(&metrics)),
+            None,
+        );
+        (store, metrics, queue)
+    }
+
     /// A job queue that takes nothing while its gate is shut: storage that is down. It
     /// notes the largest batch it was handed.
     struct GatedQueue {
@@ -723,13 +735,7 @@ mod tests {
     /// reaches the audit log, read back from the spool.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn with_storage_down_requests_go_on_and_spilled_events_are_stored_later() {
-        let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
-        store.migrate().await.unwrap();
-        let metrics = Arc::new(Metrics::default());
-        let inner = InProcessQueue::start(
-            JobContext::new(Arc::clone(&store), Arc::clone(&metrics)),
-            None,
-        );
+        let (store, metrics, inner) = store_and_queue().await;
         let (gate, open) = tokio::sync::watch::channel(false);
         let queue = Arc::new(GatedQueue::new(Arc::clone(&inner), open));
         let dir = spool_dir();
@@ -786,13 +792,7 @@ mod tests {
     /// (one job of 12,000 before).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn spilled_events_are_handed_over_in_batches_of_at_most_max_batch() {
-        let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
-        store.migrate().await.unwrap();
-        let metrics = Arc::new(Metrics::default());
-        let inner = InProcessQueue::start(
-            JobContext::new(Arc::clone(&store), Arc::clone(&metrics)),
-            None,
-        );
+        let (store, metrics, inner) = store_and_queue().await;
         let (gate, open) = tokio::sync::watch::channel(false);
         let queue = Arc::new(GatedQueue::new(Arc::clone(&inner), open));
         let dir = spool_dir();
@@ -835,13 +835,7 @@ mod tests {
     /// Spilled events are also read back while the server runs, not only at shutdown.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn spilled_events_are_read_back_once_ingestion_catches_up() {
-        let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
-        store.migrate().await.unwrap();
-        let metrics = Arc::new(Metrics::default());
-        let queue = InProcessQueue::start(
-            JobContext::new(Arc::clone(&store), Arc::clone(&metrics)),
-            None,
-        );
+        let (store, metrics, queue) = store_and_queue().await;
         let dir = spool_dir();
         let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
         let (sink, mut batcher) = AuditBatcher::start_with_capacity(
@@ -894,13 +888,7 @@ mod tests {
                 spool.append(&event(&workspace).view()).unwrap();
             }
         }
-        let store: SharedStore = Arc::new(SqliteStore::open_in_memory().unwrap());
-        store.migrate().await.unwrap();
-        let metrics = Arc::new(Metrics::default());
-        let queue = InProcessQueue::start(
-            JobContext::new(Arc::clone(&store), Arc::clone(&metrics)),
-            None,
-        );
+        let (store, metrics, queue) = store_and_queue().await;
         let (spool, leftovers) = AuditSpool::open(&dir).unwrap();
         assert_eq!(leftovers.events(), 25);
         let spool = Arc::new(spool);
